@@ -1,0 +1,167 @@
+"""The ``drgym`` command: play an episode, query a search backend, manage data, run benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _add_episode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("episode", help="play one episode and print it as JSON")
+    p.add_argument("--dataset", default="demo", help="dataset name (see `drgym data list`)")
+    p.add_argument("--data-source", default=None, help="keep only this data source (e.g. hotpotqa)")
+    p.add_argument("--index", type=int, default=None, help="question index (default: a seeded draw)")
+    p.add_argument("--question", default=None, help="ask this question instead of a dataset one")
+    p.add_argument("--answers", default=None, help="gold answers for --question, joined by <|answer_split|>")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--agent", default="scripted", help="agent name (see `drgym agents`)")
+    p.add_argument("--agent-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra agent constructor argument (JSON value or string); repeatable")
+    p.add_argument("--search", default="local", help="search backend name")
+    p.add_argument("--corpus", default=None, help="corpus of the local backend (default: by dataset)")
+    p.add_argument("--max-turns", type=int, default=10)
+    p.add_argument("--llm", default=None, help="LLM for LLM agents: openai:URL | hf:PATH | vllm:NAME | tiny")
+    p.add_argument("--model", default=None, help="model name served at --llm")
+    p.add_argument("--checkpoint", default=None, help="checkpoint directory (trained agents)")
+    p.add_argument("--compact", action="store_true", help="one-line JSON")
+
+
+def _agent_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in args.agent_arg:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--agent-arg expects KEY=VALUE, got {item!r}")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    for key in ("llm", "model", "checkpoint"):
+        if getattr(args, key, None) is not None:
+            kwargs[key] = getattr(args, key)
+    return kwargs
+
+
+def _cmd_episode(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import drgym  # noqa: F401  (registers the env ids)
+    from drgym.agent import make_agent
+    from drgym.runner import run_episode
+
+    agent = make_agent(args.agent, **_agent_kwargs(args))
+    env_kwargs: dict[str, Any] = {
+        "dataset": args.dataset,
+        "data_source": args.data_source,
+        "search": args.search,
+        "corpus": args.corpus,
+        "max_turns": args.max_turns,
+        **getattr(agent, "env_options", {}),
+    }
+    env = gym.make("drgym/WebResearch-v0", **env_kwargs)
+    options: dict[str, Any] | None = None
+    if args.question is not None:
+        options = {"question": args.question, "answers": args.answers or []}
+    elif args.index is not None:
+        options = {"index": args.index}
+    traj = run_episode(env, agent, seed=args.seed, options=options)
+    env.close()
+    print(json.dumps(traj.to_dict(), ensure_ascii=False, indent=None if args.compact else 2))
+    return 0 if traj.error is None else 1
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from drgym.search import make_backend
+
+    kwargs: dict[str, Any] = {}
+    if args.backend == "local":
+        kwargs["name"] = args.corpus
+
+    async def go() -> list[Any]:
+        backend = make_backend(args.backend, **kwargs)
+        try:
+            return await backend.search(args.query, args.k)
+        finally:
+            await backend.aclose()
+
+    results = asyncio.run(go())
+    print(json.dumps([{"title": r.title, "url": r.url, "snippet": r.snippet, **r.extras} for r in results],
+                     ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from drgym import data
+
+    if args.data_cmd == "list":
+        rows = [("dataset", name) for name in data.list_datasets()] + [("corpus", n) for n in data.list_corpora()]
+        for kind, name in rows:
+            info = data.dataset_info(name)
+            print(f"{kind:8} {name:24} {info.get('description', '')}")
+        return 0
+    paths = data.download(args.name)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _cmd_agents(_: argparse.Namespace) -> int:
+    from drgym.agent import agent_names
+
+    for name in agent_names():
+        print(name)
+    return 0
+
+
+def _cmd_bench(argv: Sequence[str]) -> int:
+    from benchmarks.run import main as bench_main
+
+    return bench_main(list(argv))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drgym", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _add_episode(sub)
+    s = sub.add_parser("search", help="query a search backend and print the results as JSON")
+    s.add_argument("query")
+    s.add_argument("--backend", default="local")
+    s.add_argument("--corpus", default="wiki-local", help="corpus of the local backend")
+    s.add_argument("-k", type=int, default=10)
+    d = sub.add_parser("data", help="list or download datasets and corpora")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    dsub.add_parser("list", help="list datasets and corpora")
+    dl = dsub.add_parser("download", help="download (or fetch from the mirror) and verify a dataset or corpus")
+    dl.add_argument("name")
+    sub.add_parser("agents", help="list the agents that can be named with --agent")
+    sub.add_parser("bench", help="run the side-by-side benchmark (same as python -m benchmarks.run)",
+                   add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        return _cmd_bench(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    from drgym.errors import DrgymError
+
+    handlers = {"episode": _cmd_episode, "search": _cmd_search, "data": _cmd_data, "agents": _cmd_agents}
+    try:
+        return handlers[args.cmd](args)
+    except DrgymError as exc:
+        print(f"drgym: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

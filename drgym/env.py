@@ -1,0 +1,465 @@
+"""``WebResearchEnv``: deep web research as a Gymnasium text environment.
+
+Description:
+    Each episode poses one question from a dataset. The policy answers in turns: it thinks, then either calls a
+    tool (``web_search`` or ``browse_webpage``) or gives an answer, following the DeepResearcher protocol. The
+    environment runs the tool and returns its result as the next observation.
+
+Action:
+    ``UnicodeText(max_action_chars)``: the policy's whole turn, e.g.
+    ``<think>…</think><tool_call>{"name": "web_search", "arguments": {"query": ["…"]}}</tool_call>``.
+
+Observation:
+    ``UnicodeText(max_observation_chars)``: after ``reset`` the user turn (the question); after a tool call the
+    tool result wrapped in ``<tool_response>…</tool_response>``; after an error, the error message (wrapped the
+    same way) that tells the policy what to fix. ``info["messages"]`` holds the same conversation as chat
+    messages (tool turns unwrapped, role ``tool``) for policies that apply their own chat template.
+
+Rewards:
+    0 on every step but the last. At the end, with ``reward_mode="paper"``: −1 when the policy's own turns have
+    unbalanced ``think``/``tool_call``/``answer`` tags or no answer, else the word-level F1 of the first answer
+    against the gold answers (maximum over golds). Other modes (``f1``, ``em``, ``squad_f1``) score 0 on a
+    broken format, as in evaluation.
+
+Episode End:
+    ``terminated`` when the policy answers, or (``on_format_error="end"``) breaks the format. ``truncated``
+    when ``max_turns`` turns pass without an answer (scored as a trajectory with no answer). Never both.
+
+Arguments:
+    See :class:`WebResearchEnv` ``__init__`` and the README's option table.
+
+Version History:
+    * v0: initial version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as _dt
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+from gymnasium.error import ResetNeeded
+
+from drgym import protocol
+from drgym._loop import run_sync
+from drgym.browse import Browser, EpisodeMemory, LexicalReader, Reader
+from drgym.data.records import QARecord
+from drgym.errors import ConfigError, ToolError
+from drgym.reward import REWARD_MODES, Score, score_episode, split_gold
+from drgym.search.base import Result, SearchBackend
+from drgym.spaces import UnicodeText
+
+__all__ = ["WebResearchEnv", "FORMAT_ERROR_MODES"]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_ERROR_MODES = ("end", "continue")
+
+
+@dataclass
+class _Episode:
+    """Everything one episode accumulates; dropped at the next reset so memory never grows across episodes."""
+
+    record: QARecord
+    messages: list[dict[str, Any]]
+    memory: EpisodeMemory
+    policy_turns: list[str] = field(default_factory=list)
+    seen_urls: dict[str, str] = field(default_factory=dict)  # url -> the query that surfaced it
+    turn: int = 0
+    tool_calls: int = 0
+    search_calls: int = 0
+    pages_read: int = 0
+    format_errors: int = 0
+    tool_errors: int = 0
+    backend_errors: int = 0
+    backend_time_s: float = 0.0
+    done: bool = False
+
+
+class WebResearchEnv(gym.Env[str, str]):
+    """Search-and-read research episodes over a question dataset (see the module docstring)."""
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+
+    def __init__(
+        self,
+        dataset: str | Sequence[QARecord | Mapping[str, Any]] = "demo",
+        *,
+        data_source: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        search: str | SearchBackend = "local",
+        corpus: str | None = None,
+        search_kwargs: Mapping[str, Any] | None = None,
+        reader: Reader | None = None,
+        max_turns: int = 10,
+        results_per_query: int = 10,
+        max_queries_per_call: int = 3,
+        max_pages_per_call: int = 5,
+        browse_time_budget_s: float = 60.0,
+        reward_mode: str = "paper",
+        browse_only_seen_urls: bool = True,
+        on_format_error: str = "end",
+        max_action_chars: int = 32_768,
+        max_observation_chars: int = 100_000,
+        today: _dt.date | str | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        """Build the environment.
+
+        Args:
+            dataset: a dataset name (``drgym.data.list_datasets()``) or a list of ``QARecord`` / dicts with
+                ``question`` and ``answers``.
+            data_source: keep only records of these sources (e.g. ``"hotpotqa"``).
+            limit: keep the first ``limit`` records (after filtering).
+            search: a backend name (``drgym.search.backend_names()``) or a ``SearchBackend`` instance.
+            corpus: the corpus of the ``local`` backend; default ``demo`` for the demo dataset, else ``wiki-local``.
+            search_kwargs: extra arguments for the named backend.
+            reader: how ``browse_webpage`` reads a page; default the lexical reader (no LLM). Pass a
+                ``drgym.browse.BrowsingAgent`` for the paper's LLM browsing agent.
+            max_turns: policy turns per episode (paper: 10, so at most 9 tool calls and an answer).
+            results_per_query: search results per query (paper: 10).
+            max_queries_per_call: queries of one ``web_search`` call that are run (paper: 3).
+            max_pages_per_call: URLs of one ``browse_webpage`` call that are read.
+            browse_time_budget_s: time budget of one page read.
+            reward_mode: one of ``REWARD_MODES`` (``paper``: −1 on broken format, else F1).
+            browse_only_seen_urls: only URLs seen in this episode's search results may be browsed (paper).
+            on_format_error: ``end`` (paper: the episode ends with the format reward) or ``continue`` (an error
+                observation; the broken turn is not scored).
+            max_action_chars: longest accepted turn; longer turns are format errors.
+            max_observation_chars: observations are cut to this length.
+            today: the date stated in the system prompt (default: today).
+            render_mode: ``ansi`` (``render()`` returns the transcript) or ``human`` (prints it).
+        """
+        _check_choice("reward_mode", reward_mode, REWARD_MODES)
+        _check_choice("on_format_error", on_format_error, FORMAT_ERROR_MODES)
+        if render_mode is not None:
+            _check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
+        for name, value in (
+            ("max_turns", max_turns),
+            ("results_per_query", results_per_query),
+            ("max_queries_per_call", max_queries_per_call),
+            ("max_pages_per_call", max_pages_per_call),
+            ("max_action_chars", max_action_chars),
+            ("max_observation_chars", max_observation_chars),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
+        if browse_time_budget_s <= 0:
+            raise ConfigError(f"`browse_time_budget_s` must be positive, got {browse_time_budget_s!r}")
+
+        self.records = _load_records(dataset, data_source=data_source, limit=limit)
+        self.dataset_name = dataset if isinstance(dataset, str) else "custom"
+        self.backend = _make_search(search, corpus=corpus, dataset=self.dataset_name, kwargs=search_kwargs)
+        self.reader: Reader = reader if reader is not None else LexicalReader()
+        self.browser = Browser(
+            self.backend, self.reader, max_pages_per_call=max_pages_per_call, time_budget_s=browse_time_budget_s
+        )
+        self.max_turns = max_turns
+        self.results_per_query = results_per_query
+        self.max_queries_per_call = max_queries_per_call
+        self.reward_mode = reward_mode
+        self.browse_only_seen_urls = browse_only_seen_urls
+        self.on_format_error = on_format_error
+        self.max_action_chars = max_action_chars
+        self.max_observation_chars = max_observation_chars
+        self.today = today
+        self.render_mode = render_mode
+
+        self.action_space = UnicodeText(max_action_chars)
+        self.observation_space = UnicodeText(max_observation_chars)
+        self._system_prompt = protocol.system_prompt(today if today is not None else _dt.date.today())
+        self._tools = protocol.tool_schemas()
+        self._episode: _Episode | None = None
+
+    # ------------------------------------------------------------------ sync API (Gymnasium)
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode: ``options={"index": i}`` or ``{"question": q, "answers": [...]}``, else a seeded draw."""
+        super().reset(seed=seed)
+        return self._begin(options)
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Play the policy's turn (see the module docstring); runs the tool on drgym's background loop."""
+        return run_sync(self.astep(action))
+
+    # ------------------------------------------------------------------ async API
+    async def areset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """The same as ``reset``; reset does no I/O, so this only exists for symmetry in async code."""
+        return self.reset(seed=seed, options=options)
+
+    async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """The same as ``step``, on the caller's event loop (many episodes can share one loop)."""
+        ep = self._episode
+        if ep is None or ep.done:
+            raise ResetNeeded("Cannot call `step()` before `reset()` or after the episode ended; call `reset()`.")
+        if isinstance(action, bytes):
+            action = action.decode("utf-8", errors="replace")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be the policy's turn as a str, got {type(action).__name__}")
+
+        ep.turn += 1
+        parsed = protocol.parse_turn(action, max_chars=self.max_action_chars)
+        ep.messages.append({"role": "assistant", "content": action[: self.max_action_chars]})
+
+        reward, terminated, error = 0.0, False, parsed.error
+        if parsed.kind == "format_error":
+            ep.format_errors += 1
+            if self.on_format_error == "end":
+                ep.policy_turns.append(action)
+                content, terminated = protocol.render_error(parsed.error or "the turn broke the format"), True
+            else:
+                content = protocol.render_error(
+                    f"{parsed.error} This turn was not accepted; reply again in the required format."
+                )
+        else:
+            ep.policy_turns.append(action)
+            if parsed.kind == "answer":
+                content, terminated = "", True
+            elif parsed.kind == "tool_error":
+                ep.tool_errors += 1
+                content = protocol.render_error(parsed.error or "the tool call is invalid")
+            else:
+                assert parsed.tool_call is not None
+                ep.tool_calls += 1
+                content, error = await self._run_tool(ep, parsed.tool_call)
+
+        truncated = not terminated and ep.turn >= self.max_turns
+        score: Score | None = None
+        if terminated or truncated:
+            score = score_episode(ep.policy_turns, ep.record.answers, mode=self.reward_mode)
+            reward = float(score.reward)
+            ep.done = True
+            ep.memory.clear()
+
+        observation = self._observe(ep, content, final=terminated)
+        info = self._step_info(ep, parsed, error, score)
+        if self.render_mode == "human":
+            print(self.render())
+        return observation, reward, terminated, truncated, info
+
+    # ------------------------------------------------------------------ tools
+    async def _run_tool(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
+        """Run one tool call; infrastructure failures become the observation, never an exception."""
+        started = time.perf_counter()
+        try:
+            if call.name == "web_search":
+                return await self._web_search(ep, list(call.arguments["query"])), None
+            return await self._browse(ep, list(call.arguments["url_list"])), None
+        except ToolError as exc:
+            ep.backend_errors += 1
+            return protocol.render_error(str(exc)), str(exc)
+        finally:
+            ep.backend_time_s += time.perf_counter() - started
+
+    async def _web_search(self, ep: _Episode, queries: list[str]) -> str:
+        used = [q for q in dict.fromkeys(q.strip() for q in queries) if q][: self.max_queries_per_call]
+        ep.search_calls += len(used)
+        outcomes = await asyncio.gather(
+            *(self.backend.search(q, self.results_per_query) for q in used), return_exceptions=True
+        )
+        per_query: list[tuple[str, Sequence[Result]]] = []
+        failures: list[str] = []
+        for query, outcome in zip(used, outcomes):
+            if isinstance(outcome, ToolError):
+                ep.backend_errors += 1
+                failures.append(f'search for "{query}" failed: {outcome}')
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            for result in outcome:
+                ep.seen_urls.setdefault(result.url, query)
+            per_query.append((query, outcome))
+        text = protocol.render_search_results(per_query) if per_query else ""
+        if failures:
+            text = "\n".join(filter(None, [text, *(protocol.render_error(f) for f in failures)]))
+        return text
+
+    async def _browse(self, ep: _Episode, urls: list[str]) -> str:
+        urls = list(dict.fromkeys(u.strip() for u in urls if u.strip()))
+        notes: list[str] = []
+        if self.browse_only_seen_urls:
+            unseen = [u for u in urls if u not in ep.seen_urls]
+            urls = [u for u in urls if u in ep.seen_urls]
+            if unseen:
+                notes.append(
+                    "Skipped URLs that did not appear in this episode's search results "
+                    f"(search first, then browse a result's URL): {', '.join(unseen[:10])}"
+                )
+        pages: list[dict[str, Any]] = []
+        if urls:
+            read = await self.browser.browse(
+                urls, question=ep.record.question, subquestions=ep.seen_urls, memory=ep.memory
+            )
+            ep.pages_read += sum(1 for p in read if p.error is None)
+            pages = [p.to_dict() for p in read]
+        text = protocol.render_browse_results(pages) if pages else ""
+        return "\n".join(filter(None, [text, *(protocol.render_error(n) for n in notes)])) or protocol.render_error(
+            "no URL to read; pass URLs from this episode's search results in `url_list`"
+        )
+
+    # ------------------------------------------------------------------ episode bookkeeping
+    def _begin(self, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+        record = self._choose(options or {})
+        messages = [
+            {"role": "system", "content": self._system_prompt},
+            {"role": "user", "content": record.question},
+        ]
+        self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory())
+        info = {
+            "system_prompt": self._system_prompt,
+            "tools": copy.deepcopy(self._tools),
+            "messages": copy.deepcopy(messages),
+            "question": record.question,
+            "record_id": record.id,
+            "source": record.source,
+            "turn": 0,
+        }
+        return record.question, info
+
+    def _choose(self, options: Mapping[str, Any]) -> QARecord:
+        unknown = set(options) - {"index", "question", "answers", "id", "source"}
+        if unknown:
+            raise ConfigError(
+                f"unknown reset option(s) {sorted(unknown)}; use {{'index': i}} or "
+                "{'question': ..., 'answers': [...]}"
+            )
+        if "question" in options:
+            question = options["question"]
+            if not isinstance(question, str) or not question.strip():
+                raise ConfigError("reset option `question` must be a non-empty string")
+            answers = split_gold(options.get("answers") or [])
+            return QARecord(
+                question=question.strip(),
+                answers=answers,
+                source=str(options.get("source", "custom")),
+                id=str(options.get("id", "custom")),
+            )
+        if "index" in options:
+            index = options["index"]
+            if not isinstance(index, int) or isinstance(index, bool) or not -len(self.records) <= index < len(
+                self.records
+            ):
+                raise ConfigError(f"reset option `index` must be an int in [0, {len(self.records)}), got {index!r}")
+            return self.records[index]
+        return self.records[int(self.np_random.integers(len(self.records)))]
+
+    def _observe(self, ep: _Episode, content: str, *, final: bool) -> str:
+        if len(content) > self.max_observation_chars - 64:
+            content = content[: self.max_observation_chars - 64] + "\n[... cut to fit the observation limit]"
+        if not final or content:
+            ep.messages.append({"role": "tool", "content": content})
+        return protocol.wrap_tool_response(content) if content else ""
+
+    def _step_info(
+        self, ep: _Episode, parsed: protocol.ParsedTurn, error: str | None, score: Score | None
+    ) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "action": parsed.to_info(),
+            "format_ok": parsed.format_ok,
+            "error": error,
+            "turn": ep.turn,
+            "tool_calls": ep.tool_calls,
+            "search_calls": ep.search_calls,
+            "pages_read": ep.pages_read,
+            "format_errors": ep.format_errors,
+            "tool_errors": ep.tool_errors,
+            "backend_errors": ep.backend_errors,
+            "backend_time_s": ep.backend_time_s,
+            "messages": copy.deepcopy(ep.messages),
+        }
+        if score is not None:
+            info.update(
+                f1=score.f1,
+                em=score.em,
+                reward=score.reward,
+                answer=score.answer,
+                answers=list(ep.record.answers),
+                score=score.to_dict(),
+            )
+        return info
+
+    # ------------------------------------------------------------------ gymnasium extras
+    def render(self) -> str | None:
+        """The transcript so far (``ansi``), or ``None`` without a render mode."""
+        if self.render_mode is None or self._episode is None:
+            return None
+        lines = []
+        for message in self._episode.messages[1:]:
+            lines.append(f"[{message['role']}] {message['content']}")
+        return "\n".join(lines)
+
+    def close(self) -> None:
+        """Drop the episode. Shared search backends stay open for other envs (see ``close_shared_backends``)."""
+        if self._episode is not None:
+            self._episode.memory.clear()
+        self._episode = None
+        super().close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError(
+            "WebResearchEnv holds network sessions and cannot be pickled; build one per process with "
+            "gymnasium.make (AsyncVectorEnv does this for you)"
+        )
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _load_records(
+    dataset: str | Sequence[QARecord | Mapping[str, Any]],
+    *,
+    data_source: str | Sequence[str] | None,
+    limit: int | None,
+) -> list[QARecord]:
+    if isinstance(dataset, str):
+        from drgym.data import load_dataset
+
+        records = list(load_dataset(dataset, data_source=data_source, limit=limit))
+    else:
+        records = [_as_record(r, i) for i, r in enumerate(dataset)]
+        if data_source is not None:
+            wanted = {data_source} if isinstance(data_source, str) else set(data_source)
+            records = [r for r in records if r.source in wanted]
+        if limit is not None:
+            records = records[:limit]
+    if not records:
+        raise ConfigError(f"dataset {dataset if isinstance(dataset, str) else 'given'} has no records to pose")
+    return records
+
+
+def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
+    if isinstance(item, QARecord):
+        return item
+    if not isinstance(item, Mapping) or not isinstance(item.get("question"), str):
+        raise ConfigError(f"dataset item {index} must be a QARecord or a dict with a `question` str, got {item!r:.80}")
+    return QARecord(
+        question=item["question"],
+        answers=split_gold(item.get("answers") or item.get("answer") or []),
+        source=str(item.get("source", "custom")),
+        id=str(item.get("id", index)),
+    )
+
+
+def _make_search(
+    search: str | SearchBackend, *, corpus: str | None, dataset: str, kwargs: Mapping[str, Any] | None
+) -> SearchBackend:
+    from drgym.search import SearchBackend as _Protocol
+    from drgym.search import shared_backend
+
+    if not isinstance(search, str):
+        if not isinstance(search, _Protocol):
+            raise ConfigError(f"`search` must be a backend name or a SearchBackend, got {type(search).__name__}")
+        return search
+    options = dict(kwargs or {})
+    if search == "local":
+        options.setdefault("name", corpus or ("demo" if dataset == "demo" else "wiki-local"))
+    return shared_backend(search, **options)

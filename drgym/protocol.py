@@ -1,0 +1,563 @@
+"""The text protocol between a policy and the environment.
+
+A policy turn is plain text in the Qwen2.5 tool-calling style used by DeepResearcher: a ``<think>`` block
+followed by either one ``<tool_call>`` holding a JSON object or one ``<answer>``. This module turns such text
+into a :class:`ParsedTurn` (never raising: every mistake becomes a message that tells the policy how to fix
+it), and renders tool results back into observation text in which web content cannot forge protocol tags.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from drgym.search.base import Result
+
+__all__ = [
+    "TOOL_NAMES",
+    "ToolCall",
+    "ParsedTurn",
+    "tool_schemas",
+    "system_prompt",
+    "parse_turn",
+    "tags_balanced",
+    "truncate_after_action",
+    "escape_tags",
+    "wrap_tool_response",
+    "render_search_results",
+    "render_browse_results",
+    "render_error",
+]
+
+TOOL_NAMES = ("web_search", "browse_webpage")
+
+# The one list argument each tool takes (the paper's argument names).
+_TOOL_ARG = {"web_search": "query", "browse_webpage": "url_list"}
+
+_FORMAT_ERRORS = frozenset({"unbalanced_tags", "no_action", "too_long"})
+_TOOL_ERRORS = frozenset({"bad_json", "unknown_tool", "bad_arguments"})
+
+# Tags of the turn format; exact lowercase spelling, as the chat template and the paper's reward use them.
+_TAG_NAMES = ("think", "tool_call", "answer")
+_TAG_RE = re.compile(r"<(/?)(think|tool_call|answer)>")
+# Near-misses of the tags above (odd case, inner spaces, dash), used only to explain an error.
+_LOOSE_TAG_RE = re.compile(r"<\s*/?\s*(?:think|tool[\s_-]?call|answer)\s*>", re.IGNORECASE)
+# C0 controls except \t and \n, DEL, C1 controls and lone surrogates: never meaningful, often harmful downstream.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+# Anything that looks like a protocol or chat-template tag once a model reads it.
+_PROTOCOL_NAMES = r"(?:think|tool_call|tool_response|tools|answer)\b"
+_FULL_TAG_RE = re.compile(r"<(\s*/?\s*" + _PROTOCOL_NAMES + r"[^<>]*)>", re.IGNORECASE)
+_TAG_START_RE = re.compile(r"<(?=\s*/?\s*" + _PROTOCOL_NAMES + r")", re.IGNORECASE)
+_FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)\s*```", re.DOTALL)
+
+_EXAMPLE_SEARCH = '{"name": "web_search", "arguments": {"query": ["first query", "second query"]}}'
+_EXAMPLE_BROWSE = '{"name": "browse_webpage", "arguments": {"url_list": ["https://example.org/page"]}}'
+_SNIPPET_CHARS = 120
+
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- data types
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A validated tool call: a known tool name and its normalised arguments (lists of clean strings)."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ParsedTurn:
+    """What one policy turn asks for.
+
+    Attributes:
+        think: Content of the first ``<think>`` block, stripped, or None.
+        tool_call: The action when it is a valid tool call.
+        answer: The action when it is an answer (stripped; may be empty).
+        format_ok: False when the turn breaks the paper's format rule (the reward's −1 case).
+        error: A message for the policy saying what was wrong and how to fix it (no "Error:" prefix).
+        error_kind: ``unbalanced_tags``, ``no_action`` or ``too_long`` (format errors), ``bad_json``,
+            ``unknown_tool`` or ``bad_arguments`` (tool errors: the format is fine, the call is not).
+        extra_tool_calls: Complete ``<tool_call>`` blocks present but not used (only the first action counts).
+    """
+
+    think: str | None = None
+    tool_call: ToolCall | None = None
+    answer: str | None = None
+    format_ok: bool = True
+    error: str | None = None
+    error_kind: str | None = None
+    extra_tool_calls: int = 0
+
+    @property
+    def kind(self) -> str:
+        """``tool_call``, ``answer``, ``tool_error`` (a malformed call) or ``format_error``."""
+        if not self.format_ok:
+            return "format_error"
+        if self.tool_call is not None:
+            return "tool_call"
+        if self.answer is not None:
+            return "answer"
+        return "tool_error"
+
+    def to_info(self) -> dict[str, Any]:
+        """A JSON-serialisable summary, for the environment's ``info["action"]``."""
+        call = self.tool_call
+        return {
+            "kind": self.kind,
+            "tool": call.name if call is not None else None,
+            "arguments": {k: list(v) for k, v in call.arguments.items()} if call is not None else None,
+            "answer": self.answer,
+            "format_ok": self.format_ok,
+            "error": self.error,
+            "error_kind": self.error_kind,
+            "extra_tool_calls": self.extra_tool_calls,
+        }
+
+
+# ----------------------------------------------------------------------------------- schemas and prompt
+
+
+def tool_schemas() -> list[dict[str, Any]]:
+    """The two tools as OpenAI function schemas (a fresh copy on every call, safe to mutate)."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": "web_search",
+                "description": (
+                    "Search the web. Returns, for each query, the top results with title, URL and snippet."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "query": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "Search queries; up to 3 queries are used.",
+                        }
+                    },
+                    "required": ["query"],
+                },
+            },
+        },
+        {
+            "type": "function",
+            "function": {
+                "name": "browse_webpage",
+                "description": (
+                    "Read web pages and return the information on them that is relevant to the question."
+                ),
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "url_list": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "URLs to read; only URLs from this episode's search results.",
+                        }
+                    },
+                    "required": ["url_list"],
+                },
+            },
+        },
+    ]
+
+
+def _format_date(today: _dt.date | str | None) -> str:
+    if today is None:
+        today = _dt.date.today()
+    if isinstance(today, str):
+        text = _clean(today).strip()
+        try:
+            today = _dt.date.fromisoformat(text)
+        except ValueError:
+            return text or _format_date(None)
+    if isinstance(today, _dt.datetime):
+        today = today.date()
+    # Names spelled out here rather than with strftime("%A"), which follows the process locale.
+    return f"{_WEEKDAYS[today.weekday()]}, {_MONTHS[today.month - 1]} {today.day}, {today.year} ({today})"
+
+
+def system_prompt(today: _dt.date | str | None = None) -> str:
+    """The system prompt of an episode: date, task, tools (in Qwen2.5's ``<tools>`` block) and output format.
+
+    Args:
+        today: The date the policy is told; an ISO string is rendered like a date, any other string is used
+            verbatim, None means the machine's current date (the only non-deterministic case).
+
+    The tool schemas are embedded in the prompt, so do not also pass ``tools=`` to a chat template.
+    """
+    tools = "\n".join(json.dumps(schema, ensure_ascii=False) for schema in tool_schemas())
+    return f"""Today is {_format_date(today)}.
+
+You are a research assistant. The question you will be given needs deep research: do not rely on memory \
+alone. Work out what you need to find, search the web, read the most promising pages, and check what you \
+learn before you answer.
+
+# Tools
+
+You have two tools:
+- web_search: runs web searches and returns, for each query, the top results with a title, a URL and a \
+short snippet. Up to 3 queries per call are used.
+- browse_webpage: reads web pages and returns the information on them that is relevant to the question. \
+Only URLs that appeared in this episode's search results can be read.
+
+The function signatures are given within <tools></tools> XML tags:
+<tools>
+{tools}
+</tools>
+
+# Output format
+
+Each reply must take exactly one of these two forms.
+
+To call a tool:
+<think>
+what you know so far and what to look up next
+</think>
+<tool_call>
+{{"name": <function-name>, "arguments": <args-json-object>}}
+</tool_call>
+
+To give the final answer:
+<think>
+why the information you gathered answers the question
+</think>
+<answer>
+the answer
+</answer>
+
+Rules:
+- Only one tool call per reply is used; further <tool_call> blocks are ignored. The result comes back \
+within <tool_response></tool_response> tags.
+- Answer only once you have enough information.
+- Keep the answer short: just the entity, date, number or phrase asked for, with no explanation.
+- If the question is a yes-or-no question, answer only yes or no."""
+
+
+# ------------------------------------------------------------------------------------------------ parsing
+
+
+def _clean(text: str) -> str:
+    """Drop control characters (except tab and newline) and lone surrogates."""
+    return _CONTROL_RE.sub("", text)
+
+
+def _snippet(text: str) -> str:
+    text = " ".join(_clean(text).split())
+    return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 3] + "..."
+
+
+def _odd_tag_hint(text: str) -> str:
+    odd = sorted({m.group(0) for m in _LOOSE_TAG_RE.finditer(text) if not _TAG_RE.fullmatch(m.group(0))})
+    if not odd:
+        return ""
+    shown = ", ".join(odd[:3])
+    return f" Tags are exact and lowercase (<think>, <tool_call>, <answer>); found {shown}."
+
+
+def _balance_problem(text: str) -> str | None:
+    """Why the turn's tags are unbalanced (first problem in text order), or None when they are balanced.
+
+    Each of ``think``, ``tool_call`` and ``answer`` must alternate open, close, open, close...: no close
+    before its open, no second open before the close (no nesting of a tag in itself), nothing left open.
+    """
+    is_open = dict.fromkeys(_TAG_NAMES, False)
+    for m in _TAG_RE.finditer(text):
+        closing, name = m.group(1) == "/", m.group(2)
+        if closing and not is_open[name]:
+            return f"</{name}> appears without an opening <{name}> before it."
+        if not closing and is_open[name]:
+            return f"<{name}> is opened again before the previous <{name}> is closed; tags cannot be nested."
+        is_open[name] = not closing
+    for name in _TAG_NAMES:
+        if is_open[name]:
+            return f"<{name}> is never closed with </{name}>."
+    return None
+
+
+def tags_balanced(text: str) -> bool:
+    """True when every ``think``, ``tool_call`` and ``answer`` tag is opened and closed in turn."""
+    return _balance_problem(text) is None
+
+
+@dataclass(frozen=True)
+class _Block:
+    tag: str
+    start: int  # start of the content
+    stop: int  # end of the content
+    end: int  # end of the closing tag
+
+
+def _blocks(text: str) -> list[_Block]:
+    """Complete tag blocks in the order they close (a re-opened tag restarts its block)."""
+    opened: dict[str, int | None] = dict.fromkeys(_TAG_NAMES)
+    blocks: list[_Block] = []
+    for m in _TAG_RE.finditer(text):
+        name = m.group(2)
+        if m.group(1) != "/":
+            opened[name] = m.end()
+        elif (start := opened[name]) is not None:
+            blocks.append(_Block(name, start, m.start(), m.end()))
+            opened[name] = None
+    return blocks
+
+
+def _first_action(blocks: Sequence[_Block]) -> _Block | None:
+    """The action of a turn: the tool call or answer that closes first (where generation would stop)."""
+    return next((b for b in blocks if b.tag != "think"), None)
+
+
+def truncate_after_action(text: str) -> str:
+    """The turn cut right after its action's closing tag, as a model stopping at ``</tool_call>`` or
+    ``</answer>`` would have produced it (text after that, such as an invented ``<tool_response>``, is not
+    part of the conversation). Text without a complete action is returned unchanged."""
+    action = _first_action(_blocks(text))
+    return text if action is None else text[: action.end]
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    for kind, name in ((str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _decode_object(payload: str) -> tuple[Any, str | None]:
+    """Decode the tool call's JSON; returns (value, None) or (None, a message saying what is wrong)."""
+    text = payload.strip()
+    fenced = _FENCE_RE.fullmatch(text)
+    if fenced:
+        text = fenced.group(1).strip()
+    if not text:
+        return None, "the <tool_call> block is empty."
+    try:
+        # strict=False accepts raw newlines inside strings, a frequent slip; control characters are cleaned later.
+        value, end = json.JSONDecoder(strict=False).raw_decode(text)
+    except json.JSONDecodeError as exc:
+        return None, f"the tool call is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
+    except (ValueError, RecursionError):
+        return None, "the tool call is not valid JSON (it is nested too deeply or holds an invalid number)."
+    rest = text[end:].strip()
+    if rest:
+        return None, f"unexpected text after the JSON object: {_snippet(rest)!r}. Close the object once."
+    return value, None
+
+
+def _tool_error(kind: str, message: str, think: str | None, extra: int, tool: str = "") -> ParsedTurn:
+    example = _EXAMPLE_BROWSE if tool == "browse_webpage" else _EXAMPLE_SEARCH
+    return ParsedTurn(
+        think=think,
+        format_ok=True,
+        error=f"Invalid tool call: {message} For example: <tool_call>{example}</tool_call>",
+        error_kind=kind,
+        extra_tool_calls=extra,
+    )
+
+
+def _validate_arguments(name: str, arguments: Any) -> tuple[dict[str, list[str]] | None, str | None]:
+    key = _TOOL_ARG[name]
+    what = "search queries" if key == "query" else "URLs"
+    if isinstance(arguments, str):
+        # The OpenAI wire format carries arguments as a JSON string; accept it when it holds an object.
+        decoded, problem = _decode_object(arguments)
+        if problem is None and isinstance(decoded, dict):
+            arguments = decoded
+    if not isinstance(arguments, dict):
+        return None, f'"arguments" must be a JSON object, got {_json_type(arguments)}.'
+    if key not in arguments:
+        found = ", ".join(f'"{_clean(str(k))[:40]}"' for k in list(arguments)[:5]) or "none"
+        return None, f'{name} needs the argument "{key}", a list of {what} (arguments given: {found}).'
+    value = arguments[key]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        return None, f'"{key}" must be a list of strings, got {_json_type(value)}.'
+    if not value:
+        return None, f'"{key}" is empty; give at least one of the {what}.'
+    items: list[str] = []
+    for i, item in enumerate(value, 1):
+        if not isinstance(item, str):
+            return None, f'item {i} of "{key}" is {_json_type(item)}, not a string; {what} must be strings.'
+        item = _clean(item).strip()
+        if not item:
+            return None, f'item {i} of "{key}" is blank.'
+        items.append(item)
+    return {key: items}, None
+
+
+def _parse_tool_call(payload: str, think: str | None, extra: int) -> ParsedTurn:
+    value, problem = _decode_object(payload)
+    if problem is not None:
+        return _tool_error("bad_json", problem, think, extra)
+    if not isinstance(value, dict):
+        return _tool_error(
+            "bad_json", f"the tool call must be a JSON object, got {_json_type(value)}.", think, extra
+        )
+    if "name" not in value:
+        return _tool_error("bad_json", 'the tool call object has no "name".', think, extra)
+    name = value["name"]
+    if not isinstance(name, str) or name.strip() not in _TOOL_ARG:
+        shown = _clean(name).strip()[:60] if isinstance(name, str) else _json_type(name)
+        close = difflib.get_close_matches(shown, TOOL_NAMES, n=1) if isinstance(name, str) else []
+        hint = f' Did you mean "{close[0]}"?' if close else ""
+        valid = ", ".join(f'"{t}"' for t in TOOL_NAMES)
+        return _tool_error("unknown_tool", f'unknown tool "{shown}"; valid tools: {valid}.{hint}', think, extra)
+    name = name.strip()
+    if "arguments" not in value:
+        message = f'the call to {name} has no "arguments" object.'
+        return _tool_error("bad_arguments", message, think, extra, name)
+    arguments, problem = _validate_arguments(name, value["arguments"])
+    if problem is not None:
+        return _tool_error("bad_arguments", problem, think, extra, name)
+    return ParsedTurn(think=think, tool_call=ToolCall(name, arguments), format_ok=True, extra_tool_calls=extra)
+
+
+def _format_error(kind: str, message: str, think: str | None = None) -> ParsedTurn:
+    return ParsedTurn(think=think, format_ok=False, error=message, error_kind=kind)
+
+
+def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
+    """Parse one policy turn. Never raises: every problem is reported in the returned :class:`ParsedTurn`.
+
+    Format errors (``format_ok=False``, the paper's −1): text longer than ``max_chars``, unbalanced
+    ``think``/``tool_call``/``answer`` tags, or neither a tool call nor an answer. Otherwise the action is the
+    tool call or answer whose closing tag comes first; a malformed call is a *tool error* (``format_ok=True``)
+    with a message that teaches the right form. Arguments are normalised: a bare string becomes a one-item
+    list, items are stripped of control characters and whitespace, and keys other than the tool's own are
+    dropped.
+    """
+    if not isinstance(text, str):
+        return _format_error("no_action", f"a turn must be text, got {type(text).__name__}.")
+    if len(text) > max_chars:
+        return _format_error(
+            "too_long",
+            f"the reply is {len(text)} characters long; the limit is {max_chars}. Keep the thinking short "
+            "and end with one <tool_call> or <answer>.",
+        )
+    blocks = _blocks(text)
+    think_block = next((b for b in blocks if b.tag == "think"), None)
+    think = _clean(text[think_block.start : think_block.stop]).strip() if think_block else None
+    problem = _balance_problem(text)
+    if problem is not None:
+        return _format_error(
+            "unbalanced_tags",
+            f"the tags are unbalanced: {problem} Close every <think>, <tool_call> and <answer> exactly once."
+            + _odd_tag_hint(text),
+            think,
+        )
+    action = _first_action(blocks)
+    if action is None:
+        return _format_error(
+            "no_action",
+            "the reply has neither a <tool_call> nor an <answer>. End it with "
+            f"<tool_call>{_EXAMPLE_SEARCH}</tool_call> or with <answer>a short answer</answer>."
+            + _odd_tag_hint(text),
+            think,
+        )
+    n_calls = sum(b.tag == "tool_call" for b in blocks)
+    if action.tag == "answer":
+        answer = _clean(text[action.start : action.stop]).strip()
+        return ParsedTurn(think=think, answer=answer, format_ok=True, extra_tool_calls=n_calls)
+    return _parse_tool_call(text[action.start : action.stop], think, n_calls - 1)
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def escape_tags(text: str) -> str:
+    """Neutralise protocol and chat-template tags in untrusted text (web pages, snippets, titles).
+
+    ``<answer>`` becomes ``&lt;answer&gt;`` (any case, with or without spaces or attributes; also
+    ``tool_call``, ``tool_response``, ``tools`` and ``think``), and ``<|`` becomes ``&lt;|`` so special tokens
+    such as ``<|im_end|>`` cannot reach a tokenizer. Idempotent; the output never contains a ``<`` that
+    starts one of these tags.
+    """
+    text = _FULL_TAG_RE.sub(r"&lt;\1&gt;", text)
+    # A "<" left before a tag name (no closing ">" found) is still escaped, so no tag can re-form.
+    text = _TAG_START_RE.sub("&lt;", text)
+    return text.replace("<|", "&lt;|")
+
+
+def _safe(text: Any) -> str:
+    """Untrusted value → clean, escaped text."""
+    return escape_tags(_clean(text if isinstance(text, str) else str(text)))
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(_safe(text).split())
+
+
+def wrap_tool_response(content: str) -> str:
+    """The observation a raw-text policy appends: ``<tool_response>\\n{content}\\n</tool_response>``.
+
+    ``content`` is escaped again (a no-op for the renderers' output), so it cannot close the block early.
+    """
+    return "<tool_response>\n" + escape_tags(content) + "\n</tool_response>"
+
+
+def render_search_results(per_query: Sequence[tuple[str, Sequence[Result]]]) -> str:
+    """Search results as readable text: per query, numbered title, URL and snippet (or "no results")."""
+    if not per_query:
+        return "No search was run."
+    sections = []
+    for query, results in per_query:
+        shown_query = _one_line(query)
+        if not results:
+            sections.append(f'No results for query "{shown_query}".')
+            continue
+        lines = [f'Results for query "{shown_query}":']
+        for i, result in enumerate(results, 1):
+            title = _one_line(getattr(result, "title", "")) or "(no title)"
+            lines.append(f"{i}. {title}")
+            lines.append(f"   URL: {_one_line(getattr(result, 'url', ''))}")
+            snippet = _one_line(getattr(result, "snippet", ""))
+            if snippet:
+                lines.append(f"   {snippet}")
+        sections.append("\n".join(lines))
+    return "\n\n".join(sections)
+
+
+def render_browse_results(pages: Sequence[Mapping[str, Any]]) -> str:
+    """What the browsing step learned, per URL: the notes, or the error that stopped reading the page."""
+    if not pages:
+        return "No pages were read."
+    sections = []
+    for i, page in enumerate(pages, 1):
+        url = _one_line(page.get("url") or "")
+        title = _one_line(page.get("title") or "")
+        header = f"Page {i}: {title}\nURL: {url}" if title else f"Page {i}\nURL: {url}"
+        error = page.get("error")
+        if error:
+            body = f"Error: this page could not be read ({_one_line(error)})."
+        else:
+            body = _safe(page.get("notes") or "").strip() or "(nothing relevant to the question on this page)"
+        sections.append(f"{header}\n{body}")
+    return "\n\n".join(sections)
+
+
+def render_error(message: str) -> str:
+    """A short error observation, always starting with ``Error:``."""
+    text = _safe(message).strip()
+    if text.lower().startswith("error:"):
+        text = text[len("error:") :].lstrip()
+    if len(text) > 2000:
+        text = text[:1997] + "..."
+    return f"Error: {text or 'the request failed.'}"
