@@ -206,6 +206,10 @@ class WebResearchEnv(gym.Env[str, str]):
 
         ep.turn += 1
         parsed = protocol.parse_turn(action, max_chars=self.max_action_chars)
+        # Keep the turn only up to its action's closing tag, where a model with stop strings would have
+        # stopped: a forged <tool_response> written after a tool call never enters the context.
+        if parsed.format_ok:
+            action = protocol.truncate_after_action(action)
         ep.messages.append({"role": "assistant", "content": action[: self.max_action_chars]})
 
         reward, terminated, error = 0.0, False, parsed.error
@@ -233,7 +237,9 @@ class WebResearchEnv(gym.Env[str, str]):
         truncated = not terminated and ep.turn >= self.max_turns
         score: Score | None = None
         if terminated or truncated:
-            score = score_episode(ep.policy_turns, ep.record.answers, mode=self.reward_mode)
+            score = score_episode(
+                ep.policy_turns, ep.record.answers, mode=self.reward_mode, max_chars=self.max_action_chars
+            )
             reward = float(score.reward)
             ep.done = True
             ep.memory.clear()

@@ -21,18 +21,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TOOL_NAMES",
-    "ToolCall",
     "ParsedTurn",
-    "tool_schemas",
-    "system_prompt",
-    "parse_turn",
-    "tags_balanced",
-    "truncate_after_action",
+    "ToolCall",
     "escape_tags",
-    "wrap_tool_response",
-    "render_search_results",
+    "parse_turn",
     "render_browse_results",
     "render_error",
+    "render_search_results",
+    "system_prompt",
+    "tags_balanced",
+    "tool_schemas",
+    "truncate_after_action",
+    "wrap_tool_response",
 ]
 
 TOOL_NAMES = ("web_search", "browse_webpage")
@@ -48,7 +48,7 @@ _TAG_NAMES = ("think", "tool_call", "answer")
 _TAG_RE = re.compile(r"<(/?)(think|tool_call|answer)>")
 # Near-misses of the tags above (odd case, inner spaces, dash), used only to explain an error.
 _LOOSE_TAG_RE = re.compile(r"<\s*/?\s*(?:think|tool[\s_-]?call|answer)\s*>", re.IGNORECASE)
-# C0 controls except \t and \n, DEL, C1 controls and lone surrogates: never meaningful, often harmful downstream.
+# C0 controls except \t and \n, DEL, C1 controls, lone surrogates: never meaningful, often harmful downstream.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 # Anything that looks like a protocol or chat-template tag once a model reads it.
 _PROTOCOL_NAMES = r"(?:think|tool_call|tool_response|tools|answer)\b"
@@ -87,7 +87,8 @@ class ParsedTurn:
         tool_call: The action when it is a valid tool call.
         answer: The action when it is an answer (stripped; may be empty).
         format_ok: False when the turn breaks the paper's format rule (the reward's −1 case).
-        error: A message for the policy saying what was wrong and how to fix it (no "Error:" prefix).
+        error: A message for the policy saying what was wrong and how to fix it (no "Error:" prefix; it
+            names tags without angle brackets and escapes quoted text, so it is safe to show as is).
         error_kind: ``unbalanced_tags``, ``no_action`` or ``too_long`` (format errors), ``bad_json``,
             ``unknown_tool`` or ``bad_arguments`` (tool errors: the format is fine, the call is not).
         extra_tool_calls: Complete ``<tool_call>`` blocks present but not used (only the first action counts).
@@ -241,7 +242,7 @@ the answer
 </answer>
 
 Rules:
-- Only one tool call per reply is used; further <tool_call> blocks are ignored. The result comes back \
+- Only one tool call per reply is used; any further tool calls are ignored. The result comes back \
 within <tool_response></tool_response> tags.
 - Answer only once you have enough information.
 - Keep the answer short: just the entity, date, number or phrase asked for, with no explanation.
@@ -256,17 +257,22 @@ def _clean(text: str) -> str:
     return _CONTROL_RE.sub("", text)
 
 
-def _snippet(text: str) -> str:
+def _snippet(text: str, limit: int = _SNIPPET_CHARS) -> str:
+    """Policy text quoted in an error message: one line, bounded, tags escaped."""
     text = " ".join(_clean(text).split())
-    return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 3] + "..."
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return escape_tags(text)
 
 
 def _odd_tag_hint(text: str) -> str:
-    odd = sorted({m.group(0) for m in _LOOSE_TAG_RE.finditer(text) if not _TAG_RE.fullmatch(m.group(0))})
+    # The inner text is shown without angle brackets, so the message survives escape_tags unchanged.
+    odd = sorted(
+        {m.group(0)[1:-1] for m in _LOOSE_TAG_RE.finditer(text) if not _TAG_RE.fullmatch(m.group(0))}
+    )
     if not odd:
         return ""
-    shown = ", ".join(odd[:3])
-    return f" Tags are exact and lowercase (<think>, <tool_call>, <answer>); found {shown}."
+    shown = ", ".join(f'"{tag}"' for tag in odd[:3])
+    return f" Tag names are exact, lowercase and without spaces; found the tags {shown}."
 
 
 def _balance_problem(text: str) -> str | None:
@@ -279,13 +285,13 @@ def _balance_problem(text: str) -> str | None:
     for m in _TAG_RE.finditer(text):
         closing, name = m.group(1) == "/", m.group(2)
         if closing and not is_open[name]:
-            return f"</{name}> appears without an opening <{name}> before it."
+            return f'a closing "{name}" tag comes before its opening tag.'
         if not closing and is_open[name]:
-            return f"<{name}> is opened again before the previous <{name}> is closed; tags cannot be nested."
+            return f'the "{name}" tag is opened again before it is closed (tags cannot be nested).'
         is_open[name] = not closing
     for name in _TAG_NAMES:
         if is_open[name]:
-            return f"<{name}> is never closed with </{name}>."
+            return f'the "{name}" tag is never closed.'
     return None
 
 
@@ -347,9 +353,9 @@ def _decode_object(payload: str) -> tuple[Any, str | None]:
     if fenced:
         text = fenced.group(1).strip()
     if not text:
-        return None, "the <tool_call> block is empty."
+        return None, "the tool_call block is empty."
     try:
-        # strict=False accepts raw newlines inside strings, a frequent slip; control characters are cleaned later.
+        # strict=False accepts raw newlines inside strings (a frequent slip); control characters go later.
         value, end = json.JSONDecoder(strict=False).raw_decode(text)
     except json.JSONDecodeError as exc:
         return None, f"the tool call is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
@@ -357,7 +363,7 @@ def _decode_object(payload: str) -> tuple[Any, str | None]:
         return None, "the tool call is not valid JSON (it is nested too deeply or holds an invalid number)."
     rest = text[end:].strip()
     if rest:
-        return None, f"unexpected text after the JSON object: {_snippet(rest)!r}. Close the object once."
+        return None, f'unexpected text after the JSON object: "{_snippet(rest)}".'
     return value, None
 
 
@@ -366,7 +372,7 @@ def _tool_error(kind: str, message: str, think: str | None, extra: int, tool: st
     return ParsedTurn(
         think=think,
         format_ok=True,
-        error=f"Invalid tool call: {message} For example: <tool_call>{example}</tool_call>",
+        error=f"Invalid tool call: {message} Write one JSON object, for example {example}",
         error_kind=kind,
         extra_tool_calls=extra,
     )
@@ -383,7 +389,7 @@ def _validate_arguments(name: str, arguments: Any) -> tuple[dict[str, list[str]]
     if not isinstance(arguments, dict):
         return None, f'"arguments" must be a JSON object, got {_json_type(arguments)}.'
     if key not in arguments:
-        found = ", ".join(f'"{_clean(str(k))[:40]}"' for k in list(arguments)[:5]) or "none"
+        found = ", ".join(f'"{_snippet(str(k), 40)}"' for k in list(arguments)[:5]) or "none"
         return None, f'{name} needs the argument "{key}", a list of {what} (arguments given: {found}).'
     value = arguments[key]
     if isinstance(value, str):
@@ -414,12 +420,16 @@ def _parse_tool_call(payload: str, think: str | None, extra: int) -> ParsedTurn:
     if "name" not in value:
         return _tool_error("bad_json", 'the tool call object has no "name".', think, extra)
     name = value["name"]
-    if not isinstance(name, str) or name.strip() not in _TOOL_ARG:
-        shown = _clean(name).strip()[:60] if isinstance(name, str) else _json_type(name)
-        close = difflib.get_close_matches(shown, TOOL_NAMES, n=1) if isinstance(name, str) else []
+    valid = ", ".join(f'"{t}"' for t in TOOL_NAMES)
+    if not isinstance(name, str):
+        message = f'"name" must be a string, got {_json_type(name)}; valid tools: {valid}.'
+        return _tool_error("unknown_tool", message, think, extra)
+    if name.strip() not in _TOOL_ARG:
+        shown = _snippet(name, 60)
+        close = difflib.get_close_matches(shown, TOOL_NAMES, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
-        valid = ", ".join(f'"{t}"' for t in TOOL_NAMES)
-        return _tool_error("unknown_tool", f'unknown tool "{shown}"; valid tools: {valid}.{hint}', think, extra)
+        message = f'unknown tool "{shown}"; valid tools: {valid}.{hint}'
+        return _tool_error("unknown_tool", message, think, extra)
     name = name.strip()
     if "arguments" not in value:
         message = f'the call to {name} has no "arguments" object.'
@@ -427,7 +437,9 @@ def _parse_tool_call(payload: str, think: str | None, extra: int) -> ParsedTurn:
     arguments, problem = _validate_arguments(name, value["arguments"])
     if problem is not None:
         return _tool_error("bad_arguments", problem, think, extra, name)
-    return ParsedTurn(think=think, tool_call=ToolCall(name, arguments), format_ok=True, extra_tool_calls=extra)
+    return ParsedTurn(
+        think=think, tool_call=ToolCall(name, arguments), format_ok=True, extra_tool_calls=extra
+    )
 
 
 def _format_error(kind: str, message: str, think: str | None = None) -> ParsedTurn:
@@ -450,7 +462,7 @@ def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
         return _format_error(
             "too_long",
             f"the reply is {len(text)} characters long; the limit is {max_chars}. Keep the thinking short "
-            "and end with one <tool_call> or <answer>.",
+            "and end with one tool call or one answer.",
         )
     blocks = _blocks(text)
     think_block = next((b for b in blocks if b.tag == "think"), None)
@@ -459,16 +471,16 @@ def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
     if problem is not None:
         return _format_error(
             "unbalanced_tags",
-            f"the tags are unbalanced: {problem} Close every <think>, <tool_call> and <answer> exactly once."
-            + _odd_tag_hint(text),
+            f"the tags are unbalanced: {problem} Close every think, tool_call and answer tag before "
+            "opening it again." + _odd_tag_hint(text),
             think,
         )
     action = _first_action(blocks)
     if action is None:
         return _format_error(
             "no_action",
-            "the reply has neither a <tool_call> nor an <answer>. End it with "
-            f"<tool_call>{_EXAMPLE_SEARCH}</tool_call> or with <answer>a short answer</answer>."
+            "the reply has neither a tool call nor an answer. End it with a tool_call block holding one JSON "
+            f"object, such as {_EXAMPLE_SEARCH}, or with an answer block holding a short answer."
             + _odd_tag_hint(text),
             think,
         )

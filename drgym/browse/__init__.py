@@ -11,4 +11,4 @@ from drgym.browse.browser import Browser
 from drgym.browse.lexical import LexicalReader
 from drgym.browse.memory import EpisodeMemory
 
-__all__ = ["PageNotes", "Reader", "EpisodeMemory", "LexicalReader", "BrowsingAgent", "Browser"]
+__all__ = ["Browser", "BrowsingAgent", "EpisodeMemory", "LexicalReader", "PageNotes", "Reader"]

@@ -28,7 +28,7 @@ from drgym.llm.base import ChatClient, Message
 from drgym.search.base import Document
 from drgym.web.segment import segment_text
 
-__all__ = ["BrowsingAgent", "SegmentReply", "parse_reply", "build_messages"]
+__all__ = ["BrowsingAgent", "SegmentReply", "build_messages", "parse_reply"]
 
 logger = logging.getLogger(__name__)
 

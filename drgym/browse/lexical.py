@@ -8,6 +8,7 @@ IDF-weighted query terms it contains, and the best are kept in document order wi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 import time
@@ -28,12 +29,18 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _GAP = "\n[…]\n"
 _STOPWORDS = frozenset(
-    """a about above after again against all also am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each few for from further had has have having he
-    her here hers him his how i if in into is it its itself just me more most my no nor not now of off on once
-    only or other our ours out over own same she should so some such than that the their theirs them then there
-    these they this those through to too under until up very was we were what when where which while who whom
-    whose why will with would you your yours name named""".split()
+    {
+        "a", "about", "above", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are",
+        "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by",
+        "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from",
+        "further", "had", "has", "have", "having", "he", "her", "here", "hers", "him", "his", "how", "i",
+        "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "no", "nor",
+        "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own",
+        "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them",
+        "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up",
+        "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "whose", "why",
+        "will", "with", "would", "you", "your", "yours", "name", "named",
+    }
 )
 
 
@@ -154,7 +161,7 @@ def _units(text: str, max_unit_chars: int) -> list[_Unit]:
 def _join(units: list[_Unit]) -> str:
     """Join in order: sentences of one paragraph by a space, paragraphs by a blank line, gaps marked."""
     parts = [units[0].text]
-    for prev, unit in zip(units, units[1:]):
+    for prev, unit in itertools.pairwise(units):
         if unit.index != prev.index + 1:
             parts.append(_GAP)
         elif unit.paragraph == prev.paragraph:

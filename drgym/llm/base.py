@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Message", "Completion", "ChatClient"]
+from drgym.errors import LLMError
+
+__all__ = ["ChatClient", "Completion", "ContextOverflowError", "Message"]
 
 Message = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": "system"|"user"|"assistant"|"tool", "content": str}``."""
@@ -23,6 +25,14 @@ class Completion:
     token_ids: list[int] | None = None
     logprobs: list[float] | None = None
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+class ContextOverflowError(LLMError):
+    """The conversation no longer fits the model's context window.
+
+    A distinct type because it is not a fault to retry: an agent that meets it should end the episode
+    gracefully (e.g. answer with what it has) instead of counting an infrastructure failure.
+    """
 
 
 @runtime_checkable

@@ -46,16 +46,18 @@ def _mark_class() -> str:
 
 _MARKS = _mark_class()
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f]")
-_LATIN_DIACRITICS = re.compile(r"(?<=[a-z])[\u0300-\u036f]+")
-_POSSESSIVE = re.compile(r"(?<=\w)['\u2019]s\b")
-_INNER_APOSTROPHE = re.compile(r"(?<=\w)['\u2019](?=\w)")
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
-_TOKEN = re.compile(rf"\d+(?:\.\d+)+|[^\W_](?:[^\W_]|[{_MARKS}])*")
+# Each pattern starts with its rare character and checks the context behind it afterwards: Python's regex
+# engine then scans for that character quickly instead of trying a lookbehind at every position.
+_LATIN_DIACRITICS = re.compile(r"[\u0300-\u036f](?<=[a-z][\u0300-\u036f])[\u0300-\u036f]*")
+_POSSESSIVE = re.compile(r"['\u2019]s\b(?<=\w['\u2019]s)")
+_INNER_APOSTROPHE = re.compile(r"['\u2019](?<=\w['\u2019])(?=\w)")
+_THOUSANDS = re.compile(r",(?=\d{3}(?!\d))(?<=\d,)")
+# Underscores are turned into spaces first, so \w here means a letter or a digit (plus combining marks).
+_TOKEN = re.compile(rf"\d+(?:\.\d+)+|\w[\w{_MARKS}]*")
 
 # Letters that carry no Unicode decomposition but have an obvious ASCII spelling in English text.
-_EXTRA_FOLDS = str.maketrans(
-    {"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i", "ħ": "h"}
-)
+_EXTRA_FOLDS = {"ø": "o", "æ": "ae", "œ": "oe", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "ı": "i", "ħ": "h"}
+_EXTRA_FOLD = re.compile(f"[{''.join(_EXTRA_FOLDS)}]")
 
 
 def _load_stemmer() -> Callable[[str], str]:
@@ -94,12 +96,12 @@ class Tokenizer:
         if not text.isascii():
             # Strip diacritics only where they sit on an ASCII letter, so other scripts keep their marks.
             text = unicodedata.normalize("NFKD", text)
-            text = unicodedata.normalize("NFC", _LATIN_DIACRITICS.sub("", text)).translate(_EXTRA_FOLDS)
+            text = unicodedata.normalize("NFC", _LATIN_DIACRITICS.sub("", text))
+            text = _EXTRA_FOLD.sub(lambda m: _EXTRA_FOLDS[m.group()], text)
             if _CJK.search(text):
                 text = _CJK.sub(r" \g<0> ", text)
-        text = _POSSESSIVE.sub("", text)
-        text = _INNER_APOSTROPHE.sub("", text)
-        return _THOUSANDS.sub("", text)
+        text = _INNER_APOSTROPHE.sub("", _POSSESSIVE.sub("", text))
+        return _THOUSANDS.sub("", text).replace("_", " ")
 
     def tokenize(self, text: str) -> list[str]:
         """All terms of ``text`` in order, stopwords included (what the index stores)."""

@@ -12,7 +12,7 @@ import logging
 
 from drgym.errors import UnsupportedContentError, missing_dependency
 
-__all__ = ["pdf_available", "require_pypdf", "extract_pdf_text", "extract_pdf_text_sync"]
+__all__ = ["extract_pdf_text", "extract_pdf_text_sync", "pdf_available", "require_pypdf"]
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from drgym.errors import BlockedURLError, FetchError
 
 __all__ = [
     "DEFAULT_ALLOWED_PORTS",
-    "IPAddress",
     "CheckedURL",
-    "SSRFGuard",
+    "IPAddress",
     "PinnedResolver",
+    "SSRFGuard",
     "blocked_reason",
     "parse_numeric_host",
 ]
@@ -144,7 +144,7 @@ def parse_numeric_host(host: str) -> IPAddress | None:
             return ipaddress.IPv6Address(host)
         except ValueError as exc:
             raise BlockedURLError(f"malformed IPv6 host {host!r}") from exc
-    name = host[:-1] if host.endswith(".") else host
+    name = host.removesuffix(".")
     parts = name.split(".")
     if not parts or not _NUMERIC_PART_RE.match(parts[-1]):
         return None

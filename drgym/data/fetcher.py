@@ -30,14 +30,14 @@ from drgym.errors import ChecksumError, ConfigError, DataError, DownloadError
 __all__ = [
     "ENV_HOME",
     "ENV_MIRROR",
-    "data_home",
-    "cache_path",
     "afetch",
-    "fetch",
     "afetch_many",
+    "cache_path",
+    "data_home",
+    "fetch",
     "fetch_many",
-    "is_available",
     "install_file",
+    "is_available",
     "run_sync",
 ]
 
@@ -208,7 +208,9 @@ async def _stream_to(session: aiohttp.ClientSession, url: str, fh, entry: DataFi
     if received < entry.size:
         raise _Transient(f"{url} ended after {received} of {entry.size} bytes")
     if digest.hexdigest() != entry.sha256:
-        raise ChecksumError(f"{url} has sha256 {digest.hexdigest()}, expected {entry.sha256} for {entry.relpath}")
+        raise ChecksumError(
+            f"{url} has sha256 {digest.hexdigest()}, expected {entry.sha256} for {entry.relpath}"
+        )
 
 
 async def _download_once(session: aiohttp.ClientSession, url: str, target: Path, entry: DataFile) -> None:
@@ -238,7 +240,9 @@ async def _download(
                 return
             except _Transient as exc:
                 if attempt >= attempts:
-                    raise DownloadError(f"could not download {entry.relpath} ({attempts} tries): {exc}") from exc
+                    raise DownloadError(
+                        f"could not download {entry.relpath} ({attempts} tries): {exc}"
+                    ) from exc
                 delay = _BACKOFF_S * 2 ** (attempt - 1)
                 logger.warning("download of %s failed (%s), retrying in %.1f s", entry.relpath, exc, delay)
                 await asyncio.sleep(delay)
@@ -342,7 +346,9 @@ def install_file(relpath: str, source: str | os.PathLike[str]) -> Path:
             if zipfile.is_zipfile(source) and entry.format != "zip":
                 with zipfile.ZipFile(source) as archive:
                     if entry.archive_member not in archive.namelist():
-                        raise DataError(f"{source} does not contain {entry.archive_member or entry.relpath!r}")
+                        raise DataError(
+                            f"{source} does not contain {entry.archive_member or entry.relpath!r}"
+                        )
                     with archive.open(entry.archive_member) as member:
                         shutil.copyfileobj(member, out)
             else:

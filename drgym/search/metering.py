@@ -1,0 +1,304 @@
+"""Search-API metering and budgets: calls, cache hits, failures and estimated spend per provider.
+
+How the pieces fit (the environment builds this once per process and one view per episode)::
+
+    meter, budget = Meter(), Budget(per_episode=30, global_=10_000)
+    live = FailoverBackend([MeteredBackend(serper, meter, budget), MeteredBackend(brave, meter, budget)])
+    stack = ReplayBackend(store, strict=False, inner=live, ttl_s=DEFAULT_CACHE_TTL_S, meter=meter)
+    view = episode_view(stack)          # per episode: per-episode counts and budget
+    await view.search("query", 10); view.usage.as_dict()
+
+Per-episode counts travel in a :mod:`contextvars` variable that the :class:`EpisodeView` sets around each call,
+so one shared backend stack serves many concurrent episodes without mixing their counts. A call made outside
+any view is counted against the wrapper's own default episode (reset by :meth:`MeteredBackend.new_episode`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from drgym.errors import BackendError, BudgetExceededError, ConfigError
+from drgym.search.base import Document, Result, SearchBackend
+
+__all__ = [
+    "DEFAULT_PRICES_PER_1K",
+    "Budget",
+    "EpisodeUsage",
+    "EpisodeView",
+    "Meter",
+    "MeteredBackend",
+    "current_usage",
+    "episode_view",
+]
+
+DEFAULT_PRICES_PER_1K: dict[str, float] = {
+    "serper": 1.00,  # $50 buys 50k credits (smallest top-up); 1 credit per search of up to 10 results
+    "brave": 5.00,  # Brave Search API "Search" plan, per 1000 requests
+    "tavily": 8.00,  # pay-as-you-go $0.008 per credit; a basic search is 1 credit, an advanced one 2
+    "searxng": 0.0,  # self-hosted
+    "local": 0.0,
+}
+"""Rough list prices in USD per 1000 calls (late 2025), for *estimates* only; pass your own to :class:`Meter`."""
+
+_CURRENT: contextvars.ContextVar[EpisodeUsage | None] = contextvars.ContextVar("drgym_episode_usage", default=None)
+
+
+@dataclass
+class EpisodeUsage:
+    """Search usage of one episode (or of a view's lifetime)."""
+
+    calls: int = 0
+    """Provider calls made (failed ones included: they count against the budget)."""
+    failures: int = 0
+    cache_hits: int = 0
+    est_spend_usd: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for ``info``."""
+        return asdict(self)
+
+
+def current_usage() -> EpisodeUsage | None:
+    """The usage record of the episode view active in this context, if any."""
+    return _CURRENT.get()
+
+
+@dataclass
+class _ProviderStats:
+    calls: int = 0
+    ok: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    opens: int = 0
+    cost_units: float = 0.0
+
+
+class Meter:
+    """Counts per provider: calls, successes, failures, cache hits, page opens, estimated spend.
+
+    Args:
+        prices_per_1k: USD per 1000 successful calls, by provider name, merged over
+            :data:`DEFAULT_PRICES_PER_1K`. Unknown providers are counted at $0 and listed as unpriced.
+    """
+
+    def __init__(self, prices_per_1k: Mapping[str, float] | None = None) -> None:
+        self.prices_per_1k = {**DEFAULT_PRICES_PER_1K, **(prices_per_1k or {})}
+        for name, price in self.prices_per_1k.items():
+            if not isinstance(price, (int, float)) or price < 0:
+                raise ConfigError(f"price per 1000 calls for {name!r} must be a number >= 0, got {price!r}")
+        self._stats: dict[str, _ProviderStats] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, provider: str) -> _ProviderStats:
+        stats = self._stats.get(provider)
+        if stats is None:
+            stats = self._stats[provider] = _ProviderStats()
+        return stats
+
+    def price_per_call(self, provider: str) -> float:
+        """Estimated USD for one call of one cost unit."""
+        return self.prices_per_1k.get(provider, 0.0) / 1000.0
+
+    def record_call(self, provider: str, *, ok: bool, cost_units: float = 1.0) -> None:
+        """Count one provider call; a successful one adds ``cost_units`` times the price to the spend."""
+        spend = self.price_per_call(provider) * cost_units if ok else 0.0
+        with self._lock:
+            stats = self._get(provider)
+            stats.calls += 1
+            if ok:
+                stats.ok += 1
+                stats.cost_units += cost_units
+            else:
+                stats.failures += 1
+        usage = _CURRENT.get()
+        if usage is not None:
+            usage.failures += not ok
+            usage.est_spend_usd += spend
+
+    def record_cache_hit(self, provider: str) -> None:
+        """Count a query answered from the cache (no provider call, no spend, no budget)."""
+        with self._lock:
+            self._get(provider).cache_hits += 1
+        usage = _CURRENT.get()
+        if usage is not None:
+            usage.cache_hits += 1
+
+    def record_open(self, provider: str) -> None:
+        """Count a page read through a backend (not billed by search providers)."""
+        with self._lock:
+            self._get(provider).opens += 1
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and estimated spend per provider and in total (spend figures are estimates)."""
+        with self._lock:
+            stats = {name: _ProviderStats(**asdict(value)) for name, value in self._stats.items()}
+        providers: dict[str, dict[str, Any]] = {}
+        total = {"calls": 0, "ok": 0, "failures": 0, "cache_hits": 0, "opens": 0, "est_spend_usd": 0.0}
+        for name in sorted(stats):
+            s = stats[name]
+            spend = round(s.cost_units * self.price_per_call(name), 6)
+            providers[name] = {
+                "calls": s.calls, "ok": s.ok, "failures": s.failures, "cache_hits": s.cache_hits,
+                "opens": s.opens, "est_spend_usd": spend, "price_per_1k_usd": self.prices_per_1k.get(name),
+            }
+            for key in ("calls", "ok", "failures", "cache_hits", "opens"):
+                total[key] += providers[name][key]
+            total["est_spend_usd"] = round(total["est_spend_usd"] + spend, 6)
+        unpriced = sorted(name for name in stats if name not in self.prices_per_1k)
+        return {"providers": providers, "total": total, "unpriced": unpriced,
+                "note": "spend is an estimate from list prices, not a bill"}
+
+    def reset(self) -> None:
+        """Forget all counts."""
+        with self._lock:
+            self._stats.clear()
+
+
+class Budget:
+    """Limits on provider calls: per episode and for the whole process.
+
+    Args:
+        per_episode: Calls allowed in one episode (``None`` = no limit).
+        global_: Calls allowed over the budget's lifetime (``None`` = no limit).
+    """
+
+    def __init__(self, per_episode: int | None = None, global_: int | None = None) -> None:
+        for label, value in (("per_episode", per_episode), ("global_", global_)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"Budget.{label} must be None or an integer >= 0, got {value!r}")
+        self.per_episode = per_episode
+        self.global_ = global_
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def global_used(self) -> int:
+        """Calls charged so far against the global limit."""
+        return self._used
+
+    def charge(self, usage: EpisodeUsage) -> None:
+        """Take one call from both limits, or raise without taking anything.
+
+        Raises:
+            BudgetExceededError: a limit is spent; the message says which and how to raise it.
+        """
+        with self._lock:
+            if self.per_episode is not None and usage.calls >= self.per_episode:
+                raise BudgetExceededError(
+                    f"search budget spent: {usage.calls} of {self.per_episode} provider calls used in this "
+                    f"episode (Budget.per_episode); cached results are still served"
+                )
+            if self.global_ is not None and self._used >= self.global_:
+                raise BudgetExceededError(
+                    f"global search budget spent: {self._used} of {self.global_} provider calls used "
+                    f"(Budget.global_); raise it or use a cache or replay"
+                )
+            self._used += 1
+            usage.calls += 1
+
+    def refund(self, usage: EpisodeUsage) -> None:
+        """Give back a call that never reached the provider."""
+        with self._lock:
+            self._used = max(0, self._used - 1)
+            usage.calls = max(0, usage.calls - 1)
+
+
+class MeteredBackend:
+    """Wraps a backend: every search is charged to the budget and counted by the meter.
+
+    A search that fails with :class:`BackendError` still counts (it may be billed and it did load the provider);
+    one refused before reaching the provider (empty query, bad ``k``, cancellation) is refunded.
+
+    Args:
+        inner: The provider backend.
+        meter: Where counts go (shared by all wrappers of a process).
+        budget: Limits to enforce, or ``None``.
+    """
+
+    def __init__(self, inner: SearchBackend, meter: Meter, budget: Budget | None = None) -> None:
+        self.inner = inner
+        self.meter = meter
+        self.budget = budget or Budget()
+        self.name = inner.name
+        self._default_usage = EpisodeUsage()
+
+    @property
+    def usage(self) -> EpisodeUsage:
+        """Counts of calls made outside any episode view since the last :meth:`new_episode`."""
+        return self._default_usage
+
+    def new_episode(self) -> None:
+        """Start a new default episode (for callers that use no :class:`EpisodeView`)."""
+        self._default_usage = EpisodeUsage()
+
+    def episode_view(self) -> EpisodeView:
+        """A per-episode handle on this backend."""
+        return EpisodeView(self)
+
+    async def search(self, query: str, k: int = 10) -> list[Result]:
+        """Charge the budget, then search; see :class:`~drgym.search.base.SearchBackend`."""
+        usage = _CURRENT.get() or self._default_usage
+        self.budget.charge(usage)
+        cost_units = float(getattr(self.inner, "cost_units", 1.0))
+        try:
+            results = await self.inner.search(query, k)
+        except BackendError:
+            self.meter.record_call(self.name, ok=False)
+            raise
+        except BaseException:
+            self.budget.refund(usage)
+            raise
+        self.meter.record_call(self.name, ok=True, cost_units=cost_units)
+        return results
+
+    async def open(self, url: str) -> Document:
+        """Read a page through the inner backend (counted, not charged)."""
+        self.meter.record_open(self.name)
+        return await self.inner.open(url)
+
+    async def aclose(self) -> None:
+        """Close the inner backend."""
+        await self.inner.aclose()
+
+    def __repr__(self) -> str:
+        return f"MeteredBackend({self.inner!r})"
+
+
+class EpisodeView:
+    """One episode's handle on a shared backend stack: sets the episode's usage record around each call.
+
+    The view does not own the stack; closing it closes nothing.
+    """
+
+    def __init__(self, backend: SearchBackend) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.usage = EpisodeUsage()
+
+    async def search(self, query: str, k: int = 10) -> list[Result]:
+        """Search with this episode's counts and budget in effect."""
+        token = _CURRENT.set(self.usage)
+        try:
+            return await self.backend.search(query, k)
+        finally:
+            _CURRENT.reset(token)
+
+    async def open(self, url: str) -> Document:
+        """Read a page with this episode's counts in effect."""
+        token = _CURRENT.set(self.usage)
+        try:
+            return await self.backend.open(url)
+        finally:
+            _CURRENT.reset(token)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the shared stack outlives the episode."""
+
+
+def episode_view(backend: SearchBackend) -> EpisodeView:
+    """A per-episode view of ``backend`` (any stack holding :class:`MeteredBackend` wrappers)."""
+    return EpisodeView(backend)

@@ -1,0 +1,39 @@
+"""Shared test fixtures: a per-session drgym home (caches and indexes) and the local data mirror."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _mirror_dir() -> Path | None:
+    env = os.environ.get("DRGYM_DATA_MIRROR")
+    if env and not env.startswith(("http://", "https://")) and Path(env).is_dir():
+        return Path(env)
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_drgym_home(tmp_path_factory: pytest.TempPathFactory):
+    """Keep every cache the tests write out of the user's home (indexes are built once per session)."""
+    if os.environ.get("DRGYM_HOME"):
+        yield Path(os.environ["DRGYM_HOME"])
+        return
+    home = tmp_path_factory.mktemp("drgym-home")
+    os.environ["DRGYM_HOME"] = str(home)
+    yield home
+    os.environ.pop("DRGYM_HOME", None)
+
+
+@pytest.fixture
+def data_mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the data loader at the local copy of the real data; skip when there is none."""
+    mirror = _mirror_dir()
+    if mirror is None:
+        pytest.skip("no local data mirror (set DRGYM_DATA_MIRROR to a folder with the data files)")
+    monkeypatch.setenv("DRGYM_DATA_MIRROR", str(mirror))
+    return mirror
