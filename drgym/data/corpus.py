@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,25 @@ __all__ = [
 Pair = tuple[str, str]
 
 
+_SPACE_RUN = re.compile(r"[ \t\r\f\v]+")  # ASCII whitespace other than a newline
+_LINE_BREAK = re.compile(r" ?\n[ \n]*")  # a newline with the spaces and blank lines around it
+_ODD_SPACE = ("  ", "\n", "\t", "\r", "\f", "\v")
+
+
 def normalise_title(title: str) -> str:
     """A title on one line, runs of whitespace collapsed."""
     return " ".join(title.split())
 
 
 def normalise_text(text: str) -> str:
-    """Runs of spaces collapsed and blank lines dropped; line breaks (paragraphs) kept."""
-    lines = (" ".join(line.split()) for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
+    """Runs of ASCII spaces collapsed and blank lines dropped; line breaks (paragraphs) kept."""
+    if text[:1] != " " and text[-1:] != " " and not any(odd in text for odd in _ODD_SPACE):
+        return text  # the common case, decided by substring scans rather than a regex pass
+    return _LINE_BREAK.sub("\n", _SPACE_RUN.sub(" ", text)).strip(" \n")
+
+
+def _hash(title: str, text: str) -> str:
+    return hashlib.sha1(f"{title}\n{text}".encode(), usedforsecurity=False).hexdigest()[:12]
 
 
 def passage_id(title: str, text: str) -> str:
@@ -44,8 +55,7 @@ def passage_id(title: str, text: str) -> str:
 
     Passages store the normalised forms, so equal ids mean equal passages whatever order files merge in.
     """
-    key = f"{normalise_title(title)}\n{normalise_text(text)}".encode()
-    return hashlib.sha1(key, usedforsecurity=False).hexdigest()[:12]
+    return _hash(normalise_title(title), normalise_text(text))
 
 
 def dedup_passages(pairs: Iterable[tuple[str, str, str]]) -> list[Passage]:
@@ -56,7 +66,7 @@ def dedup_passages(pairs: Iterable[tuple[str, str, str]]) -> list[Passage]:
         title, text = normalise_title(title), normalise_text(text)
         if not title or not text:
             continue
-        pid = passage_id(title, text)
+        pid = _hash(title, text)
         if pid in seen:
             continue
         seen.add(pid)

@@ -16,10 +16,10 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -278,13 +278,22 @@ async def afetch(relpath: str, *, session: aiohttp.ClientSession | None = None, 
 async def afetch_many(relpaths: Iterable[str], *, attempts: int = 3) -> list[Path]:
     """Fetch several files concurrently over one session; paths come back in the order asked."""
     relpaths = list(relpaths)
-    for relpath in relpaths:
-        get_file(relpath)
+    for relpath in relpaths:  # fail before any download starts when a file cannot be had at all
+        entry = get_file(relpath)
+        if not await asyncio.to_thread(_local_copy, entry):
+            _source_url(entry)
     async with _new_session() as session:
-        return list(await asyncio.gather(*(afetch(r, session=session, attempts=attempts) for r in relpaths)))
+        tasks = [asyncio.ensure_future(afetch(r, session=session, attempts=attempts)) for r in relpaths]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
 
-def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
+def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine from synchronous code, also when the calling thread already runs an event loop.
 
     With no loop in this thread it uses ``asyncio.run``; otherwise the coroutine runs on a fresh loop in a
@@ -293,9 +302,9 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(factory())  # type: ignore[arg-type]
+        return asyncio.run(factory())
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="drgym-data") as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]
+        return pool.submit(lambda: asyncio.run(factory())).result()
 
 
 def fetch(relpath: str, *, attempts: int = 3) -> Path:

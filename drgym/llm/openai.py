@@ -145,16 +145,22 @@ class OpenAIChatClient:
         return [str(item["id"]) for item in items if isinstance(item, dict) and "id" in item]
 
     async def aclose(self) -> None:
-        """Close the sessions of every loop this client was used on (those still alive)."""
+        """Close the sessions of every loop this client was used on.
+
+        A session on another live loop (e.g. the environment's background loop) is closed on that loop; one
+        whose loop has already closed cannot be closed any more and is dropped.
+        """
         states, self._states = list(self._states.values()), {}
         current = _running_loop()
         for state in states:
             if state.loop is current:
                 await state.session.close()
             elif state.loop.is_running() and not state.loop.is_closed():
-                asyncio.run_coroutine_threadsafe(state.session.close(), state.loop)
+                future = asyncio.run_coroutine_threadsafe(state.session.close(), state.loop)
+                if current is not None:
+                    await asyncio.wait([asyncio.wrap_future(future)], timeout=5.0)
             else:
-                state.session.detach()  # its loop is gone; nothing can be closed from here
+                state.session.detach()
 
     # -- internals -------------------------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ PageOpener = Callable[[str], Awaitable[Document]]
 
 # Only things shaped like tags are removed, so a snippet saying "x < 5 and y > 3" keeps its text.
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>", re.DOTALL)
+# Block-level tags separate words; inline ones (<b>, <strong>, <em>) sit inside them.
+_BLOCK_TAG = re.compile(
+    r"</?(?:br|p|div|li|ul|ol|tr|td|th|h[1-6]|title|head|body|html|section|article|table|hr)\b[^<>]*>", re.I
+)
 _SPACE = re.compile(r"\s+")
 _ERROR_EXCERPT = 300
 
@@ -49,7 +53,7 @@ def clean_text(value: Any) -> str:
     """Plain text from a provider string: tags dropped, entities decoded, whitespace collapsed."""
     if not isinstance(value, str):
         return ""
-    return _SPACE.sub(" ", html.unescape(_TAG.sub("", value))).strip()
+    return _SPACE.sub(" ", html.unescape(_TAG.sub("", _BLOCK_TAG.sub(" ", value)))).strip()
 
 
 def _http_url(value: Any) -> str | None:

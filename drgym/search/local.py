@@ -84,11 +84,12 @@ class IndexInfo:
 def corpus_fingerprint(passages: Sequence[Passage], *, tokenizer: str, params: dict[str, Any]) -> str:
     """Hash the passages (ids, titles, texts, in order) and the index settings into a short hex id."""
     header = {"format": FORMAT_VERSION, "tokenizer": tokenizer, "bm25": params}
-    # Length-prefixed fields, so no two different corpora serialise to the same string.
-    parts = [json.dumps(header, sort_keys=True)]
-    for passage in passages:
-        parts.extend(f"{len(x)}:{x}" for x in (passage.id, passage.title, passage.text))
-    digest = hashlib.sha256("".join(parts).encode("utf-8", "surrogatepass"))
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    # Length-prefixed fields, so no two different corpora serialise to the same bytes; hashed in chunks of
+    # passages to keep both the Python call count and the memory bounded.
+    for at in range(0, len(passages), 1024):
+        chunk = "".join(f"{len(x)}:{x}" for p in passages[at : at + 1024] for x in (p.id, p.title, p.text))
+        digest.update(chunk.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:20]
 
 
@@ -130,6 +131,8 @@ def load_index(path: str | Path, *, fingerprint: str, num_docs: int) -> bm25s.BM
     if missing:
         raise corrupt(f"{_META} does not list {', '.join(missing)}")
     for name, want in files.items():
+        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+            raise corrupt(f"{_META} lists a bad file name {name!r}")
         _verify_file(path / name, want, corrupt)
     try:
         retriever = bm25s.BM25.load(path, load_corpus=False, show_progress=False)
@@ -307,12 +310,19 @@ class BM25Backend:
         *,
         index_dir: str | Path | None = None,
         rebuild: bool = False,
+        cache: bool = True,
         stem: bool = False,
     ) -> BM25Backend:
-        """Load a named corpus (``drgym.data.load_corpus``) and its cached index, building it on first use."""
+        """Load a named corpus (``drgym.data.load_corpus``) and its cached index, building it on first use.
+
+        Raises:
+            ConfigError: Unknown corpus name.
+            DataError: The corpus files cannot be fetched or parsed.
+        """
         from drgym.data import load_corpus
 
-        return cls(load_corpus(name), corpus=name, index_dir=index_dir, rebuild=rebuild, stem=stem)
+        passages = load_corpus(name)
+        return cls(passages, corpus=name, index_dir=index_dir, rebuild=rebuild, cache=cache, stem=stem)
 
     def __len__(self) -> int:
         return len(self._passages)

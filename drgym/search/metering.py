@@ -103,8 +103,12 @@ class Meter:
         """Estimated USD for one call of one cost unit."""
         return self.prices_per_1k.get(provider, 0.0) / 1000.0
 
-    def record_call(self, provider: str, *, ok: bool, cost_units: float = 1.0) -> None:
-        """Count one provider call; a successful one adds ``cost_units`` times the price to the spend."""
+    def record_call(self, provider: str, *, ok: bool, cost_units: float = 1.0,
+                    usage: EpisodeUsage | None = None) -> None:
+        """Count one provider call; a successful one adds ``cost_units`` times the price to the spend.
+
+        ``usage`` is the episode record to update too; by default the active :class:`EpisodeView`'s.
+        """
         spend = self.price_per_call(provider) * cost_units if ok else 0.0
         with self._lock:
             stats = self._get(provider)
@@ -114,7 +118,7 @@ class Meter:
                 stats.cost_units += cost_units
             else:
                 stats.failures += 1
-        usage = _CURRENT.get()
+        usage = usage or _CURRENT.get()
         if usage is not None:
             usage.failures += not ok
             usage.est_spend_usd += spend
@@ -247,12 +251,12 @@ class MeteredBackend:
         try:
             results = await self.inner.search(query, k)
         except BackendError:
-            self.meter.record_call(self.name, ok=False)
+            self.meter.record_call(self.name, ok=False, usage=usage)
             raise
         except BaseException:
             self.budget.refund(usage)
             raise
-        self.meter.record_call(self.name, ok=True, cost_units=cost_units)
+        self.meter.record_call(self.name, ok=True, cost_units=cost_units, usage=usage)
         return results
 
     async def open(self, url: str) -> Document:

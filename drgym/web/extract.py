@@ -25,7 +25,7 @@ import functools
 import logging
 import re
 import threading
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import html2text
 import lxml.html
@@ -154,14 +154,8 @@ _UNLIKELY_ROLES = frozenset(
     {"menu", "menubar", "complementary", "navigation", "alert", "alertdialog", "dialog", "banner", "contentinfo",
      "search", "toolbar"}
 )
-_HINT_XPATH = "//*[@itemprop='articleBody'] | //article | //main | //*[@role='main']"
-_HIDDEN_XPATH = (
-    "//*[@hidden or @aria-hidden='true' or @aria-modal='true'"
-    " or contains(translate(@style, ' ', ''), 'display:none')"
-    " or contains(translate(@style, ' ', ''), 'visibility:hidden')"
-    + "".join(f" or @role='{r}'" for r in sorted(_UNLIKELY_ROLES))
-    + "]"
-)
+_HINT_XPATH = "//*[self::article or self::main or @itemprop='articleBody' or @role='main']"
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.IGNORECASE)
 _PROTECTED_TAGS = frozenset({"html", "body", "article", "main", "table", "tbody", "thead", "tr", "td", "th"})
 
 
@@ -175,18 +169,30 @@ def _remove_boilerplate(root: lxml.html.HtmlElement) -> None:
     """Drop never-content tags, hidden elements and blocks whose class/id/role marks them as boilerplate."""
     etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
     _unwrap_or_drop_forms(root)
-    for el in root.xpath("//header[not(.//h1)] | //footer"):
+    for el in root.xpath("//*[self::footer or (self::header and not(.//h1))]"):
         el.drop_tree()
     # Wrappers of the element semantic markup calls the article are never boilerplate, whatever their class.
     protected = {a for el in root.xpath(_HINT_XPATH) for a in el.iterancestors()}
-    for el in root.xpath(_HIDDEN_XPATH):
-        if el.tag not in ("html", "body") and el not in protected:
-            el.drop_tree()
-    for el in root.xpath("//*[@class or @id]"):
-        tag = el.tag
-        if tag in _PROTECTED_TAGS or tag == "a" or el in protected:
+    for el in root.xpath("//*[@class or @id or @style or @role or @hidden or @aria-hidden or @aria-modal]"):
+        if el in protected:
             continue
-        if _is_boilerplate_name(f"{el.get('class', '')} {el.get('id', '')}"):
+        get = el.get
+        tag = el.tag
+        style, role = get("style"), get("role")
+        if (
+            get("hidden") is not None
+            or get("aria-hidden") == "true"
+            or get("aria-modal") == "true"
+            or (style and _HIDDEN_STYLE.search(style))
+            or (role and role.lower() in _UNLIKELY_ROLES)
+        ):
+            if tag not in ("html", "body"):
+                el.drop_tree()
+            continue
+        if tag in _PROTECTED_TAGS or tag == "a":
+            continue
+        cls, ident = get("class"), get("id")
+        if (cls or ident) and _is_boilerplate_name(f"{cls or ''} {ident or ''}"):
             el.drop_tree()
 
 
@@ -346,26 +352,37 @@ def _merge_siblings(top: etree._Element, top_score: float, scores: dict[etree._E
 
 def _semantic_hint(root: lxml.html.HtmlElement) -> etree._Element | None:
     """The element semantic markup names as the article body, if the page names exactly one."""
-    for path in ("//*[@itemprop='articleBody']", "//article", "//main | //*[@role='main']"):
-        found = root.xpath(path)
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
+    found = root.xpath(_HINT_XPATH)
+    for kind in (_is_article_body, _is_article, _is_main):
+        of_kind = [el for el in found if kind(el)]
+        if len(of_kind) == 1:
+            return of_kind[0]
+        if of_kind:
             return None
     return None
+
+
+def _is_article_body(el: etree._Element) -> bool:
+    return el.get("itemprop") == "articleBody"
+
+
+def _is_article(el: etree._Element) -> bool:
+    return el.tag == "article"
+
+
+def _is_main(el: etree._Element) -> bool:
+    return el.tag == "main" or el.get("role") == "main"
 
 
 def _is_ancestor(anc: etree._Element, el: etree._Element) -> bool:
     return any(a is anc for a in el.iterancestors())
 
 
-def _pick_main(root: lxml.html.HtmlElement) -> etree._Element | None:
-    body = root.find("body")
-    if body is None:
-        body = root
+def _pick_main(root: lxml.html.HtmlElement, body: etree._Element) -> etree._Element | None:
+    """The main-content subtree, or None when no block scores (a short page, or one of lists and links)."""
     scores = _score_candidates(root)
     if not scores:
-        return body
+        return None
     best = _top_candidates(scores)
     top_score, top = best[0]
     top = _common_wrapper(top, best, body)
@@ -479,14 +496,13 @@ _WIKI_TAIL_SECTIONS = frozenset(
 _HEADING_LEVEL = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 
-def _is_wikipedia(root: lxml.html.HtmlElement, url: str | None) -> etree._Element | None:
-    host = urlsplit(url).hostname or "" if url else ""
+def _wikipedia_content(root: lxml.html.HtmlElement) -> etree._Element | None:
+    """The article body of a MediaWiki page (Wikipedia and its mirrors), found by its structure."""
     found = root.xpath("//*[@id='mw-content-text']")
     if not found:
-        return None if not host.endswith("wikipedia.org") else root.find("body")
-    box = found[0]
-    inner = box.xpath("./div[contains(concat(' ', @class, ' '), ' mw-parser-output ')]")
-    return inner[0] if inner else box
+        return None
+    inner = found[0].xpath("./div[contains(concat(' ', @class, ' '), ' mw-parser-output ')]")
+    return inner[0] if inner else found[0]
 
 
 def _heading(el: etree._Element) -> tuple[int, str] | None:
@@ -544,6 +560,7 @@ def _wiki_title(root: lxml.html.HtmlElement) -> str:
 
 # --- rendering ------------------------------------------------------------------------------------------------
 
+_MIN_MAIN_CHARS = 500  # a main text shorter than this on a long page means the selection went wrong
 _KEEP_ATTRS = frozenset({"href"})
 # Inline tags html2text renders as their bare text (emphasis is ignored, sup/sub are not marked).
 _INLINE_NOOP = (
@@ -609,7 +626,7 @@ def extract(html: bytes | str, url: str | None = None, *, links: bool = False) -
     """
     try:
         return _extract(html, url, links)
-    except Exception:  # noqa: BLE001 - a hostile page must never take the caller down
+    except Exception:  # a hostile page must never take the caller down
         logger.warning("extraction failed for %s", url or "<page>", exc_info=True)
         return ""
 
@@ -626,7 +643,7 @@ def _extract(html: bytes | str, url: str | None, links: bool) -> str:
     root = _parse(text)
     if root is None:
         return ""
-    wiki = _is_wikipedia(root, url)
+    wiki = _wikipedia_content(root)
     if wiki is not None:
         etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
         _clean_wikipedia(wiki)
@@ -634,8 +651,24 @@ def _extract(html: bytes | str, url: str | None, links: bool) -> str:
         body = _render(wiki, url, links)
         return f"# {title}\n\n{body}" if title and body else body
     _remove_boilerplate(root)
-    content = _pick_main(root)
+    body = _body(root)
+    body_chars = len(body.text_content())
+    content = _pick_main(root, body)
     if content is None:
-        return ""
+        return _render(body, url, links)
     _clean_content(content)
-    return _render(content, url, links)
+    main = _render(content, url, links)
+    if len(main) >= _MIN_MAIN_CHARS or body_chars < 2 * len(main) + _MIN_MAIN_CHARS:
+        return main
+    # The selection kept a fragment of a page that has much more text: better the whole boilerplate-free body
+    # than a caption or a byline. The tree was rearranged by the selection, so parse again.
+    root = _parse(text)
+    if root is None:
+        return main
+    _remove_boilerplate(root)
+    return _render(_body(root), url, links)
+
+
+def _body(root: lxml.html.HtmlElement) -> etree._Element:
+    body = root.find("body")
+    return root if body is None else body

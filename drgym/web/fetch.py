@@ -16,6 +16,7 @@ Failures raise typed errors the environment turns into observations: :class:`~dr
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -98,10 +99,10 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"OggS", "application/ogg"),
     (b"\x1aE\xdf\xa3", "video/webm"),
     (b"\x7fELF", "application/x-executable"),
-    (b"MZ", "application/x-msdownload"),
 )
 
 
+@functools.lru_cache(maxsize=1)
 def _brotli_bounded() -> bool:
     """Brotli output can only be capped with ``output_buffer_limit`` (brotli >= 1.2); otherwise don't ask for br."""
     try:
@@ -115,9 +116,6 @@ def _brotli_bounded() -> bool:
     except brotli.error:
         return True
     return True
-
-
-_BROTLI_OK = _brotli_bounded()
 
 
 @dataclass(frozen=True)
@@ -190,6 +188,8 @@ class FetchConfig:
                 raise ConfigError(f"FetchConfig.{f.name} must be a positive number, got {value!r}")
             if f.name in _NON_NEGATIVE and not (isinstance(value, (int, float)) and value >= 0):
                 raise ConfigError(f"FetchConfig.{f.name} must be >= 0, got {value!r}")
+        if self.per_host_burst is not None and not (_positive(self.per_host_burst) and self.per_host_burst >= 1):
+            raise ConfigError(f"FetchConfig.per_host_burst must be a number >= 1, got {self.per_host_burst!r}")
         if not self.user_agent or not self.user_agent.isprintable():
             raise ConfigError(f"FetchConfig.user_agent must be a printable, non-empty string, got {self.user_agent!r}")
 
@@ -344,7 +344,7 @@ def _parse_codings(header: str | None) -> list[str]:
     codings = [c.strip().lower() for c in (header or "").split(",") if c.strip()]
     codings = ["gzip" if c == "x-gzip" else c for c in codings if c != "identity"]
     for coding in codings:
-        if coding not in ("gzip", "deflate", "br") or (coding == "br" and not _BROTLI_OK):
+        if coding not in ("gzip", "deflate", "br") or (coding == "br" and not _brotli_bounded()):
             raise UnsupportedContentError(f"content encoding {coding!r} is not supported")
     return codings
 
@@ -362,8 +362,12 @@ def _parse_content_type(header: str | None) -> tuple[str, str | None]:
     return mime.strip().lower(), charset
 
 
-def _sniff(head: bytes) -> str | None:
-    """A MIME type for bytes that are clearly not text (or are a PDF), else None."""
+def _sniff(head: bytes, declared: str = "") -> str | None:
+    """A MIME type for bytes that are clearly not text (or are a PDF), else None.
+
+    Magic numbers count whatever the header says; NUL bytes only when the server declared no type (a page
+    declared as text with a stray NUL, or UTF-16 without a BOM, is still decoded).
+    """
     if head.startswith(b"%PDF-"):
         return _PDF
     for magic, mime in _BINARY_MAGIC:
@@ -371,7 +375,7 @@ def _sniff(head: bytes) -> str | None:
             return mime
     sample = head[:_SNIFF_BYTES]
     utf16 = sample.startswith((b"\xff\xfe", b"\xfe\xff"))
-    if not utf16 and sample.count(b"\0") > 0:
+    if not declared and not utf16 and b"\0" in sample:
         return "application/octet-stream"
     return None
 
@@ -426,7 +430,7 @@ class Fetcher:
             else None
         )
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
-        encodings = "gzip, deflate, br" if _BROTLI_OK else "gzip, deflate"
+        encodings = "gzip, deflate, br" if _brotli_bounded() else "gzip, deflate"
         self._headers = {
             "User-Agent": cfg.user_agent,
             "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,text/plain;q=0.8,"
@@ -466,8 +470,9 @@ class Fetcher:
         state = self._states.get(loop)
         if state is not None and not state.session.closed:
             return state
-        for dead in [other for other in self._states if other.is_closed()]:
-            _discard_state(self._states.pop(dead))
+        for other, old in list(self._states.items()):  # a snapshot: another thread's loop may add one
+            if other.is_closed() and self._states.pop(other, None) is not None:
+                _discard_state(old)
         cfg = self.config
         resolver = PinnedResolver(self._guard)
         connector = aiohttp.TCPConnector(
@@ -528,7 +533,7 @@ class Fetcher:
                 _keep_cookies(resp, cookies.setdefault(host, {}))
                 target = _redirect_target(current, resp.headers["Location"])
             finally:
-                resp.close()
+                _finish(resp)
             redirects.append(str(current))
             if hop == self.config.max_redirects:
                 raise FetchError(
@@ -560,6 +565,8 @@ class Fetcher:
                 raise
             except aiohttp.ServerTimeoutError as exc:
                 raise FetchError(f"timed out ({_timeout_kind(exc)}) fetching {_short(url)}") from None
+            except aiohttp.ClientSSLError as exc:
+                raise FetchError(f"TLS error fetching {_short(url)}: {_describe(exc)}") from None
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 delay = cfg.retry_backoff * 2**attempt
                 if attempt < cfg.max_retries and time.monotonic() + delay < deadline:
@@ -604,7 +611,7 @@ class Fetcher:
         codings = _parse_codings(resp.headers.get("Content-Encoding"))
         check = self._sniff_check(mime, url)
         body = await self._read_body(resp, codings, max_bytes or self.config.max_bytes, check)
-        sniffed = _sniff(body.data[:_SNIFF_BYTES])
+        sniffed = _sniff(body.data[:_SNIFF_BYTES], mime)
         kind = _PDF if sniffed == _PDF else (mime or "text/plain")
         if kind == _PDF:
             text, used = await self._pdf_text(body, url), None
@@ -629,7 +636,7 @@ class Fetcher:
         allowed = self.config.allowed_content_types
 
         def check(head: bytes) -> None:
-            sniffed = _sniff(head)
+            sniffed = _sniff(head, mime)
             if sniffed == _PDF and _PDF in allowed:
                 require_pypdf()
             elif sniffed is not None and sniffed != mime:
@@ -660,7 +667,7 @@ class Fetcher:
                     break
                 raw_len += len(chunk)
                 out += decoder.feed(chunk)
-                truncated = decoder.capped or (raw_len >= max_bytes and not resp.content.at_eof())
+                truncated = decoder.capped or (raw_len >= max_bytes and not _complete(resp, raw_len))
                 if not checked and (len(out) >= _SNIFF_BYTES or truncated):
                     check(bytes(out[:_SNIFF_BYTES]))
                     checked = True
@@ -698,10 +705,23 @@ class Fetcher:
         return page.text if page.content_type != _PDF else None
 
 
+def _complete(resp: aiohttp.ClientResponse, raw_len: int) -> bool:
+    """Whether the whole body has arrived (so reaching ``max_bytes`` exactly is not a truncation)."""
+    return resp.content.at_eof() or resp.headers.get("Content-Length") == str(raw_len)
+
+
 async def _decode(data: bytes, charset: str | None, markup: bool) -> tuple[str, str]:
     if len(data) > _THREAD_DECODE_BYTES:
         return await asyncio.to_thread(decode_text, data, charset, sniff_markup=markup)
     return decode_text(data, charset, sniff_markup=markup)
+
+
+def _finish(resp: aiohttp.ClientResponse) -> None:
+    """Return a fully read connection to the pool; close one whose body was left unread (never drain it)."""
+    if resp.content.at_eof():
+        resp.release()
+    else:
+        resp.close()
 
 
 def _keep_cookies(resp: aiohttp.ClientResponse, jar: dict[str, str]) -> None:

@@ -307,3 +307,40 @@ def upstream_thread() -> object:
     yield state["url"]
     state["loop"].call_soon_threadsafe(state["stop"].set)  # type: ignore[attr-defined]
     thread.join(10)
+
+
+async def test_fetch_many_fails_before_downloading_when_a_file_has_no_source(upstream: Upstream, monkeypatch):
+    upstream.routes["/test/blob.bin"] = _serve(BLOB)
+    monkeypatch.setattr(registry, "_RAW", upstream.url("/").rstrip("/"))
+    with pytest.raises(DataError, match="wikipedia_vital_articles_summaries_en.json cannot be downloaded"):
+        await dl.afetch_many([RELPATH, VITAL_ARTICLES])
+    assert upstream.hits == {}
+
+
+async def test_fetch_many_stops_the_others_on_a_failure(upstream: Upstream, drgym_home: Path, monkeypatch):
+    slow_started = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": str(len(BLOB))})
+        await resp.prepare(request)
+        await resp.write(BLOB[:100])
+        slow_started.set()
+        await asyncio.sleep(30)
+        return resp
+
+    async def broken(request: web.Request) -> web.Response:
+        await slow_started.wait()
+        return web.Response(status=404)
+
+    monkeypatch.setitem(FILES, "test/other.bin", _entry(b"other", "test/other.bin"))
+    upstream.routes["/test/blob.bin"] = slow
+    upstream.routes["/test/other.bin"] = broken
+    monkeypatch.setenv(dl.ENV_MIRROR, upstream.url("/"))
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        await asyncio.wait_for(dl.afetch_many([RELPATH, "test/other.bin"]), 10)
+    assert _leftovers(drgym_home) == []
+
+
+async def test_sync_fetch_inside_a_running_loop(upstream_thread: str, drgym_home: Path, monkeypatch):
+    monkeypatch.setenv(dl.ENV_MIRROR, upstream_thread)
+    assert data.fetch(RELPATH).read_bytes() == BLOB  # runs on a worker thread's loop, not this one

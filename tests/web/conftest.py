@@ -35,7 +35,7 @@ def html(body: str, head: str = "") -> str:
     return f"<!DOCTYPE html><html><head>{head}<title>t</title></head><body><p>{body}</p></body></html>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bomb(coding: str) -> bytes:
     """A tiny compressed body that inflates to 64 MiB of text (built once per test session)."""
     data = b"A" * BOMB_SIZE

@@ -17,7 +17,6 @@ from .conftest import (
     BOMB_SIZE,
     CYRILLIC_TEXT,
     LATIN_TEXT,
-    PAGE_TEXT,
     STREAM_TOTAL,
     UNICODE_TEXT,
     html,
