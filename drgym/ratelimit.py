@@ -2,9 +2,9 @@
 
 The bucket is *reservation based*: each ``acquire`` takes its tokens at once (the level may go below zero,
 which is a debt) and then sleeps until the debt it joined is paid. Because a reservation is made without
-awaiting, waiters are served strictly in call order (no thundering herd, no starvation), and the only state is
-two floats behind a ``threading.Lock``. Nothing is bound to an event loop, so one bucket can be shared by every
-episode in the process, whether they run on the caller's loop or on the env's private background loop.
+awaiting, waiters are served strictly in call order (no thundering herd, no starvation), and the only state
+is two floats behind a ``threading.Lock``. Nothing is bound to an event loop, so one bucket can be shared by
+every episode in the process, whether they run on the caller's loop or on the env's private background loop.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class TokenBucket:
         try:
             await asyncio.sleep(wait)
         except asyncio.CancelledError:
-            # A cancelled waiter gives its tokens back so it does not slow down the ones behind it for nothing.
+            # A cancelled waiter gives its tokens back, so it does not slow down the ones behind it.
             self._refund(float(tokens))
             raise
         return wait
@@ -140,8 +140,8 @@ class TokenBucket:
 class KeyedRateLimiter:
     """One :class:`TokenBucket` per key (e.g. per host), made on first use.
 
-    Buckets that have refilled completely carry no state worth keeping, so when more than ``max_keys`` exist the
-    least recently used full ones are dropped: memory stays bounded however many hosts a crawl touches.
+    Buckets that have refilled completely carry no state worth keeping, so when more than ``max_keys`` exist
+    the least recently used full ones are dropped: memory stays bounded however many hosts a crawl touches.
     """
 
     def __init__(self, rate: float, burst: float | None = None, *, max_keys: int = 10_000) -> None:
@@ -204,7 +204,11 @@ def shared_limiter(name: str, rate: float, burst: float | None = None) -> TokenB
         elif (bucket.rate, bucket.burst) != (rate, burst):
             logger.info(
                 "shared rate limiter %s reconfigured from %g/s (burst %g) to %g/s (burst %g)",
-                name, bucket.rate, bucket.burst, rate, burst,
+                name,
+                bucket.rate,
+                bucket.burst,
+                rate,
+                burst,
             )
             bucket.configure(rate, burst)
         return bucket

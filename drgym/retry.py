@@ -204,7 +204,8 @@ async def with_retries(
                     f"in {elapsed:.1f} s",
                     exc,
                 ) from exc
-            logger.info("%s: %s; retry %d of %d in %.2f s", what, exc, number, policy.max_attempts - 1,
-                        decision.delay)
+            logger.info(
+                "%s: %s; retry %d of %d in %.2f s", what, exc, number, policy.max_attempts - 1, decision.delay
+            )
             await asyncio.sleep(decision.delay)
             number += 1

@@ -3,8 +3,8 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -69,7 +69,9 @@ async def test_bucket_serves_waiters_in_call_order() -> None:
 async def test_bucket_max_wait_refuses_without_reserving() -> None:
     bucket = TokenBucket(10.0, burst=1)
     await bucket.acquire()
-    with pytest.raises(RateLimitedError, match=r"would delay this request by 0\.\d+ s, more than the 0\.01 s"):
+    with pytest.raises(
+        RateLimitedError, match=r"would delay this request by 0\.\d+ s, more than the 0\.01 s"
+    ):
         await bucket.acquire(max_wait=0.01)
     # Nothing was reserved: the next request waits one token's time, not two.
     assert await bucket.acquire() == pytest.approx(0.1, abs=0.03)
@@ -92,26 +94,15 @@ def test_bucket_rejects_negative_tokens() -> None:
 
 
 def test_bucket_works_across_event_loops_and_threads() -> None:
-    bucket = TokenBucket(100.0, burst=2)  # made outside any loop
+    bucket = TokenBucket(20.0, burst=2)  # made outside any loop
     asyncio.run(bucket.acquire())
     asyncio.run(bucket.acquire())
-    errors: list[BaseException] = []
-
-    def other_thread() -> None:
-        try:
-            asyncio.run(bucket.acquire())
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=other_thread) for _ in range(4)]
     start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(5)
-    assert not errors
-    # Six tokens at 100/s with a burst of 2: the last of the four threads waited for about 4/100 s.
-    assert time.monotonic() - start >= 4 / 100 - 0.02 - SLACK
+    with ThreadPoolExecutor(4) as pool:
+        waits = sorted(pool.map(lambda _: asyncio.run(bucket.acquire()), range(4), timeout=5))
+    # The burst is spent: the four threads queue one behind another, 1/20 s apart.
+    assert waits == pytest.approx([0.05, 0.10, 0.15, 0.20], abs=0.03)
+    assert time.monotonic() - start >= 0.2 - 0.03
 
 
 async def test_configure_changes_rate() -> None:
@@ -214,7 +205,7 @@ def test_decide_gives_up_on_retry_after_beyond_max_delay() -> None:
 
 def test_decide_respects_attempts_and_total_budget() -> None:
     policy = RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=1.0, max_total_s=5.0, jitter=0.0)
-    assert policy.decide(1, elapsed=0.0) .retry
+    assert policy.decide(1, elapsed=0.0).retry
     assert policy.decide(2, elapsed=0.0).delay == 1.0
     assert "no attempts left (max_attempts=3)" in policy.decide(3, elapsed=0.0).reason
     late = policy.decide(1, elapsed=4.5)
@@ -236,8 +227,17 @@ def test_retry_statuses() -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [("120", 120.0), (" 3 ", 3.0), ("1.5", 1.5), ("0", 0.0), (None, None), ("", None), ("soon", None),
-     ("-5", None), ("1e9", None)],
+    [
+        ("120", 120.0),
+        (" 3 ", 3.0),
+        ("1.5", 1.5),
+        ("0", 0.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("-5", None),
+        ("1e9", None),
+    ],
 )
 def test_parse_retry_after_seconds(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value) == seconds
@@ -280,7 +280,9 @@ async def test_with_retries_gives_up_with_typed_errors() -> None:
         count += 1
         raise Retryable("HTTP 429", rate_limited=True)
 
-    with pytest.raises(RateLimitedError, match=r"demo failed: HTTP 429; no attempts left \(max_attempts=4\); 4 attempts"):
+    with pytest.raises(
+        RateLimitedError, match=r"demo failed: HTTP 429; no attempts left \(max_attempts=4\); 4 attempts"
+    ):
         await with_retries(rate_limited, FAST, what="demo")
     assert count == 4
 
@@ -325,4 +327,6 @@ async def test_with_retries_custom_give_up() -> None:
         pass
 
     with pytest.raises(PageError, match="page fetch failed: reset by peer"):
-        await with_retries(attempt, RetryPolicy.never(), what="page fetch", give_up=lambda m, last: PageError(m))
+        await with_retries(
+            attempt, RetryPolicy.never(), what="page fetch", give_up=lambda m, last: PageError(m)
+        )

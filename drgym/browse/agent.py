@@ -14,6 +14,7 @@ the notes gathered until then are returned, with ``error`` set in the last two c
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
@@ -65,7 +66,8 @@ _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECAS
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _INFO_FIELD = re.compile(r'"new_information"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
 _MORE_FIELD = re.compile(r'"read_more"\s*:\s*"?(true|false|yes|no|1|0)\b', re.IGNORECASE)
-_MAX_REPLY_CHARS = 100_000  # bounds the JSON scan on a runaway reply
+_MAX_REPLY_CHARS = 100_000  # with _MAX_JSON_STARTS, bounds the JSON scan on a runaway reply
+_MAX_JSON_STARTS = 32  # a reply's object starts at one of its first "{"s; trying every one is quadratic
 _NOTHING = frozenset({"", "none", "null", "n/a", "na", "nothing", "nothing new", "no new information"})
 
 
@@ -228,10 +230,11 @@ def parse_reply(text: str, *, max_chars: int = 2000) -> SegmentReply:
 def _find_object(text: str) -> dict[str, Any] | None:
     decoder = json.JSONDecoder()
     for candidate in [*(m.group(1) for m in _FENCE.finditer(text)), text]:
-        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
+        starts = (i for i, ch in enumerate(candidate) if ch == "{")
+        for start in itertools.islice(starts, _MAX_JSON_STARTS):
             try:
                 obj, _ = decoder.raw_decode(candidate, start)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
                 continue
             if isinstance(obj, dict) and ("new_information" in obj or "read_more" in obj):
                 return obj

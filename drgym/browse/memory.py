@@ -42,7 +42,9 @@ class EpisodeMemory:
         """Characters of note text held now (never more than ``max_chars``)."""
         return self._chars
 
-    def __len__(self) -> int:
+    @property
+    def num_pieces(self) -> int:
+        """Pieces of notes held now. (No ``__len__``: an empty memory must not be falsy in ``memory or ...``.)"""
         return len(self._pieces)
 
     def add(self, url: str, text: str) -> None:

@@ -557,7 +557,7 @@ def _load(model: Any, tokenizer: Any, device: str | None, dtype: str, trust_remo
         name = os.fspath(model)
         try:
             if tokenizer is None:
-                tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+                tokenizer = _load_tokenizer(name, trust_remote_code)
             dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 name, trust_remote_code=trust_remote_code, **{dtype_key: dtype})
@@ -572,6 +572,30 @@ def _load(model: Any, tokenizer: Any, device: str | None, dtype: str, trust_remo
     if device is not None:
         model = model.to(device)
     return model, tokenizer
+
+
+def _load_tokenizer(name: str, trust_remote_code: bool) -> Any:
+    """``AutoTokenizer``, but honouring the ``tokenizer_class`` a local checkpoint declares.
+
+    Recent transformers pick the tokenizer from the model type in ``config.json`` first, so a Qwen2 model
+    saved with a ByT5 tokenizer (the tiny model's checkpoints) would come back with an empty Qwen2 tokenizer.
+    """
+    import json
+
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    config_path = os.path.join(name, "tokenizer_config.json")
+    if not os.path.isfile(config_path):
+        return tokenizer
+    with open(config_path, encoding="utf-8") as f:
+        declared = json.load(f).get("tokenizer_class")
+    loaded = type(tokenizer).__name__
+    if isinstance(declared, str) and declared.removesuffix("Fast") != loaded.removesuffix("Fast"):
+        cls = getattr(transformers, declared, None)
+        if cls is not None:
+            return cls.from_pretrained(name)
+    return tokenizer
 
 
 def _context_length(model: Any, tokenizer: Any) -> int | None:

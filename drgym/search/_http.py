@@ -3,8 +3,8 @@
 A provider subclass only says how to build its request and how to read its JSON; this base does the rest the
 same way for all of them:
 
-* one ``aiohttp.ClientSession`` per event loop, made lazily inside the running loop (the env's sync API runs on
-  a private background loop while async users run on their own; each gets its own session);
+* one ``aiohttp.ClientSession`` per event loop, made lazily inside the running loop (the env's sync API runs
+  on a private background loop while async users run on their own; each gets its own session);
 * the process-wide per-provider :class:`~drgym.ratelimit.TokenBucket`, one token per HTTP request;
 * bounded retries (:class:`~drgym.retry.RetryPolicy`) on 429, 5xx, timeouts and dropped connections, honouring
   ``Retry-After``; other 4xx fail at once;
@@ -43,7 +43,8 @@ PageOpener = Callable[[str], Awaitable[Document]]
 _TAG = re.compile(r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>", re.DOTALL)
 # Block-level tags separate words; inline ones (<b>, <strong>, <em>) sit inside them.
 _BLOCK_TAG = re.compile(
-    r"</?(?:br|p|div|li|ul|ol|tr|td|th|h[1-6]|title|head|body|html|section|article|table|hr)\b[^<>]*>", re.I
+    r"</?(?:br|p|div|li|ul|ol|tr|td|th|h[1-6]|title|head|body|html|section|article|table|hr)\b[^<>]*>",
+    re.IGNORECASE,
 )
 _SPACE = re.compile(r"\s+")
 _ERROR_EXCERPT = 300
@@ -98,8 +99,20 @@ class LoopSessions:
                 session = self._sessions[loop] = self._factory()
             return session
 
+    async def aclose_current(self) -> None:
+        """Close the running loop's session only (that loop is about to end; other loops keep theirs)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            session = self._sessions.pop(loop, None)
+        if session is not None:
+            await session.close()
+
     async def aclose(self) -> None:
-        """Close every session: the current loop's is awaited, the others are closed on their own loops."""
+        """Close every session: the current loop's is awaited, the others are closed on their own loops.
+
+        A session whose loop already ended without closing it cannot be closed cleanly any more (its sockets
+        are freed when collected), so close sessions before their loop ends.
+        """
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:
@@ -183,7 +196,9 @@ class HttpSearchBackend:
         self.queue_timeout_s = queue_timeout_s
         self.max_response_bytes = max_response_bytes
         self._connector_limit = connector_limit
-        self.limiter = limiter or shared_limiter(f"search:{self.name}", rps or self.default_rps, burst)
+        self.limiter = limiter or shared_limiter(
+            f"search:{self.name}", self.default_rps if rps is None else rps, burst
+        )
         self._sessions = LoopSessions(self._new_session)
 
     # ----------------------------------------------------------------- configuration
@@ -201,7 +216,11 @@ class HttpSearchBackend:
         return key
 
     def _resolve_base_url(self, base_url: str | None) -> str:
-        url = base_url or (os.environ.get(self.base_url_env, "") if self.base_url_env else "") or self.default_base_url
+        url = (
+            base_url
+            or (os.environ.get(self.base_url_env, "") if self.base_url_env else "")
+            or self.default_base_url
+        )
         url = url.strip().rstrip("/")
         if not url:
             raise ConfigError(f"{self.name}: no base URL; set the environment variable {self.base_url_env}")
@@ -210,11 +229,13 @@ class HttpSearchBackend:
         return url
 
     def _new_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._connector_limit, limit_per_host=self._connector_limit,
-                                         ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self._connector_limit, limit_per_host=self._connector_limit, ttl_dns_cache=300
+        )
         timeout = aiohttp.ClientTimeout(total=self.timeout_s, connect=min(10.0, self.timeout_s))
-        return aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     headers={"User-Agent": "drgym (+https://github.com/drgym)"})
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers={"User-Agent": "drgym-search/0.1"}
+        )
 
     def __repr__(self) -> str:
         # Never the key.
@@ -257,7 +278,9 @@ class HttpSearchBackend:
         except BackendError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise BackendError(f"{self.name}: unexpected response schema ({type(exc).__name__}: {exc})") from exc
+            raise BackendError(
+                f"{self.name}: unexpected response schema ({type(exc).__name__}: {exc})"
+            ) from exc
         return self._finish(results, k)
 
     def _finish(self, results: list[Result], k: int) -> list[Result]:
@@ -282,8 +305,12 @@ class HttpSearchBackend:
         return await self.page_opener(url)
 
     async def aclose(self) -> None:
-        """Close the HTTP sessions; safe to call twice."""
+        """Close the HTTP sessions of every event loop; safe to call twice."""
         await self._sessions.aclose()
+
+    async def aclose_loop_session(self) -> None:
+        """Close only the running loop's HTTP session, before that loop ends; the backend stays usable."""
+        await self._sessions.aclose_current()
 
     # ----------------------------------------------------------------- HTTP
 
@@ -302,7 +329,9 @@ class HttpSearchBackend:
                 try:
                     remaining -= await self.limiter.acquire(max_wait=remaining)
                 except RateLimitedError as exc:
-                    raise RateLimitedError(f"{self.name}: local {exc} (what is left of the retry budget)") from None
+                    raise RateLimitedError(
+                        f"{self.name}: local {exc} (what is left of the retry budget)"
+                    ) from None
             return await self._send(request, max(0.001, min(self.timeout_s, remaining)))
 
         try:
@@ -318,8 +347,12 @@ class HttpSearchBackend:
         url = self.base_url + request.path
         try:
             async with session.request(
-                request.method, url, params=request.params, json=request.json_body,
-                headers=dict(request.headers), timeout=aiohttp.ClientTimeout(total=timeout_s),
+                request.method,
+                url,
+                params=request.params,
+                json=request.json_body,
+                headers=dict(request.headers),
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
@@ -330,7 +363,9 @@ class HttpSearchBackend:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise Retryable(f"connection failed ({type(exc).__name__})") from exc
         if self.retry.is_retryable_status(status):
-            detail = f"HTTP {status}" + (f", Retry-After {retry_after:g} s" if retry_after is not None else "")
+            detail = f"HTTP {status}" + (
+                f", Retry-After {retry_after:g} s" if retry_after is not None else ""
+            )
             raise Retryable(detail, retry_after=retry_after, rate_limited=status == 429)
         if status >= 300:
             raise BackendError(self._status_message(status, body))
@@ -365,30 +400,38 @@ class HttpSearchBackend:
             return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             excerpt = self._redact(body[:80].decode("utf-8", "replace"))
-            raise BackendError(f"{self.name}: response is not valid JSON ({exc}); it starts {excerpt!r}") from exc
+            raise BackendError(
+                f"{self.name}: response is not valid JSON ({exc}); it starts {excerpt!r}"
+            ) from exc
 
     # ----------------------------------------------------------------- parsing helpers
 
     def _items(self, payload: Any, *path: str) -> list[Any]:
-        """The list at ``payload[path[0]][path[1]]...``; a missing key is an empty list, a wrong type an error."""
+        """The list at ``payload[path[0]][path[1]]...``; a missing key gives ``[]``, a wrong type an error."""
         if not isinstance(payload, dict):
-            raise BackendError(f"{self.name}: unexpected response schema: expected a JSON object, "
-                               f"got {type(payload).__name__}")
+            raise BackendError(
+                f"{self.name}: unexpected response schema: expected a JSON object, "
+                f"got {type(payload).__name__}"
+            )
         node: Any = payload
         for depth, key in enumerate(path):
             if not isinstance(node, dict):
-                raise BackendError(f"{self.name}: unexpected response schema: "
-                                   f"`{'.'.join(path[:depth])}` is not an object")
+                raise BackendError(
+                    f"{self.name}: unexpected response schema: `{'.'.join(path[:depth])}` is not an object"
+                )
             node = node.get(key)
             if node is None:
                 return []
         if not isinstance(node, list):
-            raise BackendError(f"{self.name}: unexpected response schema: `{'.'.join(path)}` is "
-                               f"{type(node).__name__}, expected a list")
+            raise BackendError(
+                f"{self.name}: unexpected response schema: `{'.'.join(path)}` is "
+                f"{type(node).__name__}, expected a list"
+            )
         return node
 
-    def _result(self, item: Any, *, url_key: str, title_key: str, snippet_key: str,
-                extras: Mapping[str, Any]) -> Result | None:
+    def _result(
+        self, item: Any, *, url_key: str, title_key: str, snippet_key: str, extras: Mapping[str, Any]
+    ) -> Result | None:
         """A :class:`Result` from one provider item, or ``None`` when it has no usable http(s) URL."""
         if not isinstance(item, dict):
             return None

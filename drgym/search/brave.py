@@ -46,7 +46,9 @@ class BraveBackend(HttpSearchBackend):
         if self.search_lang:
             params["search_lang"] = self.search_lang
         return ProviderRequest(
-            "GET", "/res/v1/web/search", params=params,
+            "GET",
+            "/res/v1/web/search",
+            params=params,
             headers={"X-Subscription-Token": self._api_key, "Accept": "application/json"},
         )
 
@@ -59,9 +61,16 @@ class BraveBackend(HttpSearchBackend):
     def _parse(self, payload: Any, k: int) -> list[Result]:
         results = []
         for item in self._items(payload, "web", "results"):
-            extras = {"age": item.get("age"), "page_age": item.get("page_age")} if isinstance(item, dict) else {}
-            result = self._result(item, url_key="url", title_key="title", snippet_key="description",
-                                  extras={**extras, "date": extras.get("page_age") or extras.get("age")})
+            extras = (
+                {"age": item.get("age"), "page_age": item.get("page_age")} if isinstance(item, dict) else {}
+            )
+            result = self._result(
+                item,
+                url_key="url",
+                title_key="title",
+                snippet_key="description",
+                extras={**extras, "date": extras.get("page_age") or extras.get("age")},
+            )
             if result is not None:
                 results.append(result)
         return results

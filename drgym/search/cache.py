@@ -1,9 +1,9 @@
 """A SQLite store of search answers and opened documents, for recording, replay and the query cache.
 
-Entries are keyed by ``(backend, query, k)`` for searches and ``(backend, url)`` for documents. Values are JSON
-written with ASCII escapes, so any Python string (lone surrogates and NULs included) comes back exactly as it
-went in: replay is byte-for-byte. Besides answers, a recording may hold the *error* a call raised, so a replayed
-episode fails where the recorded one failed, with the same message.
+Entries are keyed by ``(backend, query, k)`` for searches and ``(backend, url)`` for documents. Values
+are JSON written with ASCII escapes, so any Python string (lone surrogates and NULs included) comes back
+exactly as it went in: replay is byte-for-byte. Besides answers, a recording may hold the *error* a call
+raised, so a replayed episode fails where the recorded one failed, with the same message.
 
 SQLite runs in worker threads (:func:`asyncio.to_thread`) so the event loop never waits on the disk; one
 connection is shared behind a lock, in WAL mode so readers in other processes are not blocked.
@@ -24,7 +24,7 @@ from typing import Any
 from drgym.errors import ConfigError, DataError
 from drgym.search.base import Document, Result
 
-__all__ = ["SearchStore", "StoredEntry", "results_to_json", "results_from_json"]
+__all__ = ["SearchStore", "StoredEntry", "results_from_json", "results_to_json"]
 
 _SCHEMA_VERSION = "1"
 _SCHEMA = """
@@ -86,8 +86,13 @@ def results_from_json(text: str) -> list[Result]:
 
 
 def _doc_to_obj(doc: Document) -> dict[str, str]:
-    return {"url": doc.url, "title": doc.title, "content": doc.content, "content_type": doc.content_type,
-            "source": doc.source}
+    return {
+        "url": doc.url,
+        "title": doc.title,
+        "content": doc.content,
+        "content_type": doc.content_type,
+        "source": doc.source,
+    }
 
 
 def _key(text: str) -> bytes:
@@ -120,8 +125,9 @@ class SearchStore:
 
     def _corrupt(self, exc: BaseException) -> DataError:
         return DataError(
-            f"search store {self.path} is not a readable SQLite database ({exc}). If it is a cache, delete the "
-            f"file (and its -wal/-shm files) and it will be rebuilt; if it is a recording, restore it from a copy."
+            f"search store {self.path} is not a readable SQLite database ({exc}). If it is a cache, delete "
+            f"the file (and its -wal/-shm files) and it will be rebuilt; if it is a recording, restore it "
+            f"from a copy."
         )
 
     def _connect(self) -> None:
@@ -136,8 +142,9 @@ class SearchStore:
             if tables and "drgym_meta" not in tables:
                 conn.close()
                 raise DataError(
-                    f"{self.path} is a SQLite database of another program (tables: {', '.join(sorted(tables))}), "
-                    f"not a drgym search store; point the store at another file"
+                    f"{self.path} is a SQLite database of another program "
+                    f"(tables: {', '.join(sorted(tables))}), not a drgym search store; point the store at "
+                    f"another file"
                 )
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -165,7 +172,9 @@ class SearchStore:
                 return cursor.fetchall() if fetch else cursor.rowcount
             except sqlite3.DatabaseError as exc:
                 if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                    raise DataError(f"search store {self.path} stayed locked by another process: {exc}") from exc
+                    raise DataError(
+                        f"search store {self.path} stayed locked by another process: {exc}"
+                    ) from exc
                 raise self._corrupt(exc) from exc
 
     def close(self) -> None:
@@ -184,7 +193,9 @@ class SearchStore:
 
     # ----------------------------------------------------------------- sync API (runs in worker threads)
 
-    def _entry(self, rows: list[tuple[str, float]], max_age_s: float | None, decode: Any) -> StoredEntry | None:
+    def _entry(
+        self, rows: list[tuple[str, float]], max_age_s: float | None, decode: Any
+    ) -> StoredEntry | None:
         if not rows:
             return None
         payload, created = rows[0]
@@ -199,31 +210,50 @@ class SearchStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise self._corrupt(exc) from exc
 
-    def get_search_sync(self, backend: str, query: str, k: int, max_age_s: float | None = None) -> StoredEntry | None:
+    def get_search_sync(
+        self, backend: str, query: str, k: int, max_age_s: float | None = None
+    ) -> StoredEntry | None:
         """The stored answer for a search, or ``None`` (missing, or older than ``max_age_s``)."""
-        rows = self._run("SELECT payload, created FROM searches WHERE backend = ? AND query = ? AND k = ?",
-                         (backend, _key(query), k), fetch=True)
+        rows = self._run(
+            "SELECT payload, created FROM searches WHERE backend = ? AND query = ? AND k = ?",
+            (backend, _key(query), k),
+            fetch=True,
+        )
         return self._entry(rows, max_age_s, _results_from_obj)
 
-    def put_search_sync(self, backend: str, query: str, k: int, results: list[Result] | None = None,
-                        error: BaseException | None = None) -> None:
+    def put_search_sync(
+        self,
+        backend: str,
+        query: str,
+        k: int,
+        results: list[Result] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         """Store search results, or the error the search raised."""
         payload = self._payload(_results_to_obj(results or []), error)
-        self._run("INSERT OR REPLACE INTO searches (backend, query, k, payload, created) VALUES (?, ?, ?, ?, ?)",
-                  (backend, _key(query), k, payload, time.time()))
+        self._run(
+            "INSERT OR REPLACE INTO searches (backend, query, k, payload, created) VALUES (?, ?, ?, ?, ?)",
+            (backend, _key(query), k, payload, time.time()),
+        )
 
     def get_document_sync(self, backend: str, url: str, max_age_s: float | None = None) -> StoredEntry | None:
         """The stored document for a URL, or ``None``."""
-        rows = self._run("SELECT payload, created FROM documents WHERE backend = ? AND url = ?",
-                         (backend, _key(url)), fetch=True)
+        rows = self._run(
+            "SELECT payload, created FROM documents WHERE backend = ? AND url = ?",
+            (backend, _key(url)),
+            fetch=True,
+        )
         return self._entry(rows, max_age_s, lambda v: Document(**v))
 
-    def put_document_sync(self, backend: str, url: str, document: Document | None = None,
-                          error: BaseException | None = None) -> None:
+    def put_document_sync(
+        self, backend: str, url: str, document: Document | None = None, error: BaseException | None = None
+    ) -> None:
         """Store a document, or the error opening it raised."""
         payload = self._payload(_doc_to_obj(document) if document is not None else None, error)
-        self._run("INSERT OR REPLACE INTO documents (backend, url, payload, created) VALUES (?, ?, ?, ?)",
-                  (backend, _key(url), payload, time.time()))
+        self._run(
+            "INSERT OR REPLACE INTO documents (backend, url, payload, created) VALUES (?, ?, ?, ?)",
+            (backend, _key(url), payload, time.time()),
+        )
 
     @staticmethod
     def _payload(value: Any, error: BaseException | None) -> str:
@@ -253,21 +283,32 @@ class SearchStore:
 
     # ----------------------------------------------------------------- async API
 
-    async def get_search(self, backend: str, query: str, k: int, max_age_s: float | None = None) -> StoredEntry | None:
+    async def get_search(
+        self, backend: str, query: str, k: int, max_age_s: float | None = None
+    ) -> StoredEntry | None:
         """Async :meth:`get_search_sync`."""
         return await asyncio.to_thread(self.get_search_sync, backend, query, k, max_age_s)
 
-    async def put_search(self, backend: str, query: str, k: int, results: list[Result] | None = None,
-                         error: BaseException | None = None) -> None:
+    async def put_search(
+        self,
+        backend: str,
+        query: str,
+        k: int,
+        results: list[Result] | None = None,
+        error: BaseException | None = None,
+    ) -> None:
         """Async :meth:`put_search_sync`."""
         await asyncio.to_thread(self.put_search_sync, backend, query, k, results, error)
 
-    async def get_document(self, backend: str, url: str, max_age_s: float | None = None) -> StoredEntry | None:
+    async def get_document(
+        self, backend: str, url: str, max_age_s: float | None = None
+    ) -> StoredEntry | None:
         """Async :meth:`get_document_sync`."""
         return await asyncio.to_thread(self.get_document_sync, backend, url, max_age_s)
 
-    async def put_document(self, backend: str, url: str, document: Document | None = None,
-                           error: BaseException | None = None) -> None:
+    async def put_document(
+        self, backend: str, url: str, document: Document | None = None, error: BaseException | None = None
+    ) -> None:
         """Async :meth:`put_document_sync`."""
         await asyncio.to_thread(self.put_document_sync, backend, url, document, error)
 

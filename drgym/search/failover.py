@@ -37,8 +37,9 @@ class FailoverBackend:
         last_served: Name of the backend that answered the most recent search.
     """
 
-    def __init__(self, backends: Sequence[SearchBackend], *, name: str | None = None,
-                 cooldown_s: float = 30.0) -> None:
+    def __init__(
+        self, backends: Sequence[SearchBackend], *, name: str | None = None, cooldown_s: float = 30.0
+    ) -> None:
         if not backends:
             raise ConfigError("FailoverBackend needs at least one backend")
         names = [b.name for b in backends]
@@ -67,7 +68,9 @@ class FailoverBackend:
 
     def _all_failed(self, what: str, errors: list[tuple[str, BackendError]]) -> BackendError:
         detail = "; ".join(f"{name}: {exc}" for name, exc in errors)
-        cls = RateLimitedError if all(isinstance(exc, RateLimitedError) for _, exc in errors) else BackendError
+        cls = (
+            RateLimitedError if all(isinstance(exc, RateLimitedError) for _, exc in errors) else BackendError
+        )
         return cls(f"every search backend failed to {what} ({detail})")
 
     async def search(self, query: str, k: int = 10) -> list[Result]:
@@ -83,9 +86,12 @@ class FailoverBackend:
             self._down_until.pop(backend.name, None)
             self.served[backend.name] += 1
             self.last_served = backend.name
-            return [r if "provider" in r.extras else Result(r.title, r.url, r.snippet,
-                                                            {**r.extras, "provider": backend.name})
-                    for r in results]
+            return [
+                r
+                if "provider" in r.extras
+                else Result(r.title, r.url, r.snippet, {**r.extras, "provider": backend.name})
+                for r in results
+            ]
         raise self._all_failed("search", errors)
 
     async def open(self, url: str) -> Document:

@@ -8,9 +8,10 @@ How the pieces fit (the environment builds this once per process and one view pe
     view = episode_view(stack)          # per episode: per-episode counts and budget
     await view.search("query", 10); view.usage.as_dict()
 
-Per-episode counts travel in a :mod:`contextvars` variable that the :class:`EpisodeView` sets around each call,
-so one shared backend stack serves many concurrent episodes without mixing their counts. A call made outside
-any view is counted against the wrapper's own default episode (reset by :meth:`MeteredBackend.new_episode`).
+Per-episode counts travel in a :mod:`contextvars` variable that the :class:`EpisodeView` sets around each
+call, so one shared backend stack serves many concurrent episodes without mixing their counts. A call made
+outside any view is counted against the wrapper's own default episode (reset by
+:meth:`MeteredBackend.new_episode`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ DEFAULT_PRICES_PER_1K: dict[str, float] = {
     "searxng": 0.0,  # self-hosted
     "local": 0.0,
 }
-"""Rough list prices in USD per 1000 calls (late 2025), for *estimates* only; pass your own to :class:`Meter`."""
+"""Rough list prices in USD per 1000 calls (late 2025), for *estimates* only; give :class:`Meter` yours."""
 
-_CURRENT: contextvars.ContextVar[EpisodeUsage | None] = contextvars.ContextVar("drgym_episode_usage", default=None)
+_CURRENT: contextvars.ContextVar[EpisodeUsage | None] = contextvars.ContextVar(
+    "drgym_episode_usage", default=None
+)
 
 
 @dataclass
@@ -103,8 +106,9 @@ class Meter:
         """Estimated USD for one call of one cost unit."""
         return self.prices_per_1k.get(provider, 0.0) / 1000.0
 
-    def record_call(self, provider: str, *, ok: bool, cost_units: float = 1.0,
-                    usage: EpisodeUsage | None = None) -> None:
+    def record_call(
+        self, provider: str, *, ok: bool, cost_units: float = 1.0, usage: EpisodeUsage | None = None
+    ) -> None:
         """Count one provider call; a successful one adds ``cost_units`` times the price to the spend.
 
         ``usage`` is the episode record to update too; by default the active :class:`EpisodeView`'s.
@@ -146,15 +150,24 @@ class Meter:
             s = stats[name]
             spend = round(s.cost_units * self.price_per_call(name), 6)
             providers[name] = {
-                "calls": s.calls, "ok": s.ok, "failures": s.failures, "cache_hits": s.cache_hits,
-                "opens": s.opens, "est_spend_usd": spend, "price_per_1k_usd": self.prices_per_1k.get(name),
+                "calls": s.calls,
+                "ok": s.ok,
+                "failures": s.failures,
+                "cache_hits": s.cache_hits,
+                "opens": s.opens,
+                "est_spend_usd": spend,
+                "price_per_1k_usd": self.prices_per_1k.get(name),
             }
             for key in ("calls", "ok", "failures", "cache_hits", "opens"):
                 total[key] += providers[name][key]
             total["est_spend_usd"] = round(total["est_spend_usd"] + spend, 6)
         unpriced = sorted(name for name in stats if name not in self.prices_per_1k)
-        return {"providers": providers, "total": total, "unpriced": unpriced,
-                "note": "spend is an estimate from list prices, not a bill"}
+        return {
+            "providers": providers,
+            "total": total,
+            "unpriced": unpriced,
+            "note": "spend is an estimate from list prices, not a bill",
+        }
 
     def reset(self) -> None:
         """Forget all counts."""
@@ -214,8 +227,8 @@ class Budget:
 class MeteredBackend:
     """Wraps a backend: every search is charged to the budget and counted by the meter.
 
-    A search that fails with :class:`BackendError` still counts (it may be billed and it did load the provider);
-    one refused before reaching the provider (empty query, bad ``k``, cancellation) is refunded.
+    A search that fails with :class:`BackendError` still counts (it may be billed and it did load the
+    provider); one refused before reaching the provider (empty query, bad ``k``, cancellation) is refunded.
 
     Args:
         inner: The provider backend.

@@ -44,7 +44,7 @@ def _resolve(target: str) -> Callable[..., SearchBackend]:
     return obj
 
 
-def make_backend(name: str, **kwargs: Any) -> SearchBackend:
+def make_backend(name: str, /, **kwargs: Any) -> SearchBackend:
     """Build a new backend by name; unknown names raise ``ConfigError`` listing the valid ones."""
     if name not in BACKENDS:
         close = difflib.get_close_matches(name, BACKENDS, n=1)
@@ -53,7 +53,7 @@ def make_backend(name: str, **kwargs: Any) -> SearchBackend:
     return _resolve(BACKENDS[name])(**kwargs)
 
 
-def shared_backend(name: str, **kwargs: Any) -> SearchBackend:
+def shared_backend(name: str, /, **kwargs: Any) -> SearchBackend:
     """Return the process-wide backend for ``(name, kwargs)``, building it once."""
     key = (name, repr(sorted(kwargs.items())))
     with _shared_lock:

@@ -57,8 +57,9 @@ class RecordingBackend:
         record_errors: Also record calls that raised, so replay fails the same way.
     """
 
-    def __init__(self, inner: SearchBackend, store: SearchStore | str | os.PathLike[str], *,
-                 record_errors: bool = True) -> None:
+    def __init__(
+        self, inner: SearchBackend, store: SearchStore | str | os.PathLike[str], *, record_errors: bool = True
+    ) -> None:
         self.inner = inner
         self.store, self._owns_store = _open_store(store, create=True)
         self.name = inner.name
@@ -121,8 +122,10 @@ class ReplayBackend:
         meter: Meter | None = None,
     ) -> None:
         if strict and inner is not None:
-            raise ConfigError("strict replay answers only from the store; pass strict=False to fall through to "
-                              "the inner backend (cache mode)")
+            raise ConfigError(
+                "strict replay answers only from the store; pass strict=False to fall through to "
+                "the inner backend (cache mode)"
+            )
         if not strict and inner is None:
             raise ConfigError("cache mode (strict=False) needs an inner backend to answer misses")
         if ttl_s is not None and not ttl_s > 0:
@@ -140,8 +143,10 @@ class ReplayBackend:
             return names[0]
         if not names:
             raise ConfigError(f"the recording {self.store.path} holds nothing to replay")
-        raise ConfigError(f"the recording {self.store.path} holds several backends ({', '.join(names)}); "
-                          f"pass name=... to choose one")
+        raise ConfigError(
+            f"the recording {self.store.path} holds several backends ({', '.join(names)}); "
+            f"pass name=... to choose one"
+        )
 
     def _hit(self) -> None:
         if self.meter is not None:

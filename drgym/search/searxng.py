@@ -1,4 +1,4 @@
-"""SearxNG (self-hosted metasearch): ``GET {base}/search?q=&format=json``; the base comes from ``SEARXNG_URL``.
+"""SearxNG (self-hosted metasearch): ``GET {base}/search?q=&format=json``, the base from ``SEARXNG_URL``.
 
 Response ``results[]`` with ``title``, ``url``, ``content``, ``engine`` and ``publishedDate``. There is no
 result-count parameter: one page (about 10 to 20 results) is read and cut to ``k``. The instance must list
@@ -21,8 +21,8 @@ class SearxngBackend(HttpSearchBackend):
     Args:
         language: SearxNG ``language`` (e.g. ``"en"``; ``None`` = the instance default).
         categories: SearxNG ``categories`` (comma-separated).
-        **kwargs: See :class:`~drgym.search._http.HttpSearchBackend` (``base_url`` defaults to ``SEARXNG_URL``;
-            no key is needed).
+        **kwargs: See :class:`~drgym.search._http.HttpSearchBackend` (``base_url`` defaults to
+            ``SEARXNG_URL``; no key is needed).
     """
 
     name = "searxng"
@@ -47,9 +47,14 @@ class SearxngBackend(HttpSearchBackend):
     def _parse(self, payload: Any, k: int) -> list[Result]:
         results = []
         for item in self._items(payload, "results"):
-            extras = ({"engine": item.get("engine"), "date": item.get("publishedDate"), "score": item.get("score")}
-                      if isinstance(item, dict) else {})
-            result = self._result(item, url_key="url", title_key="title", snippet_key="content", extras=extras)
+            extras = (
+                {"engine": item.get("engine"), "date": item.get("publishedDate"), "score": item.get("score")}
+                if isinstance(item, dict)
+                else {}
+            )
+            result = self._result(
+                item, url_key="url", title_key="title", snippet_key="content", extras=extras
+            )
             if result is not None:
                 results.append(result)
         return results

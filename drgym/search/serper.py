@@ -42,7 +42,8 @@ class SerperBackend(HttpSearchBackend):
 
     def _build_request(self, query: str, k: int) -> ProviderRequest:
         return ProviderRequest(
-            "POST", "/search",
+            "POST",
+            "/search",
             json_body={"q": query, "num": k, "gl": self.gl, "hl": self.hl},
             headers={"X-API-KEY": self._api_key, "Content-Type": "application/json"},
         )
@@ -54,10 +55,16 @@ class SerperBackend(HttpSearchBackend):
             raise BackendError(f"serper: the provider answered with an error: {detail}")
         results = []
         for item in items:
-            result = self._result(item, url_key="link", title_key="title", snippet_key="snippet", extras={
-                "date": item.get("date") if isinstance(item, dict) else None,
-                "position": item.get("position") if isinstance(item, dict) else None,
-            })
+            result = self._result(
+                item,
+                url_key="link",
+                title_key="title",
+                snippet_key="snippet",
+                extras={
+                    "date": item.get("date") if isinstance(item, dict) else None,
+                    "position": item.get("position") if isinstance(item, dict) else None,
+                },
+            )
             if result is not None:
                 results.append(result)
         panels = {
@@ -78,6 +85,7 @@ def _panel(node: Any, fields: tuple[str, ...], *, attributes: bool = False) -> d
     panel: dict[str, Any] = {key: clean_text(node[key]) for key in fields if isinstance(node.get(key), str)}
     attrs = node.get("attributes")
     if attributes and isinstance(attrs, dict):
-        panel["attributes"] = {clean_text(str(key)): clean_text(value) for key, value in attrs.items()
-                               if isinstance(value, str)}
+        panel["attributes"] = {
+            clean_text(str(key)): clean_text(value) for key, value in attrs.items() if isinstance(value, str)
+        }
     return panel

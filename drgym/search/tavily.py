@@ -59,15 +59,24 @@ class TavilyBackend(HttpSearchBackend):
             "include_raw_content": False,
             "include_images": False,
         }
-        return ProviderRequest("POST", "/search", json_body=body,
-                               headers={"Authorization": f"Bearer {self._api_key}",
-                                        "Content-Type": "application/json"})
+        return ProviderRequest(
+            "POST",
+            "/search",
+            json_body=body,
+            headers={"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"},
+        )
 
     def _parse(self, payload: Any, k: int) -> list[Result]:
         results = []
         for item in self._items(payload, "results"):
-            extras = {"score": item.get("score"), "date": item.get("published_date")} if isinstance(item, dict) else {}
-            result = self._result(item, url_key="url", title_key="title", snippet_key="content", extras=extras)
+            extras = (
+                {"score": item.get("score"), "date": item.get("published_date")}
+                if isinstance(item, dict)
+                else {}
+            )
+            result = self._result(
+                item, url_key="url", title_key="title", snippet_key="content", extras=extras
+            )
             if result is not None:
                 results.append(result)
         return results

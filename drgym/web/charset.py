@@ -94,7 +94,9 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def decode_text(data: bytes, header_charset: str | None = None, *, sniff_markup: bool = True) -> tuple[str, str]:
+def decode_text(
+    data: bytes, header_charset: str | None = None, *, sniff_markup: bool = True
+) -> tuple[str, str]:
     """Decode ``data``; return ``(text, codec_name)``.
 
     Args:

@@ -9,8 +9,8 @@ headers without downloading their bodies. Bodies are decompressed incrementally 
 decompression bomb costs at most ``max_decompressed_bytes`` of memory.
 
 Failures raise typed errors the environment turns into observations: :class:`~drgym.errors.FetchError`
-(network, timeout, HTTP status, redirects), :class:`~drgym.errors.BlockedURLError` (SSRF guard, robots.txt) and
-:class:`~drgym.errors.UnsupportedContentError` (unreadable content type).
+(network, timeout, HTTP status, redirects), :class:`~drgym.errors.BlockedURLError` (SSRF guard,
+robots.txt) and :class:`~drgym.errors.UnsupportedContentError` (unreadable content type).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
 
 @functools.lru_cache(maxsize=1)
 def _brotli_bounded() -> bool:
-    """Brotli output can only be capped with ``output_buffer_limit`` (brotli >= 1.2); otherwise don't ask for br."""
+    """Whether brotli output can be capped (``output_buffer_limit``, brotli >= 1.2); only then ask for br."""
     try:
         import brotli
     except ImportError:
@@ -120,7 +120,7 @@ def _brotli_bounded() -> bool:
 
 @dataclass(frozen=True)
 class FetchConfig:
-    """Every limit of the fetcher. Times are seconds, sizes bytes; the defaults suit RL training on the web."""
+    """Every limit of the fetcher. Times are seconds, sizes bytes; defaults suit RL training on the web."""
 
     user_agent: str = DEFAULT_USER_AGENT
     """Sent on every request; honest and with a contact URL so site owners can reach the project."""
@@ -188,10 +188,13 @@ class FetchConfig:
                 raise ConfigError(f"FetchConfig.{f.name} must be a positive number, got {value!r}")
             if f.name in _NON_NEGATIVE and not (isinstance(value, (int, float)) and value >= 0):
                 raise ConfigError(f"FetchConfig.{f.name} must be >= 0, got {value!r}")
-        if self.per_host_burst is not None and not (_positive(self.per_host_burst) and self.per_host_burst >= 1):
-            raise ConfigError(f"FetchConfig.per_host_burst must be a number >= 1, got {self.per_host_burst!r}")
+        burst = self.per_host_burst
+        if burst is not None and not (_positive(burst) and burst >= 1):
+            raise ConfigError(f"FetchConfig.per_host_burst must be a number >= 1, got {burst!r}")
         if not self.user_agent or not self.user_agent.isprintable():
-            raise ConfigError(f"FetchConfig.user_agent must be a printable, non-empty string, got {self.user_agent!r}")
+            raise ConfigError(
+                f"FetchConfig.user_agent must be a printable, non-empty string, got {self.user_agent!r}"
+            )
 
 
 _POSITIVE = {
@@ -203,7 +206,9 @@ _NON_NEGATIVE = {"max_redirects", "max_retries", "retry_backoff", "max_retry_aft
 
 
 def _positive(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 @dataclass(frozen=True)
@@ -488,7 +493,8 @@ class Fetcher:
             ),
             headers=self._headers,
             auto_decompress=False,  # bodies are inflated here, under a cap
-            cookie_jar=aiohttp.DummyCookieJar(),  # fetches share no state; redirect cookies are carried per fetch
+            # Fetches share no state; cookies set on a redirect are carried within that one fetch.
+            cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,  # a proxy from the environment would bypass the pinned resolver
             max_line_size=16384,
             max_field_size=16384,
@@ -502,7 +508,7 @@ class Fetcher:
         Raises:
             BlockedURLError: The SSRF guard refused the URL or a redirect hop, or robots.txt disallows it.
             UnsupportedContentError: The content type is not readable text (decided from the headers).
-            HTTPStatusError: The final status was >= 400 (a :class:`FetchError`; the status is in the message).
+            HTTPStatusError: The final status was >= 400 (a :class:`FetchError`; the message has the status).
             FetchError: Timeout, connection failure, DNS failure, too many redirects, corrupt body.
         """
         return await self._fetch_bounded(url, check_robots=self._robots is not None, max_bytes=None)
@@ -520,7 +526,7 @@ class Fetcher:
         deadline = start + self.config.total_timeout
         current = await state.resolver.check(url)
         redirects: list[str] = []
-        seen: set[tuple[str, str]] = set()
+        seen = {(str(current), "[]")}  # (URL, cookies sent): the same pair twice is a loop
         cookies: dict[str, dict[str, str]] = {}
         for hop in range(self.config.max_redirects + 1):
             if check_robots and self._robots is not None and not await self._robots.allowed(current):
@@ -536,9 +542,8 @@ class Fetcher:
                 _finish(resp)
             redirects.append(str(current))
             if hop == self.config.max_redirects:
-                raise FetchError(
-                    f"too many redirects (more than {self.config.max_redirects}) fetching {_short(redirects[0])}"
-                )
+                limit = self.config.max_redirects
+                raise FetchError(f"too many redirects (more than {limit}) fetching {_short(redirects[0])}")
             key = (str(target), repr(sorted(cookies.get((target.raw_host or "").lower(), {}).items())))
             if key in seen:
                 raise FetchError(f"redirect loop: {_short(current)} redirects back to {_short(target)}")
@@ -552,7 +557,7 @@ class Fetcher:
     async def _request(
         self, session: aiohttp.ClientSession, url: URL, cookies: dict[str, str] | None, deadline: float
     ) -> aiohttp.ClientResponse:
-        """GET ``url`` (no redirects) with per-host rate limiting and bounded retries; return the open response."""
+        """GET ``url`` (no redirects) with per-host rate limiting and bounded retries; return the response."""
         cfg = self.config
         host = (url.raw_host or "").lower()
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())} if cookies else None
@@ -596,7 +601,12 @@ class Fetcher:
             raise FetchError(f"per-host rate limit for {host}: {exc}") from None
 
     async def _page(
-        self, resp: aiohttp.ClientResponse, url: URL, redirects: list[str], start: float, max_bytes: int | None
+        self,
+        resp: aiohttp.ClientResponse,
+        url: URL,
+        redirects: list[str],
+        start: float,
+        max_bytes: int | None,
     ) -> Page:
         """Check status and type from the headers, then read, inflate and decode the body."""
         if resp.status >= 400 or 300 <= resp.status < 400:
@@ -690,9 +700,9 @@ class Fetcher:
             return await extract_pdf_text(body.data, max_pages=self.config.pdf_max_pages)
         except UnsupportedContentError as exc:
             if body.truncated:
+                cap = self.config.max_bytes
                 raise UnsupportedContentError(
-                    f"{exc} (the PDF at {_short(url)} is larger than max_bytes={self.config.max_bytes} and was "
-                    "cut off)"
+                    f"{exc} (the PDF at {_short(url)} is larger than max_bytes={cap} and was cut off)"
                 ) from None
             raise
 
@@ -736,7 +746,8 @@ def _redirect_target(current: URL, location: str) -> URL:
     try:
         target = current.join(URL(location.strip()))
     except (ValueError, TypeError) as exc:
-        raise FetchError(f"invalid redirect Location {location[:200]!r} from {_short(current)}: {exc}") from None
+        shown = location[:200]
+        raise FetchError(f"invalid redirect Location {shown!r} from {_short(current)}: {exc}") from None
     return target.with_fragment(None)
 
 

@@ -1,9 +1,9 @@
 """robots.txt support: fetch once per origin, cache with a TTL, answer ``allowed(url)``.
 
-Off by default (``FetchConfig.respect_robots``): a research agent reads single pages a person could open, but a
-deployment that fetches at crawl scale should honour site owners' wishes. The file is fetched through the same
-fetcher (same SSRF guard, limits and user agent), parsed offline with :mod:`urllib.robotparser`, and any
-failure to get it (network error, 4xx, 5xx, not text) means "no restrictions": a robots.txt that cannot be
+Off by default (``FetchConfig.respect_robots``): a research agent reads single pages a person could open,
+but a deployment that fetches at crawl scale should honour site owners' wishes. The file is fetched through
+the same fetcher (same SSRF guard, limits and user agent), parsed offline with :mod:`urllib.robotparser`, and
+any failure to get it (network error, 4xx, 5xx, not text) means "no restrictions": a robots.txt that cannot be
 read must not block research. Concurrent requests for one origin share a single fetch.
 """
 

@@ -4,12 +4,14 @@ import json
 import time
 
 import pytest
-from drgym.web.segment import segment_text
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drgym.browse import BrowsingAgent, EpisodeMemory, PageNotes, Reader
 from drgym.browse.agent import parse_reply
 from drgym.errors import ConfigError, LLMError
 from drgym.search.base import Document
+from drgym.web.segment import segment_text
 
 from .doubles import ScriptedClient
 
@@ -113,6 +115,19 @@ async def test_malformed_replies_are_tolerated():
 def test_parse_reply(text, info, more, parsed):
     reply = parse_reply(text)
     assert (reply.new_information, reply.read_more, reply.parsed) == (info, more, parsed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text() | st.from_regex(r'\{"new_information": ?"[^"]*"?, ?"read_more": ?(true|false|"yes"|1)?\}?'))
+def test_parse_reply_never_raises(text):
+    reply = parse_reply(text, max_chars=100)
+    assert isinstance(reply.new_information, str) and len(reply.new_information) <= 100
+    assert isinstance(reply.read_more, bool)
+
+
+@pytest.mark.parametrize("text", ['{"a": [' * 14000, "{" * 100_000, '[{"x":' * 10_000])
+def test_parse_reply_survives_pathological_nesting(text):
+    assert parse_reply(text, max_chars=10).parsed is False
 
 
 def test_parse_reply_caps_runaway_text():

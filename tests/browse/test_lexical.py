@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drgym.browse import EpisodeMemory, LexicalReader
 from drgym.browse.lexical import select_passages
@@ -118,6 +120,19 @@ async def test_blank_document_is_reported():
         question=QUESTION, subquestion="", memory=EpisodeMemory(),
     )
     assert notes.error == "the page has no readable text" and notes.notes == ""
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    text=st.lists(st.text(min_size=0, max_size=300) | st.sampled_from(FILLER_TOPICS + [RELEVANT]), max_size=40)
+    .map("\n\n".join),
+    query=st.text(max_size=80),
+    budget=st.integers(min_value=100, max_value=1500),
+)
+def test_select_passages_respects_the_budget(text, query, budget):
+    out = select_passages(text, query, budget)
+    assert len(out) <= budget
+    assert select_passages(text, query, budget) == out
 
 
 def test_select_passages_returns_short_text_unchanged():

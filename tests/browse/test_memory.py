@@ -14,7 +14,7 @@ def test_notes_kept_per_url_in_order():
     memory.add("https://c", "   ")  # blank notes are not stored
     assert memory.urls() == ["https://a", "https://b"]
     assert memory.notes_for("https://a") == "Paris is the capital.\nFounded in the 3rd century BC."
-    assert len(memory) == 3
+    assert memory.num_pieces == 3
     rendered = memory.render()
     assert rendered.index("[https://a]") < rendered.index("[https://b]")
     assert "Founded in the 3rd century BC." in rendered.split("[https://b]")[0]
@@ -67,7 +67,7 @@ def test_clear_forgets_everything():
     memory = EpisodeMemory()
     memory.add("https://a", "x" * 50)
     memory.clear()
-    assert len(memory) == 0 and memory.total_chars == 0
+    assert memory.num_pieces == 0 and memory.total_chars == 0
     assert memory.render() == "" and memory.urls() == []
 
 

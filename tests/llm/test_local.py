@@ -8,12 +8,16 @@ import pytest
 
 from drgym.errors import ConfigError
 from drgym.llm.base import ContextOverflowError
-from drgym.llm.local import CHATML_TEMPLATE, SamplingOptions, truncate_at_stop
+from drgym.llm.local import (
+    CHATML_TEMPLATE,
+    SamplingOptions,
+    TransformersChatClient,
+    sample_tokens,
+    truncate_at_stop,
+)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-
-from drgym.llm.local import TransformersChatClient, sample_tokens  # noqa: E402
 
 CHATS = [
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Who wrote Hamlet?"}],

@@ -6,7 +6,6 @@ import asyncio
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,17 +15,9 @@ import aiohttp
 import pytest
 
 from drgym.errors import LLMError
-from drgym.llm.base import Completion
 from drgym.llm.server import create_app
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class _Failing:
-    """A chat client whose backend is down (a real client type would need a real dead backend)."""
-
-    async def complete(self, messages: list[dict[str, Any]], **sampling: Any) -> Completion:
-        raise LLMError("backend is down")
 
 
 @pytest.fixture
@@ -96,10 +87,17 @@ async def test_errors_use_the_openai_error_shape(tiny_url, body, raw, status, me
 
 
 async def test_backend_failure_is_a_500_in_openai_shape(serve) -> None:
-    url = await serve(create_app(_Failing(), "down"))
+    # The server fronting another server that is down (a proxy over an OpenAIChatClient).
+    from drgym.llm.openai import OpenAIChatClient
+    from drgym.retry import RetryPolicy
+
+    upstream = OpenAIChatClient(f"http://127.0.0.1:{_free_port()}/v1", "m", retry=RetryPolicy.never())
+    url = await serve(create_app(upstream, "m"))
     status, data = await _post(url, {"messages": [{"role": "user", "content": "x"}]})
+    await upstream.aclose()
     assert status == 500
-    assert data["error"] == {"message": "backend is down", "type": "server_error", "param": None, "code": None}
+    assert data["error"]["type"] == "server_error"
+    assert re.search(r"cannot reach http://127\.0\.0\.1:\d+/v1/chat/completions", data["error"]["message"])
 
 
 async def test_unknown_route_is_a_json_404(tiny_url) -> None:
@@ -120,24 +118,25 @@ async def test_command_line_serves_the_tiny_model() -> None:
 
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "drgym.llm.server", "--model", "tiny", "--port", str(port), "--max-new-tokens", "3"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "drgym.llm.server", "--model", "tiny", "--port", str(port), "--max-new-tokens", "3",
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
+    client = OpenAIChatClient(f"http://127.0.0.1:{port}/v1", retry=RetryPolicy.never())
     try:
-        client = OpenAIChatClient(f"http://127.0.0.1:{port}/v1", retry=RetryPolicy.never())
         deadline = time.monotonic() + 60
         while True:
             try:
                 result = await client.complete([{"role": "user", "content": "hi"}])
                 break
             except LLMError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.stderr.read().decode() if proc.poll() is not None else "no start")
+                if proc.returncode is not None or time.monotonic() > deadline:
+                    stderr = (await proc.stderr.read()).decode() if proc.returncode is not None else ""
+                    raise AssertionError(f"the server did not start: {stderr}") from None
                 await asyncio.sleep(0.3)
         assert client.model == "tiny"
         assert 1 <= result.tokens <= 3
-        await client.aclose()
     finally:
+        await client.aclose()
         proc.terminate()
-        proc.wait(timeout=10)
+        await proc.wait()

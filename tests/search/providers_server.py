@@ -2,14 +2,14 @@
 
 Mounted under one prefix per provider so one server serves all of them:
 
-* ``POST /serper/search``            Serper (``X-API-KEY``; JSON ``{q, num, gl, hl}`` → ``organic[]`` ...)
-* ``GET  /brave/res/v1/web/search``  Brave (``X-Subscription-Token``; ``?q=&count=`` → ``web.results[]``)
-* ``POST /tavily/search``            Tavily (``Authorization: Bearer``; JSON ``{query, max_results}`` → ``results[]``)
-* ``GET  /searxng/search``           SearxNG (``?q=&format=json`` → ``results[]``)
-* ``GET  /pages/{name}``             plain HTML pages, for page readers
+* ``POST /serper/search``           Serper (``X-API-KEY``; ``{q, num, gl, hl}`` → ``organic[]`` ...)
+* ``GET  /brave/res/v1/web/search`` Brave (``X-Subscription-Token``; ``?q=&count=`` → ``web.results[]``)
+* ``POST /tavily/search``           Tavily (``Authorization: Bearer``; ``{query, max_results}`` → ``results``)
+* ``GET  /searxng/search``          SearxNG (``?q=&format=json`` → ``results[]``)
+* ``GET  /pages/{name}``            plain HTML pages, for page readers
 
-Each request is recorded (method, path, headers, query, JSON body). Faults are queued per provider and consumed
-one per request: ``server.fail("serper", Fault.status(429, retry_after="0.05"))``.
+Each request is recorded (method, path, headers, query, JSON body). Faults are queued per provider and
+consumed one per request: ``server.fail("serper", Fault.status(429, retry_after="0.05"))``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,14 @@ class Fault:
     delay_s: float = 0.0
 
     @classmethod
-    def status_code(cls, status: int, *, retry_after: str | None = None, body: bytes = b"",
-                    headers: dict[str, str] | None = None) -> Fault:
+    def status_code(
+        cls,
+        status: int,
+        *,
+        retry_after: str | None = None,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+    ) -> Fault:
         hdrs = dict(headers or {})
         if retry_after is not None:
             hdrs["Retry-After"] = retry_after
@@ -53,7 +59,9 @@ class Fault:
 
     @classmethod
     def malformed(cls) -> Fault:
-        return cls("raw", status=200, headers={"Content-Type": "application/json"}, body=b'{"organic": [{"tit')
+        return cls(
+            "raw", status=200, headers={"Content-Type": "application/json"}, body=b'{"organic": [{"tit'
+        )
 
     @classmethod
     def raw(cls, body: bytes, status: int = 200) -> Fault:
@@ -109,7 +117,7 @@ class ProviderServer:
         app.router.add_get("/pages/{name}", self._page)
         self._server = TestServer(app)
 
-    async def __aenter__(self) -> ProviderServer:
+    async def __aenter__(self) -> ProviderServer:  # noqa: PYI034
         await self._server.start_server()
         return self
 
@@ -168,36 +176,69 @@ class ProviderServer:
         if fault is not None:
             return fault
         body = seen.body
-        if not isinstance(body, dict) or not isinstance(body.get("q"), str) or not isinstance(body.get("num"), int):
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("q"), str)
+            or not isinstance(body.get("num"), int)
+        ):
             return web.json_response({"message": "Query `q` is required.", "statusCode": 400}, status=400)
         q, num = body["q"], body["num"]
         organic = [
-            {"title": h["title"], "link": h["url"], "snippet": h["snippet"], "position": i,
-             **({"date": "Mar 3, 2024"} if i == 1 else {}),
-             **({"sitelinks": [{"title": "More", "link": h["url"] + "/more"}]} if i == 2 else {})}
+            {
+                "title": h["title"],
+                "link": h["url"],
+                "snippet": h["snippet"],
+                "position": i,
+                **({"date": "Mar 3, 2024"} if i == 1 else {}),
+                **({"sitelinks": [{"title": "More", "link": h["url"] + "/more"}]} if i == 2 else {}),
+            }
             for i, h in enumerate(_hits(q, min(num, 100)), start=1)
         ]
         payload: dict[str, Any] = {
-            "searchParameters": {"q": q, "gl": body.get("gl"), "hl": body.get("hl"), "num": num,
-                                 "type": "search", "engine": "google"},
+            "searchParameters": {
+                "q": q,
+                "gl": body.get("gl"),
+                "hl": body.get("hl"),
+                "num": num,
+                "type": "search",
+                "engine": "google",
+            },
             "organic": organic,
-            "peopleAlsoAsk": [{"question": f"What is {q}?", "snippet": "...", "link": "https://example.com/faq"}],
+            "peopleAlsoAsk": [
+                {"question": f"What is {q}?", "snippet": "...", "link": "https://example.com/faq"}
+            ],
             "relatedSearches": [{"query": f"{q} history"}],
             "credits": 1,
         }
         if q.startswith("who"):
-            payload["answerBox"] = {"title": q, "answer": "Ada &amp; Lovelace", "link": "https://example.com/ada"}
-            payload["knowledgeGraph"] = {"title": "Ada Lovelace", "type": "Mathematician",
-                                         "description": "English <i>mathematician</i>.",
-                                         "attributes": {"Born": "10 December 1815"}}
+            payload["answerBox"] = {
+                "title": q,
+                "answer": "Ada &amp; Lovelace",
+                "link": "https://example.com/ada",
+            }
+            payload["knowledgeGraph"] = {
+                "title": "Ada Lovelace",
+                "type": "Mathematician",
+                "description": "English <i>mathematician</i>.",
+                "attributes": {"Born": "10 December 1815"},
+            }
         return web.json_response(payload)
 
     async def _brave(self, request: web.Request) -> web.StreamResponse:
         await self._record("brave", request)
         if request.headers.get("X-Subscription-Token") != KEYS["brave"]:
-            return web.json_response({"type": "ErrorResponse", "error": {
-                "id": "0f5a", "status": 401, "code": "SUBSCRIPTION_TOKEN_INVALID",
-                "detail": "The provided subscription token is invalid."}}, status=401)
+            return web.json_response(
+                {
+                    "type": "ErrorResponse",
+                    "error": {
+                        "id": "0f5a",
+                        "status": 401,
+                        "code": "SUBSCRIPTION_TOKEN_INVALID",
+                        "detail": "The provided subscription token is invalid.",
+                    },
+                },
+                status=401,
+            )
         fault = await self._fault("brave", request)
         if fault is not None:
             return fault
@@ -207,25 +248,48 @@ class ProviderServer:
         except ValueError:
             count = -1
         if not q or not 1 <= count <= 20:
-            return web.json_response({"type": "ErrorResponse", "error": {
-                "id": "1b2c", "status": 422, "code": "VALIDATION", "detail": "Unable to validate request parameter(s)"
-            }}, status=422)
+            return web.json_response(
+                {
+                    "type": "ErrorResponse",
+                    "error": {
+                        "id": "1b2c",
+                        "status": 422,
+                        "code": "VALIDATION",
+                        "detail": "Unable to validate request parameter(s)",
+                    },
+                },
+                status=422,
+            )
         results = [
-            {"type": "search_result", "title": h["title"], "url": h["url"],
-             "description": h["snippet"].replace("<b>", "<strong>").replace("</b>", "</strong>"),
-             "age": "2 days ago", "page_age": "2024-05-01T10:00:00", "language": "en", "family_friendly": True,
-             "profile": {"name": "Example", "url": h["url"]}, "meta_url": {"scheme": "https",
-                                                                            "hostname": "example.org"}}
+            {
+                "type": "search_result",
+                "title": h["title"],
+                "url": h["url"],
+                "description": h["snippet"].replace("<b>", "<strong>").replace("</b>", "</strong>"),
+                "age": "2 days ago",
+                "page_age": "2024-05-01T10:00:00",
+                "language": "en",
+                "family_friendly": True,
+                "profile": {"name": "Example", "url": h["url"]},
+                "meta_url": {"scheme": "https", "hostname": "example.org"},
+            }
             for h in _hits(q, count)
         ]
-        return web.json_response({"type": "search", "query": {"original": q, "more_results_available": True},
-                                  "web": {"type": "search", "results": results, "family_friendly": True}},
-                                 headers={"X-RateLimit-Limit": "1, 15000", "X-RateLimit-Remaining": "0, 14000"})
+        return web.json_response(
+            {
+                "type": "search",
+                "query": {"original": q, "more_results_available": True},
+                "web": {"type": "search", "results": results, "family_friendly": True},
+            },
+            headers={"X-RateLimit-Limit": "1, 15000", "X-RateLimit-Remaining": "0, 14000"},
+        )
 
     async def _tavily(self, request: web.Request) -> web.StreamResponse:
         seen = await self._record("tavily", request)
         if request.headers.get("Authorization") != f"Bearer {KEYS['tavily']}":
-            return web.json_response({"detail": {"error": "Unauthorized: missing or invalid API key."}}, status=401)
+            return web.json_response(
+                {"detail": {"error": "Unauthorized: missing or invalid API key."}}, status=401
+            )
         fault = await self._fault("tavily", request)
         if fault is not None:
             return fault
@@ -234,31 +298,68 @@ class ProviderServer:
             return web.json_response({"detail": {"error": "Query is missing."}}, status=400)
         max_results = body.get("max_results", 5)
         if not isinstance(max_results, int) or not 0 < max_results <= 20:
-            return web.json_response({"detail": {"error": "max_results must be between 1 and 20"}}, status=400)
-        results = [{"title": h["title"], "url": h["url"], "content": h["snippet"],
-                    "score": round(0.9 - i / 100, 4), "raw_content": None}
-                   for i, h in enumerate(_hits(body["query"], max_results))]
-        return web.json_response({"query": body["query"], "follow_up_questions": None, "answer": None,
-                                  "images": [], "results": results, "response_time": 0.42})
+            return web.json_response(
+                {"detail": {"error": "max_results must be between 1 and 20"}}, status=400
+            )
+        results = [
+            {
+                "title": h["title"],
+                "url": h["url"],
+                "content": h["snippet"],
+                "score": round(0.9 - i / 100, 4),
+                "raw_content": None,
+            }
+            for i, h in enumerate(_hits(body["query"], max_results))
+        ]
+        return web.json_response(
+            {
+                "query": body["query"],
+                "follow_up_questions": None,
+                "answer": None,
+                "images": [],
+                "results": results,
+                "response_time": 0.42,
+            }
+        )
 
     async def _searxng(self, request: web.Request) -> web.StreamResponse:
         await self._record("searxng", request)
         if request.query.get("format") != "json":
-            return web.Response(status=403, text="<html><body>403 Forbidden</body></html>",
-                                content_type="text/html")
+            return web.Response(
+                status=403, text="<html><body>403 Forbidden</body></html>", content_type="text/html"
+            )
         fault = await self._fault("searxng", request)
         if fault is not None:
             return fault
         q = request.query.get("q", "")
-        results = [{"url": h["url"], "title": h["title"], "content": h["snippet"], "engine": "duckduckgo",
-                    "engines": ["duckduckgo", "wikipedia"], "positions": [i], "score": 2.0 / i,
-                    "category": "general", "template": "default.html",
-                    "parsed_url": ["https", "example.org", "/", "", "", ""],
-                    "publishedDate": "2024-01-02T00:00:00" if i == 1 else None}
-                   for i, h in enumerate(_hits(q, SEARXNG_PAGE_SIZE), start=1)]
-        return web.json_response({"query": q, "number_of_results": 0, "results": results, "answers": [],
-                                  "corrections": [], "infoboxes": [], "suggestions": [],
-                                  "unresponsive_engines": []})
+        results = [
+            {
+                "url": h["url"],
+                "title": h["title"],
+                "content": h["snippet"],
+                "engine": "duckduckgo",
+                "engines": ["duckduckgo", "wikipedia"],
+                "positions": [i],
+                "score": 2.0 / i,
+                "category": "general",
+                "template": "default.html",
+                "parsed_url": ["https", "example.org", "/", "", "", ""],
+                "publishedDate": "2024-01-02T00:00:00" if i == 1 else None,
+            }
+            for i, h in enumerate(_hits(q, SEARXNG_PAGE_SIZE), start=1)
+        ]
+        return web.json_response(
+            {
+                "query": q,
+                "number_of_results": 0,
+                "results": results,
+                "answers": [],
+                "corrections": [],
+                "infoboxes": [],
+                "suggestions": [],
+                "unresponsive_engines": [],
+            }
+        )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

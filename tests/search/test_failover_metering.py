@@ -46,12 +46,21 @@ async def server() -> AsyncIterator[ProviderServer]:
 async def live(server: ProviderServer) -> AsyncIterator[dict]:
     common = {"retry": RETRY}
     made = {
-        "serper": SerperBackend(api_key=KEYS["serper"], base_url=server.base_url("serper"),
-                                limiter=TokenBucket(1000, 100), **common),
-        "brave": BraveBackend(api_key=KEYS["brave"], base_url=server.base_url("brave"),
-                              limiter=TokenBucket(1000, 100), **common),
-        "tavily": TavilyBackend(api_key=KEYS["tavily"], base_url=server.base_url("tavily"),
-                                limiter=TokenBucket(1000, 100), **common),
+        "serper": SerperBackend(
+            api_key=KEYS["serper"],
+            base_url=server.base_url("serper"),
+            limiter=TokenBucket(1000, 100),
+            **common,
+        ),
+        "brave": BraveBackend(
+            api_key=KEYS["brave"], base_url=server.base_url("brave"), limiter=TokenBucket(1000, 100), **common
+        ),
+        "tavily": TavilyBackend(
+            api_key=KEYS["tavily"],
+            base_url=server.base_url("tavily"),
+            limiter=TokenBucket(1000, 100),
+            **common,
+        ),
     }
     yield made
     for backend in made.values():
@@ -97,8 +106,11 @@ async def test_failover_all_failing(server: ProviderServer, live) -> None:
     chain = FailoverBackend([live["serper"], live["brave"]])
     server.fail("serper", *[Fault.status_code(502)] * 2)
     server.fail("brave", Fault.malformed())
-    with pytest.raises(BackendError, match=r"every search backend failed to search \(serper: .*HTTP 502.*; brave: "
-                                           r"brave: response is not valid JSON") as info:
+    with pytest.raises(
+        BackendError,
+        match=r"every search backend failed to search \(serper: .*HTTP 502.*; brave: "
+        r"brave: response is not valid JSON",
+    ) as info:
         await chain.search("q", 1)
     assert not isinstance(info.value, RateLimitedError)
     server.fail("serper", *[Fault.status_code(429, retry_after="0")] * 2)
@@ -108,7 +120,9 @@ async def test_failover_all_failing(server: ProviderServer, live) -> None:
 
 
 async def test_auth_failure_fails_over(server: ProviderServer, live) -> None:
-    bad = SerperBackend(api_key="wrong", base_url=server.base_url("serper"), limiter=TokenBucket(1000), retry=RETRY)
+    bad = SerperBackend(
+        api_key="wrong", base_url=server.base_url("serper"), limiter=TokenBucket(1000), retry=RETRY
+    )
     chain = FailoverBackend([bad, live["brave"]])
     try:
         assert len(await chain.search("q", 2)) == 2
@@ -153,7 +167,11 @@ async def test_meter_counts_calls_failures_and_spend(server: ProviderServer, liv
         await serper.search("fails", 2)
     summary = meter.summary()
     assert summary["providers"]["serper"] == {
-        "calls": 4, "ok": 3, "failures": 1, "cache_hits": 0, "opens": 0,
+        "calls": 4,
+        "ok": 3,
+        "failures": 1,
+        "cache_hits": 0,
+        "opens": 0,
         "est_spend_usd": pytest.approx(3 * DEFAULT_PRICES_PER_1K["serper"] / 1000),
         "price_per_1k_usd": DEFAULT_PRICES_PER_1K["serper"],
     }
@@ -164,8 +182,13 @@ async def test_meter_counts_calls_failures_and_spend(server: ProviderServer, liv
 
 async def test_meter_prices_are_configurable_and_cost_units_count(server: ProviderServer) -> None:
     meter = Meter({"tavily": 10.0, "custom": 2.0})
-    advanced = TavilyBackend(api_key=KEYS["tavily"], base_url=server.base_url("tavily"), search_depth="advanced",
-                             limiter=TokenBucket(1000), retry=RETRY)
+    advanced = TavilyBackend(
+        api_key=KEYS["tavily"],
+        base_url=server.base_url("tavily"),
+        search_depth="advanced",
+        limiter=TokenBucket(1000),
+        retry=RETRY,
+    )
     try:
         await MeteredBackend(advanced, meter).search("q", 1)
     finally:
@@ -186,7 +209,9 @@ async def test_per_episode_budget_and_new_episode(server: ProviderServer, live) 
     metered = MeteredBackend(live["brave"], Meter(), Budget(per_episode=2))
     await metered.search("a", 1)
     await metered.search("b", 1)
-    with pytest.raises(BudgetExceededError, match=r"2 of 2 provider calls used in this episode \(Budget.per_episode\)"):
+    with pytest.raises(
+        BudgetExceededError, match=r"2 of 2 provider calls used in this episode \(Budget.per_episode\)"
+    ):
         await metered.search("c", 1)
     assert len(server.seen("brave")) == 2
     metered.new_episode()
@@ -225,8 +250,9 @@ def test_budget_validates() -> None:
 async def test_concurrent_episodes_keep_separate_counts(server: ProviderServer, live) -> None:
     meter = Meter()
     budget = Budget(per_episode=3)
-    chain = FailoverBackend([MeteredBackend(live["serper"], meter, budget), MeteredBackend(live["brave"], meter,
-                                                                                           budget)])
+    chain = FailoverBackend(
+        [MeteredBackend(live["serper"], meter, budget), MeteredBackend(live["brave"], meter, budget)]
+    )
     views = [episode_view(chain) for _ in range(4)]
     assert all(isinstance(v, EpisodeView) and v.name == "serper+brave" for v in views)
 
@@ -247,8 +273,9 @@ async def test_concurrent_episodes_keep_separate_counts(server: ProviderServer, 
 async def test_failover_calls_all_count_against_the_episode(server: ProviderServer, live) -> None:
     meter = Meter()
     budget = Budget(per_episode=10)
-    chain = FailoverBackend([MeteredBackend(live["serper"], meter, budget), MeteredBackend(live["brave"], meter,
-                                                                                           budget)])
+    chain = FailoverBackend(
+        [MeteredBackend(live["serper"], meter, budget), MeteredBackend(live["brave"], meter, budget)]
+    )
     view = episode_view(chain)
     server.fail("serper", *[Fault.status_code(503)] * 2)
     await view.search("q", 1)
@@ -259,7 +286,9 @@ async def test_failover_calls_all_count_against_the_episode(server: ProviderServ
 # ----------------------------------------------------------------------------- query cache
 
 
-async def test_query_cache_serves_repeats_without_charging(tmp_path: Path, server: ProviderServer, live) -> None:
+async def test_query_cache_serves_repeats_without_charging(
+    tmp_path: Path, server: ProviderServer, live
+) -> None:
     meter = Meter()
     budget = Budget(per_episode=1)
     store = SearchStore(tmp_path / "cache.sqlite")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -26,9 +28,14 @@ try:
 except ImportError:  # tests/search is not a package
     from providers_server import KEYS, SEARXNG_PAGE_SIZE, Fault, ProviderServer
 
-FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.005, max_delay=0.2, max_total_s=3.0, rng=random.Random(1))
+FAST_RETRY = RetryPolicy(
+    max_attempts=3, base_delay=0.005, max_delay=0.2, max_total_s=3.0, rng=random.Random(1)
+)
 CLASSES: dict[str, type[HttpSearchBackend]] = {
-    "serper": SerperBackend, "brave": BraveBackend, "tavily": TavilyBackend, "searxng": SearxngBackend,
+    "serper": SerperBackend,
+    "brave": BraveBackend,
+    "tavily": TavilyBackend,
+    "searxng": SearxngBackend,
 }
 
 
@@ -78,7 +85,9 @@ async def test_serper_answer_box_and_knowledge_graph_go_to_first_result(backends
     results = await backends["serper"].search("who wrote the first program", 2)
     assert results[0].extras["answer_box"]["answer"] == "Ada & Lovelace"
     graph = results[0].extras["knowledge_graph"]
-    assert graph["description"] == "English mathematician." and graph["attributes"] == {"Born": "10 December 1815"}
+    assert graph["description"] == "English mathematician." and graph["attributes"] == {
+        "Born": "10 December 1815"
+    }
     assert "answer_box" not in results[1].extras
 
 
@@ -142,8 +151,10 @@ async def test_searxng_request_and_results(server: ProviderServer, backends) -> 
 # ----------------------------------------------------------------------------- configuration and secrets
 
 
-@pytest.mark.parametrize(("cls", "var"), [(SerperBackend, "SERPER_API_KEY"), (BraveBackend, "BRAVE_API_KEY"),
-                                          (TavilyBackend, "TAVILY_API_KEY")])
+@pytest.mark.parametrize(
+    ("cls", "var"),
+    [(SerperBackend, "SERPER_API_KEY"), (BraveBackend, "BRAVE_API_KEY"), (TavilyBackend, "TAVILY_API_KEY")],
+)
 def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch, cls, var: str) -> None:
     monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match=f"no API key; set the environment variable {var}"):
@@ -174,7 +185,9 @@ async def test_wrong_key_is_not_retried_and_never_leaks(server: ProviderServer) 
         secret = f"secret-{provider}-do-not-print"
         backend = make(server, provider, api_key=secret)
         try:
-            with pytest.raises(BackendError, match=f"{provider}: HTTP {status}, the request was refused") as info:
+            with pytest.raises(
+                BackendError, match=f"{provider}: HTTP {status}, the request was refused"
+            ) as info:
                 await backend.search("q", 3)
         finally:
             await backend.aclose()
@@ -234,7 +247,9 @@ async def test_429_with_retry_after_then_success(server: ProviderServer, backend
     assert time.monotonic() - start >= 0.05 - 0.01  # the Retry-After was honoured
 
 
-async def test_brave_rate_limit_reset_header_stands_in_for_retry_after(server: ProviderServer, backends) -> None:
+async def test_brave_rate_limit_reset_header_stands_in_for_retry_after(
+    server: ProviderServer, backends
+) -> None:
     server.fail("brave", Fault.status_code(429, headers={"X-RateLimit-Reset": "0.05, 1419704"}))
     start = time.monotonic()
     assert len(await backends["brave"].search("q", 2)) == 2
@@ -243,7 +258,9 @@ async def test_brave_rate_limit_reset_header_stands_in_for_retry_after(server: P
 
 async def test_persistent_429_raises_rate_limited(server: ProviderServer, backends) -> None:
     server.fail("brave", *[Fault.status_code(429, retry_after="0")] * 5)
-    with pytest.raises(RateLimitedError, match=r"brave search failed: HTTP 429.*no attempts left \(max_attempts=3\)"):
+    with pytest.raises(
+        RateLimitedError, match=r"brave search failed: HTTP 429.*no attempts left \(max_attempts=3\)"
+    ):
         await backends["brave"].search("q", 2)
     assert len(server.seen("brave")) == 3
 
@@ -264,12 +281,18 @@ async def test_503s_then_success(server: ProviderServer, backends) -> None:
 
 
 async def test_timeout_is_retried_then_reported(server: ProviderServer) -> None:
-    backend = make(server, "serper", timeout_s=0.1,
-                   retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01, max_total_s=2.0))
+    backend = make(
+        server,
+        "serper",
+        timeout_s=0.1,
+        retry=RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.01, max_total_s=2.0),
+    )
     server.fail("serper", Fault.slow(0.6), Fault.slow(0.6))
     start = time.monotonic()
     try:
-        with pytest.raises(BackendError, match=r"serper search failed: no answer within 0\.1 s; no attempts left"):
+        with pytest.raises(
+            BackendError, match=r"serper search failed: no answer within 0\.1 s; no attempts left"
+        ):
             await backend.search("q", 2)
         assert time.monotonic() - start < 0.6
         server.fail("serper", Fault.slow(0.6))
@@ -279,8 +302,12 @@ async def test_timeout_is_retried_then_reported(server: ProviderServer) -> None:
 
 
 async def test_retry_budget_bounds_a_slow_provider(server: ProviderServer) -> None:
-    backend = make(server, "serper", timeout_s=5.0,
-                   retry=RetryPolicy(max_attempts=50, base_delay=0.01, max_delay=0.01, max_total_s=0.3))
+    backend = make(
+        server,
+        "serper",
+        timeout_s=5.0,
+        retry=RetryPolicy(max_attempts=50, base_delay=0.01, max_delay=0.01, max_total_s=0.3),
+    )
     server.fail("serper", *[Fault.slow(1.0)] * 3)
     start = time.monotonic()
     try:
@@ -300,8 +327,9 @@ async def test_connection_refused_becomes_backend_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    backend = SerperBackend(api_key="k", base_url=f"http://127.0.0.1:{port}", limiter=TokenBucket(1000),
-                            retry=FAST_RETRY)
+    backend = SerperBackend(
+        api_key="k", base_url=f"http://127.0.0.1:{port}", limiter=TokenBucket(1000), retry=FAST_RETRY
+    )
     try:
         with pytest.raises(BackendError, match=r"serper search failed: connection failed \(Client\w+Error\)"):
             await backend.search("q", 1)
@@ -321,21 +349,29 @@ async def test_malformed_json_is_a_backend_error_not_retried(server: ProviderSer
     [
         ("serper", b'{"organic": {"title": "x"}}', "serper: unexpected response schema: `organic` is dict"),
         ("brave", b'{"web": ["x"]}', "brave: unexpected response schema: `web` is not an object"),
-        ("tavily", b'[1, 2]', "tavily: unexpected response schema: expected a JSON object, got list"),
+        ("tavily", b"[1, 2]", "tavily: unexpected response schema: expected a JSON object, got list"),
         ("searxng", b'{"results": "none"}', "searxng: unexpected response schema: `results` is str"),
-        ("serper", b'{"message": "Not enough credits", "statusCode": 400}', "serper: the provider answered with an error: Not enough credits"),
+        (
+            "serper",
+            b'{"message": "Not enough credits", "statusCode": 400}',
+            "serper: the provider answered with an error: Not enough credits",
+        ),
     ],
 )
-async def test_unexpected_schema(server: ProviderServer, backends, provider: str, body: bytes, message: str) -> None:
+async def test_unexpected_schema(
+    server: ProviderServer, backends, provider: str, body: bytes, message: str
+) -> None:
     server.fail(provider, Fault.raw(body))
     with pytest.raises(BackendError, match=message):
         await backends[provider].search("q", 2)
 
 
 async def test_items_without_usable_urls_are_skipped(server: ProviderServer, backends) -> None:
-    body = (b'{"results": [{"url": "javascript:alert(1)", "title": "x"}, 7, {"title": "no url"},'
-            b' {"url": "https://ok.example/a", "title": "<b>Ok</b>", "content": "fine"},'
-            b' {"url": "https://ok.example/a", "title": "duplicate"}]}')
+    body = (
+        b'{"results": [{"url": "javascript:alert(1)", "title": "x"}, 7, {"title": "no url"},'
+        b' {"url": "https://ok.example/a", "title": "<b>Ok</b>", "content": "fine"},'
+        b' {"url": "https://ok.example/a", "title": "duplicate"}]}'
+    )
     server.fail("searxng", Fault.raw(body))
     results = await backends["searxng"].search("q", 10)
     assert [(r.title, r.url, r.extras["position"]) for r in results] == [("Ok", "https://ok.example/a", 1)]
@@ -378,13 +414,58 @@ async def test_one_session_per_loop(server: ProviderServer) -> None:
         await backend.search("again", 1)
         assert backend._sessions.get() is first
         # The same backend used from another thread's loop gets its own session, and the first is untouched.
-        results = await asyncio.to_thread(asyncio.run, backend.search("elsewhere", 1))
-        assert len(results) == 1
+        seen: list[aiohttp.ClientSession] = []
+
+        async def elsewhere() -> list:
+            try:
+                results = await backend.search("elsewhere", 1)
+                seen.append(backend._sessions.get())
+                return results
+            finally:
+                await backend.aclose_loop_session()
+
+        assert len(await asyncio.to_thread(asyncio.run, elsewhere())) == 1
+        assert seen[0] is not first and seen[0].closed
         assert backend._sessions.get() is first and not first.closed
     finally:
         await backend.aclose()
         await backend.aclose()  # twice is fine
     assert first.closed
+
+
+async def test_aclose_reaches_sessions_of_other_running_loops(server: ProviderServer) -> None:
+    backend = make(server, "serper")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        results = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(backend.search("bg", 1), loop))
+        assert len(results) == 1
+        (other,) = backend._sessions._sessions.values()
+        await backend.aclose()  # from this loop: the background loop's session is closed on its own loop
+        for _ in range(100):
+            if other.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert other.closed
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_sessions_of_ended_loops_are_dropped(server: ProviderServer) -> None:
+    backend = make(server, "serper")
+    try:
+        await asyncio.to_thread(asyncio.run, backend.search("short-lived loop", 1))  # never closed there
+        assert len(backend._sessions._sessions) == 1
+        assert len(await backend.search("here", 1)) == 1
+        assert list(backend._sessions._sessions) == [asyncio.get_running_loop()]
+    finally:
+        await backend.aclose()
+        gc.collect()  # the dead loop's sockets are freed here, inside this test's warning filters
 
 
 async def test_open_without_reader_is_a_fetch_error(backends) -> None:

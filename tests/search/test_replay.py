@@ -11,7 +11,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from drgym.errors import BackendError, BudgetExceededError, ConfigError, DataError, FetchError, ReplayMissError
+from drgym.errors import (
+    BackendError,
+    BudgetExceededError,
+    ConfigError,
+    DataError,
+    FetchError,
+    ReplayMissError,
+)
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
 from drgym.search._http import clean_text
@@ -46,13 +53,24 @@ async def read_page(url: str) -> Document:
         if resp.status != 200:
             raise FetchError(f"HTTP {resp.status} for {url}")
         text = await resp.text()
-    return Document(url=url, title=url.rsplit("/", 1)[-1], content=clean_text(text), content_type="text/plain",
-                    source="loopback")
+    return Document(
+        url=url,
+        title=url.rsplit("/", 1)[-1],
+        content=clean_text(text),
+        content_type="text/plain",
+        source="loopback",
+    )
 
 
 def serper(server: ProviderServer, **kwargs) -> SerperBackend:
-    return SerperBackend(api_key=KEYS["serper"], base_url=server.base_url("serper"), limiter=TokenBucket(1000, 100),
-                         retry=RETRY, page_opener=read_page, **kwargs)
+    return SerperBackend(
+        api_key=KEYS["serper"],
+        base_url=server.base_url("serper"),
+        limiter=TokenBucket(1000, 100),
+        retry=RETRY,
+        page_opener=read_page,
+        **kwargs,
+    )
 
 
 async def record_session(server: ProviderServer, path: Path) -> tuple[dict, dict, str]:
@@ -101,8 +119,11 @@ async def test_strict_replay_misses_raise(tmp_path: Path, server: ProviderServer
     path = tmp_path / "episode.sqlite"
     await record_session(server, path)
     replay = ReplayBackend(path)
-    with pytest.raises(ReplayMissError, match=r"replay miss: no recorded search for 'never asked' \(k=5, backend "
-                                              r"'serper'\) in .*episode\.sqlite; record it first"):
+    with pytest.raises(
+        ReplayMissError,
+        match=r"replay miss: no recorded search for 'never asked' \(k=5, backend "
+        r"'serper'\) in .*episode\.sqlite; record it first",
+    ):
         await replay.search("never asked", 5)
     with pytest.raises(ReplayMissError, match="k=4"):
         await replay.search("deep research", 4)  # same query, another k: another request
@@ -147,7 +168,9 @@ async def test_budget_errors_are_not_recorded(tmp_path: Path, server: ProviderSe
 async def test_store_keeps_any_string_exactly(tmp_path: Path) -> None:
     store = SearchStore(tmp_path / "s.sqlite")
     weird = "lone \ud800 surrogate, NUL \x00, emoji \U0001f600, rtl \u202e, cr\r\n"
-    results = [Result(weird, "https://x.example/" + weird, weird, {"score": 0.1 + 0.2, "nested": {"k": [1, None]}})]
+    results = [
+        Result(weird, "https://x.example/" + weird, weird, {"score": 0.1 + 0.2, "nested": {"k": [1, None]}})
+    ]
     await store.put_search("b", weird, 7, results)
     entry = await store.get_search("b", weird, 7)
     assert entry is not None and not entry.is_error
@@ -163,7 +186,9 @@ async def test_store_keeps_any_string_exactly(tmp_path: Path) -> None:
 async def test_store_accepts_numpy_scalars(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
     store = SearchStore(tmp_path / "np.sqlite")
-    store.put_search_sync("local", "q", 1, [Result("t", "https://a.example", "s", {"score": np.float64(1.5)})])
+    store.put_search_sync(
+        "local", "q", 1, [Result("t", "https://a.example", "s", {"score": np.float64(1.5)})]
+    )
     assert store.get_search_sync("local", "q", 1).value[0].extras == {"score": 1.5}
     with pytest.raises(ConfigError, match="cannot store a object in search results"):
         store.put_search_sync("local", "q", 2, [Result("t", "https://a.example", "s", {"bad": object()})])
@@ -190,8 +215,11 @@ async def test_concurrent_writes_all_land(tmp_path: Path) -> None:
 def test_corrupt_store_gives_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.sqlite"
     path.write_bytes(b"this is not a database, just some bytes" * 200)
-    with pytest.raises(DataError, match=r"search store .*broken\.sqlite is not a readable SQLite database .*"
-                                        r"delete the file .* restore it from a copy"):
+    with pytest.raises(
+        DataError,
+        match=r"search store .*broken\.sqlite is not a readable SQLite database .*"
+        r"delete the file .* restore it from a copy",
+    ):
         SearchStore(path)
     assert path.read_bytes().startswith(b"this is not a database")  # nothing was overwritten
 

@@ -1,4 +1,4 @@
-"""Web fixtures: real loopback HTTP servers that serve pages, compressed bodies, bombs, slow and hostile responses.
+"""Web fixtures: loopback HTTP servers serving real pages, compressed bodies, bombs, slow and hostile replies.
 
 ``web_server`` is an ``aiohttp.web`` application on 127.0.0.1 (a fresh one per test); ``raw_server`` is a bare
 asyncio TCP server that writes exact bytes, for responses aiohttp's server would tidy up (no Content-Type).
@@ -52,7 +52,7 @@ def make_pdf(pages: list[str]) -> bytes:
     font_id = 3 + 2 * n
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % (3 + 2 * i) for i in range(n)) + b"] /Count %d >>" % n,
+        b"<</Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % (3 + 2 * k) for k in range(n)), n),
     ]
     for i, text in enumerate(pages):
         stream = b"BT /F1 18 Tf 72 700 Td (" + text.encode("latin-1") + b") Tj ET"
@@ -196,7 +196,8 @@ def _build_app(log: ServerLog) -> web.Application:
         content_type = {"image": "image/png", "octet": "application/octet-stream", "video": "video/mp4"}.get(
             kind, "text/plain; charset=utf-8"
         )
-        chunk = b"\x89PNG\r\n\x1a\n" + b"\0" * (64 * 1024 - 8) if kind != "text" else b"word " * (64 * 1024 // 5)
+        png = b"\x89PNG\r\n\x1a\n" + b"\0" * (64 * 1024 - 8)
+        chunk = png if kind != "text" else b"word " * (64 * 1024 // 5)
         return await stream(request, content_type, chunk, STREAM_TOTAL)
 
     @routes.get("/slow-headers")

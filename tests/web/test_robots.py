@@ -26,7 +26,9 @@ Disallow: /no-drgym/
 class _Source:
     """Serves robots.txt bodies per origin and counts fetches (a real coroutine, like the fetcher's)."""
 
-    def __init__(self, bodies: dict[str, str | None], delay: float = 0.0, error: Exception | None = None) -> None:
+    def __init__(
+        self, bodies: dict[str, str | None], delay: float = 0.0, error: Exception | None = None
+    ) -> None:
         self.bodies = bodies
         self.delay = delay
         self.error = error
@@ -52,7 +54,9 @@ def test_parse_robots_offline():
 
 
 async def test_rules_applied_and_cached_per_origin():
-    source = _Source({"http://x.test/robots.txt": ROBOTS, "http://y.test/robots.txt": "User-agent: *\nDisallow: /\n"})
+    source = _Source(
+        {"http://x.test/robots.txt": ROBOTS, "http://y.test/robots.txt": "User-agent: *\nDisallow: /\n"}
+    )
     cache = RobotsCache(source, DEFAULT_USER_AGENT)
     assert not await cache.allowed(URL("http://x.test/no-drgym/a"))
     assert await cache.allowed(URL("http://x.test/private/page"))  # drgym's own group replaces the * group
@@ -113,7 +117,7 @@ async def test_origins_kept_are_bounded():
 
 
 async def test_robots_through_the_fetcher_404_and_5xx_allow(raw_server, fetch_config):
-    raw_server.responses["/robots.txt"] = raw_response("500 Internal Server Error", {"Content-Length": "0"}, b"")
+    raw_server.responses["/robots.txt"] = raw_response("500 Server Error", {"Content-Length": "0"}, b"")
     raw_server.responses["/private/x"] = raw_response("200 OK", {"Content-Type": "text/plain"}, b"ok")
     async with Fetcher(fetch_config(respect_robots=True)) as fetcher:
         assert (await fetcher.fetch(raw_server.url("/private/x"))).text == "ok"
@@ -121,7 +125,9 @@ async def test_robots_through_the_fetcher_404_and_5xx_allow(raw_server, fetch_co
 
 async def test_robots_group_for_our_user_agent(raw_server, fetch_config):
     raw_server.responses["/robots.txt"] = raw_response(
-        "200 OK", {"Content-Type": "text/plain"}, b"User-agent: drgym\nDisallow: /\n\nUser-agent: *\nAllow: /\n"
+        "200 OK",
+        {"Content-Type": "text/plain"},
+        b"User-agent: drgym\nDisallow: /\n\nUser-agent: *\nAllow: /\n",
     )
     raw_server.responses["/page"] = raw_response("200 OK", {"Content-Type": "text/plain"}, b"ok")
     async with Fetcher(fetch_config(respect_robots=True)) as fetcher:

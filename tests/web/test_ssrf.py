@@ -162,8 +162,17 @@ async def test_public_ip_literals_pass_the_full_check_without_dns():
 
 
 async def test_hostname_resolving_to_loopback_is_refused():
-    with pytest.raises(BlockedURLError, match=re.escape("host localhost resolves to a loopback address 127.0.0.1")):
+    message = "host localhost resolves to a loopback address 127.0.0.1"
+    with pytest.raises(BlockedURLError, match=re.escape(message)):
         await SSRFGuard().check("http://localhost/")
+
+
+async def test_fetcher_refuses_a_name_resolving_to_loopback(web_server, fetch_config):
+    url = web_server.url("/chain/0").replace("127.0.0.1", "localhost")
+    async with Fetcher(fetch_config(allow_hosts=frozenset(), allowed_ports=None)) as fetcher:
+        with pytest.raises(BlockedURLError, match="host localhost resolves to a loopback address 127.0.0.1"):
+            await fetcher.fetch(url)
+    assert web_server.log.hits == {}
 
 
 async def test_unresolvable_host_is_a_fetch_error_not_a_block():
@@ -227,7 +236,9 @@ def test_parse_numeric_host(host, address):
     assert (None if parsed is None else str(parsed)) == address
 
 
-_BLOCKED_V4 = ["127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"]
+_BLOCKED_V4 = [
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10",
+]
 
 
 def _spell(value: int, style: int) -> str:
@@ -333,7 +344,8 @@ async def test_dns_rebinding_between_check_and_connect_is_refused(web_server, fe
         state = fetcher._loop_state()
         state.resolver._ttl = 0.0  # pins expire at once, forcing a fresh lookup when connecting
         url = web_server.url("/chain/0").replace("127.0.0.1", "rebind.test")
-        with pytest.raises(BlockedURLError, match=re.escape("host rebind.test resolves to a private address 10.0.0.1")):
+        message = "host rebind.test resolves to a private address 10.0.0.1"
+        with pytest.raises(BlockedURLError, match=re.escape(message)):
             await fetcher.fetch(url)
     assert dns.calls == ["rebind.test", "rebind.test"]
     assert web_server.log.hits == {}

@@ -1,0 +1,225 @@
+"""A synthetic research task: invented facts written into a generated corpus, and questions about them.
+
+Every fact is made up (towns, people, founders, years, rivers), so no model can answer from memory: the answer
+has to be found with the search tool and copied from the result. A one-hop question needs one search; a two-hop
+question ("Who founded the town where X was born?") needs a search for the bridge entity first. The task is
+seeded and fully deterministic, needs no download, and is small enough for a tiny model to learn on a CPU,
+which makes it the training task of the CPU demo and a debugging task for any policy.
+
+>>> task = make_synthetic_task(8, seed=0)
+>>> records, passages = task
+>>> env = gymnasium.make("drgym/WebResearch-v0", dataset=records,
+...                      search=BM25Backend(passages, corpus="synthetic", cache=False))
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from drgym.data.records import Passage, QARecord
+from drgym.errors import ConfigError
+
+__all__ = ["SYNTHETIC_SOURCE", "SyntheticTask", "make_synthetic_task"]
+
+SYNTHETIC_SOURCE = "synthetic"
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th", "tr")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
+_CODAS = ("", "", "", "n", "r", "l", "s", "m", "th", "nd")
+
+
+class SyntheticTask(NamedTuple):
+    """The generated questions and the corpus that answers them (unpacks as ``records, passages``)."""
+
+    records: list[QARecord]
+    passages: list[Passage]
+
+
+@dataclass(frozen=True)
+class _Town:
+    id: str
+    name: str
+    founder: str
+    year: int
+    river: str
+    population: int
+
+
+@dataclass(frozen=True)
+class _Person:
+    id: str
+    name: str
+    birthplace: _Town
+    year: int
+    trade: str
+
+
+_TRADES = ("weaver", "potter", "cartographer", "glassblower", "astronomer", "shipwright", "beekeeper", "clockmaker")
+
+
+class _Names:
+    """Pronounceable invented names, never repeated within one task."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._used: set[str] = set()
+
+    def word(self, syllables: tuple[int, int] = (2, 3)) -> str:
+        for _ in range(10_000):
+            n = self._rng.randint(*syllables)
+            parts = [self._rng.choice(_ONSETS) + self._rng.choice(_VOWELS) for _ in range(n)]
+            word = ("".join(parts) + self._rng.choice(_CODAS)).capitalize()
+            if word not in self._used:
+                self._used.add(word)
+                return word
+        raise ConfigError("ran out of distinct synthetic names; ask for fewer questions")
+
+    def person(self) -> str:
+        return f"{self.word((1, 2))} {self.word((2, 2))}"
+
+
+def _town_text(t: _Town) -> str:
+    return (
+        f"{t.name} is a town on the {t.river} river. {t.name} was founded by {t.founder} in {t.year}. "
+        f"The population of {t.name} is {t.population}."
+    )
+
+
+def _person_text(p: _Person) -> str:
+    return f"{p.name} was a {p.trade}. {p.name} was born in {p.birthplace.name} in {p.year}."
+
+
+# One-hop questions: (kind, question template, answer getter). Each answer sits in the entity's own passage.
+_TOWN_QUESTIONS: tuple[tuple[str, str, Callable[[_Town], str]], ...] = (
+    ("founder", "Who founded {name}?", lambda t: t.founder),
+    ("founding_year", "In which year was {name} founded?", lambda t: str(t.year)),
+    ("river", "On which river is {name}?", lambda t: t.river),
+    ("population", "What is the population of {name}?", lambda t: str(t.population)),
+)
+_PERSON_QUESTIONS: tuple[tuple[str, str, Callable[[_Person], str]], ...] = (
+    ("birthplace", "Where was {name} born?", lambda p: p.birthplace.name),
+    ("birth_year", "In which year was {name} born?", lambda p: str(p.year)),
+    ("trade", "What was the trade of {name}?", lambda p: p.trade),
+)
+
+
+def make_synthetic_task(
+    num_questions: int = 64,
+    *,
+    seed: int = 0,
+    two_hop_fraction: float = 0.0,
+    kinds: tuple[str, ...] | None = None,
+    extra_towns: int = 8,
+) -> SyntheticTask:
+    """Generate ``num_questions`` questions and a corpus of passages holding their answers.
+
+    The corpus has one passage per town (founder, founding year, river, population) and one per person (trade,
+    birthplace, birth year); every generated entity also appears as a distractor for the others, because all
+    passages share the same sentence patterns. Passage URLs under the local backend are
+    ``https://local.drgym/<corpus>/<id>`` with ids ``town-0003`` / ``person-0001``.
+
+    Args:
+        num_questions: Number of questions (>= 1).
+        seed: Seed of everything generated; equal seeds give equal tasks, in any process.
+        two_hop_fraction: Fraction of questions that need two searches (the founder of a person's birthplace).
+        kinds: One-hop question kinds to draw from (default all): ``founder``, ``founding_year``, ``river``,
+            ``population``, ``birthplace``, ``birth_year``, ``trade``.
+        extra_towns: Towns beyond those the questions need, as distractors.
+
+    Returns:
+        ``SyntheticTask(records, passages)``. Each record's metadata holds ``hops``, ``kind``,
+        ``support`` (the ids of the passages that hold the answer, in the order they must be found) and
+        ``queries`` (a search query per hop that finds them).
+
+    Raises:
+        ConfigError: A bad argument (the message names it).
+    """
+    _check_args(num_questions, two_hop_fraction, kinds, extra_towns)
+    rng = random.Random(f"drgym-synthetic-{seed}")
+    names = _Names(rng)
+    wanted = set(kinds) if kinds is not None else None
+    town_kinds = [q for q in _TOWN_QUESTIONS if wanted is None or q[0] in wanted]
+    person_kinds = [q for q in _PERSON_QUESTIONS if wanted is None or q[0] in wanted]
+    n_two_hop = round(num_questions * two_hop_fraction)
+    n_one_hop = num_questions - n_two_hop
+    n_person_q = round(n_one_hop * len(person_kinds) / max(1, len(town_kinds) + len(person_kinds)))
+    n_persons = n_person_q + n_two_hop
+    towns = [_make_town(rng, names, i) for i in range(n_one_hop - n_person_q + n_persons + extra_towns)]
+    persons = [_make_person(rng, names, i, towns) for i in range(n_persons)]
+
+    records: list[QARecord] = []
+    order = rng.sample(range(len(towns)), len(towns))
+    for i in range(n_one_hop - n_person_q):
+        kind, template, get = rng.choice(town_kinds)
+        town = towns[order[i]]
+        question = template.format(name=town.name)
+        records.append(_record(seed, kind, question, get(town), 1, [town.id], [question]))
+    for person in persons[:n_person_q]:
+        kind, template, get = rng.choice(person_kinds)
+        question = template.format(name=person.name)
+        records.append(_record(seed, kind, question, get(person), 1, [person.id], [question]))
+    for person in persons[n_person_q:]:
+        town = person.birthplace
+        question = f"Who founded the town where {person.name} was born?"
+        queries = [f"Where was {person.name} born?", f"Who founded {town.name}?"]
+        records.append(_record(seed, "founder_of_birthplace", question, town.founder, 2, [person.id, town.id],
+                               queries))
+    rng.shuffle(records)
+    records = [_renumber(r, seed, i) for i, r in enumerate(records)]
+
+    passages = [Passage(t.id, t.name, _town_text(t), SYNTHETIC_SOURCE) for t in towns]
+    passages += [Passage(p.id, p.name, _person_text(p), SYNTHETIC_SOURCE) for p in persons]
+    return SyntheticTask(records, passages)
+
+
+def _check_args(num_questions: Any, two_hop_fraction: Any, kinds: Any, extra_towns: Any) -> None:
+    if isinstance(num_questions, bool) or not isinstance(num_questions, int) or num_questions < 1:
+        raise ConfigError(f"num_questions must be an integer >= 1, got {num_questions!r}")
+    if isinstance(two_hop_fraction, bool) or not isinstance(two_hop_fraction, (int, float)) or not (
+        0.0 <= two_hop_fraction <= 1.0
+    ):
+        raise ConfigError(f"two_hop_fraction must be a number in [0, 1], got {two_hop_fraction!r}")
+    if isinstance(extra_towns, bool) or not isinstance(extra_towns, int) or extra_towns < 0:
+        raise ConfigError(f"extra_towns must be an integer >= 0, got {extra_towns!r}")
+    if kinds is not None:
+        valid = [q[0] for q in _TOWN_QUESTIONS + _PERSON_QUESTIONS]
+        if isinstance(kinds, str) or not kinds:
+            raise ConfigError(f"kinds must be a non-empty list of question kinds from {valid}, got {kinds!r}")
+        unknown = [k for k in kinds if k not in valid]
+        if unknown:
+            raise ConfigError(f"unknown question kind(s) {unknown}; valid kinds: {', '.join(valid)}")
+
+
+def _make_town(rng: random.Random, names: _Names, i: int) -> _Town:
+    return _Town(
+        id=f"town-{i:04d}",
+        name=names.word(),
+        founder=names.person(),
+        year=rng.randint(1100, 1899),
+        river=names.word((2, 2)),
+        population=rng.randint(200, 99_999),
+    )
+
+
+def _make_person(rng: random.Random, names: _Names, i: int, towns: list[_Town]) -> _Person:
+    return _Person(
+        id=f"person-{i:04d}",
+        name=names.person(),
+        birthplace=rng.choice(towns),
+        year=rng.randint(1700, 1999),
+        trade=rng.choice(_TRADES),
+    )
+
+
+def _record(
+    seed: int, kind: str, question: str, answer: str, hops: int, support: list[str], queries: list[str]
+) -> QARecord:
+    metadata = {"hops": hops, "kind": kind, "support": tuple(support), "queries": tuple(queries), "seed": seed}
+    return QARecord(question=question, answers=[answer], source=SYNTHETIC_SOURCE, id="", metadata=metadata)
+
+
+def _renumber(record: QARecord, seed: int, index: int) -> QARecord:
+    return QARecord(record.question, record.answers, record.source, f"synthetic:{seed}:{index}", record.metadata)
