@@ -247,7 +247,7 @@ class WebResearchEnv(gym.Env[str, str]):
         observation = self._observe(ep, content, final=terminated)
         info = self._step_info(ep, parsed, error, score)
         if self.render_mode == "human":
-            print(self.render())
+            print(self._transcript())
         return observation, reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ tools
@@ -393,13 +393,17 @@ class WebResearchEnv(gym.Env[str, str]):
 
     # ------------------------------------------------------------------ gymnasium extras
     def render(self) -> str | None:
-        """The transcript so far (``ansi``), or ``None`` without a render mode."""
-        if self.render_mode is None or self._episode is None:
-            return None
-        lines = []
-        for message in self._episode.messages[1:]:
-            lines.append(f"[{message['role']}] {message['content']}")
-        return "\n".join(lines)
+        """``ansi``: the transcript so far as text; ``human``: print it (and return ``None``)."""
+        if self.render_mode == "ansi":
+            return self._transcript()
+        if self.render_mode == "human":
+            print(self._transcript())
+        return None
+
+    def _transcript(self) -> str:
+        if self._episode is None:
+            return ""
+        return "\n".join(f"[{m['role']}] {m['content']}" for m in self._episode.messages[1:])
 
     def close(self) -> None:
         """Drop the episode. Shared search backends stay open for other envs (see ``close_shared_backends``)."""

@@ -118,9 +118,9 @@ async def http_overhead(total: int, levels: list[int]) -> list[tuple[str, int, d
 
 
 async def local_generation(requests: int, max_tokens: int) -> list[tuple[str, dict[str, float]]]:
+    from drgym.llm.local import TransformersChatClient
     from drgym.llm.server import create_app
     from drgym.llm.tiny import tiny_causal_lm
-    from drgym.llm.local import TransformersChatClient
 
     model, tokenizer = tiny_causal_lm()
     rows = []

@@ -71,6 +71,11 @@ def _declared_charset(head: bytes) -> str | None:
     return _CHARSET_ALIASES.get(name, name)
 
 
+def _xml_safe(text: str) -> str:
+    """Text lxml accepts as a node value (it refuses control characters)."""
+    return _CONTROL.sub("", text)
+
+
 def _looks_binary(sample: bytes | str) -> bool:
     """True for known binary formats and for samples that are mostly control characters."""
     if isinstance(sample, bytes) and sample.startswith(_BINARY_MAGIC):
@@ -165,6 +170,11 @@ def _is_boilerplate_name(name: str) -> bool:
     return bool(_ALWAYS.search(name) or (_UNLIKELY.search(name) and not _MAYBE.search(name)))
 
 
+def _is_article_header(name: str) -> bool:
+    # "entry-header", "article-header": the block that holds the article's title and byline.
+    return "header" in name.lower() and not _ALWAYS.search(name)
+
+
 def _remove_boilerplate(root: lxml.html.HtmlElement) -> None:
     """Drop never-content tags, hidden elements and blocks whose class/id/role marks them as boilerplate."""
     etree.strip_elements(root, *_DROP_TAGS, with_tail=False)
@@ -192,7 +202,10 @@ def _remove_boilerplate(root: lxml.html.HtmlElement) -> None:
         if tag in _PROTECTED_TAGS or tag == "a":
             continue
         cls, ident = get("class"), get("id")
-        if (cls or ident) and _is_boilerplate_name(f"{cls or ''} {ident or ''}"):
+        if not (cls or ident):
+            continue
+        name = f"{cls or ''} {ident or ''}"
+        if _is_boilerplate_name(name) and not (_is_article_header(name) and el.find(".//h1") is not None):
             el.drop_tree()
 
 
@@ -519,6 +532,11 @@ def _heading(el: etree._Element) -> tuple[int, str] | None:
 def _infobox_to_lines(table: etree._Element) -> None:
     """Rewrite an infobox table as a list of ``label: value`` items, which reads better than a wide grid."""
     box = lxml.html.Element("ul")
+    for br in table.iter("br"):
+        br.tail = " " + (br.tail or "")
+    caption = table.find("caption")
+    if caption is not None and caption.text_content().strip():
+        etree.SubElement(box, "li").text = _xml_safe(" ".join(caption.text_content().split()))
     for row in table.iter("tr"):
         cells = [c for c in row if c.tag in ("th", "td")]
         texts = [" ".join(c.text_content().split()) for c in cells]
@@ -526,7 +544,7 @@ def _infobox_to_lines(table: etree._Element) -> None:
         if not texts:
             continue
         li = etree.SubElement(box, "li")
-        li.text = ": ".join(texts[:2]) if len(texts) <= 2 else " | ".join(texts)
+        li.text = _xml_safe(": ".join(texts) if len(texts) <= 2 else " | ".join(texts))
     box.tail = table.tail
     parent = table.getparent()
     if parent is not None:
@@ -537,7 +555,7 @@ def _clean_wikipedia(content: etree._Element) -> None:
     for el in content.xpath(_WIKI_DROP_XPATH):
         el.drop_tree()
     for img in content.xpath(".//img[contains(@class, 'mwe-math-fallback-image')]"):
-        img.tag, img.text = "span", img.get("alt", "")
+        img.tag, img.text = "span", _xml_safe(img.get("alt", ""))
     for table in content.xpath(".//table[contains(@class, 'infobox')]"):
         _infobox_to_lines(table)
     dropping: int | None = None
@@ -569,12 +587,18 @@ _INLINE_NOOP = (
 )
 _BLANK_LINES = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 _TRAILING_SPACE = re.compile(r"[ \t]+\n")
+_LIST_INDENT = re.compile(r"^  (?=[ ]*(?:[*+-]|\d+\.) )", re.MULTILINE)  # html2text indents even top-level items
 
 
 def _render(content: etree._Element, url: str | None, links: bool) -> str:
     # html2text is pure Python and costs per tag: first strip, in C, every tag it would render as nothing.
     etree.strip_elements(content, "img", with_tail=False)
     etree.strip_tags(content, *_INLINE_NOOP)
+    for caption in list(content.iter("caption")):  # html2text would run a caption into the header row
+        table = caption.getparent()
+        if table is not None and table.getparent() is not None:
+            caption.tag = "p"
+            table.addprevious(caption)
     if links:
         _absolute_links(content, url)
     else:
@@ -593,6 +617,7 @@ def _render(content: etree._Element, url: str | None, links: bool) -> str:
     text = conv.handle(html)
     text = _CONTROL.sub("", text.replace("\xa0", " "))
     text = _TRAILING_SPACE.sub("\n", text)
+    text = _LIST_INDENT.sub("", text)
     text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
 
