@@ -53,6 +53,8 @@ from drgym.data.records import QARecord
 from drgym.errors import ConfigError, ToolError
 from drgym.reward import REWARD_MODES, Score, score_episode, split_gold
 from drgym.search.base import Result, SearchBackend
+from drgym.search.metering import EpisodeView
+from drgym.search.stack import SearchConfig, build_stack
 from drgym.spaces import UnicodeText
 
 __all__ = ["WebResearchEnv", "FORMAT_ERROR_MODES"]
@@ -69,6 +71,8 @@ class _Episode:
     record: QARecord
     messages: list[dict[str, Any]]
     memory: EpisodeMemory
+    search: EpisodeView  # this episode's handle on the shared search stack (its own counts and budget)
+    browser: Browser
     policy_turns: list[str] = field(default_factory=list)
     seen_urls: dict[str, str] = field(default_factory=dict)  # url -> the query that surfaced it
     turn: int = 0
@@ -93,9 +97,14 @@ class WebResearchEnv(gym.Env[str, str]):
         *,
         data_source: str | Sequence[str] | None = None,
         limit: int | None = None,
-        search: str | SearchBackend = "local",
+        search: str | Sequence[str] | SearchBackend = "local",
         corpus: str | None = None,
         search_kwargs: Mapping[str, Any] | None = None,
+        search_budget_per_episode: int | None = None,
+        search_budget_global: int | None = None,
+        cache_path: str | None = None,
+        record_path: str | None = None,
+        replay_path: str | None = None,
         reader: Reader | None = None,
         max_turns: int = 10,
         results_per_query: int = 10,
@@ -117,9 +126,15 @@ class WebResearchEnv(gym.Env[str, str]):
                 ``question`` and ``answers``.
             data_source: keep only records of these sources (e.g. ``"hotpotqa"``).
             limit: keep the first ``limit`` records (after filtering).
-            search: a backend name (``drgym.search.backend_names()``) or a ``SearchBackend`` instance.
+            search: a backend name (``drgym.search.backend_names()``), a list of names (a failover chain, tried
+                in order), or a ``SearchBackend`` instance.
             corpus: the corpus of the ``local`` backend; default ``demo`` for the demo dataset, else ``wiki-local``.
-            search_kwargs: extra arguments for the named backend.
+            search_kwargs: extra arguments for the named backend (for a chain: ``{name: {...}}``).
+            search_budget_per_episode: live search calls one episode may make (then an error observation).
+            search_budget_global: live search calls all episodes of the process may make together.
+            cache_path: a SQLite file caching live search results and pages (7-day TTL).
+            record_path: record every search and page read to this SQLite file, for exact replay.
+            replay_path: answer only from a recorded file (no network; a miss is an error observation).
             reader: how ``browse_webpage`` reads a page; default the lexical reader (no LLM). Pass a
                 ``drgym.browse.BrowsingAgent`` for the paper's LLM browsing agent.
             max_turns: policy turns per episode (paper: 10, so at most 9 tool calls and an answer).
@@ -155,11 +170,22 @@ class WebResearchEnv(gym.Env[str, str]):
 
         self.records = _load_records(dataset, data_source=data_source, limit=limit)
         self.dataset_name = dataset if isinstance(dataset, str) else "custom"
-        self.backend = _make_search(search, corpus=corpus, dataset=self.dataset_name, kwargs=search_kwargs)
-        self.reader: Reader = reader if reader is not None else LexicalReader()
-        self.browser = Browser(
-            self.backend, self.reader, max_pages_per_call=max_pages_per_call, time_budget_s=browse_time_budget_s
+        self.backend = _make_search(
+            search,
+            SearchConfig(
+                search=search if isinstance(search, str) else tuple(search) if isinstance(search, Sequence) else "",
+                corpus=corpus or ("demo" if self.dataset_name == "demo" else "wiki-local"),
+                search_kwargs=dict(search_kwargs or {}),
+                budget_per_episode=search_budget_per_episode,
+                budget_global=search_budget_global,
+                cache_path=cache_path,
+                record_path=record_path,
+                replay_path=replay_path,
+            ),
         )
+        self.reader: Reader = reader if reader is not None else LexicalReader()
+        self.max_pages_per_call = max_pages_per_call
+        self.browse_time_budget_s = browse_time_budget_s
         self.max_turns = max_turns
         self.results_per_query = results_per_query
         self.max_queries_per_call = max_queries_per_call
@@ -268,7 +294,7 @@ class WebResearchEnv(gym.Env[str, str]):
         used = [q for q in dict.fromkeys(q.strip() for q in queries) if q][: self.max_queries_per_call]
         ep.search_calls += len(used)
         outcomes = await asyncio.gather(
-            *(self.backend.search(q, self.results_per_query) for q in used), return_exceptions=True
+            *(ep.search.search(q, self.results_per_query) for q in used), return_exceptions=True
         )
         per_query: list[tuple[str, Sequence[Result]]] = []
         failures: list[str] = []
@@ -300,7 +326,7 @@ class WebResearchEnv(gym.Env[str, str]):
                 )
         pages: list[dict[str, Any]] = []
         if urls:
-            read = await self.browser.browse(
+            read = await ep.browser.browse(
                 urls, question=ep.record.question, subquestions=ep.seen_urls, memory=ep.memory
             )
             ep.pages_read += sum(1 for p in read if p.error is None)
@@ -317,7 +343,11 @@ class WebResearchEnv(gym.Env[str, str]):
             {"role": "system", "content": self._system_prompt},
             {"role": "user", "content": record.question},
         ]
-        self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory())
+        view = EpisodeView(self.backend)
+        browser = Browser(
+            view, self.reader, max_pages_per_call=self.max_pages_per_call, time_budget_s=self.browse_time_budget_s
+        )
+        self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory(), search=view, browser=browser)
         info = {
             "system_prompt": self._system_prompt,
             "tools": copy.deepcopy(self._tools),
@@ -379,6 +409,7 @@ class WebResearchEnv(gym.Env[str, str]):
             "backend_errors": ep.backend_errors,
             "backend_time_s": ep.backend_time_s,
             "messages": copy.deepcopy(ep.messages),
+            "search_usage": ep.search.usage.as_dict(),
         }
         if score is not None:
             info.update(
@@ -459,17 +490,9 @@ def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
     )
 
 
-def _make_search(
-    search: str | SearchBackend, *, corpus: str | None, dataset: str, kwargs: Mapping[str, Any] | None
-) -> SearchBackend:
-    from drgym.search import SearchBackend as _Protocol
-    from drgym.search import shared_backend
-
-    if not isinstance(search, str):
-        if not isinstance(search, _Protocol):
-            raise ConfigError(f"`search` must be a backend name or a SearchBackend, got {type(search).__name__}")
+def _make_search(search: str | Sequence[str] | SearchBackend, config: SearchConfig) -> SearchBackend:
+    if isinstance(search, SearchBackend):
         return search
-    options = dict(kwargs or {})
-    if search == "local":
-        options.setdefault("name", corpus or ("demo" if dataset == "demo" else "wiki-local"))
-    return shared_backend(search, **options)
+    if not isinstance(search, (str, Sequence)) or not search:
+        raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
+    return build_stack(config)

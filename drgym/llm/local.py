@@ -35,6 +35,7 @@ __all__ = [
     "SamplingOptions",
     "TransformersChatClient",
     "check_messages",
+    "sample_tokens",
     "truncate_at_stop",
 ]
 
@@ -197,6 +198,7 @@ class MicroBatcher(Generic[R, T]):
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self._lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         self._pending: dict[int, _Pending[R, T]] = {}
         self.batches = 0
         """Batches run so far (with :attr:`items`, shows how well concurrent calls are being batched)."""
@@ -220,10 +222,11 @@ class MicroBatcher(Generic[R, T]):
     async def submit(self, items: Sequence[R]) -> list[asyncio.Future[T]]:
         """Queue ``items``; return one future per item."""
         loop = asyncio.get_running_loop()
-        pending = self._pending.get(id(loop))
-        if pending is None or pending.loop is not loop:
-            self._pending = {k: p for k, p in self._pending.items() if not p.loop.is_closed()}
-            pending = self._pending[id(loop)] = _Pending(loop)
+        with self._pending_lock:  # several loops (threads) may share one client
+            pending = self._pending.get(id(loop))
+            if pending is None or pending.loop is not loop:
+                self._pending = {k: p for k, p in self._pending.items() if not p.loop.is_closed()}
+                pending = self._pending[id(loop)] = _Pending(loop)
         futures: list[asyncio.Future[T]] = [loop.create_future() for _ in items]
         pending.items.extend(zip(items, futures))
         if pending.task is None or pending.task.done():
@@ -249,11 +252,17 @@ class MicroBatcher(Generic[R, T]):
                     else:
                         fut.set_result(result)
                 batch = []
-        except BaseException:
+        except BaseException as exc:  # cancelled (loop shutting down) or the worker could not start
             for _, fut in batch + pending.items:
-                fut.cancel()
+                if fut.done():
+                    continue
+                if isinstance(exc, Exception):
+                    fut.set_exception(_as_llm_error(exc))
+                else:
+                    fut.cancel()
             pending.items.clear()
-            raise
+            if not isinstance(exc, Exception):
+                raise
 
 
 def _as_llm_error(exc: BaseException) -> BaseException:

@@ -172,7 +172,7 @@ class OpenAIChatClient:
         for key, old in list(self._states.items()):
             if old.loop.is_closed():  # sessions of finished loops (e.g. one asyncio.run per script step)
                 old.session.detach()
-                del self._states[key]
+                self._states.pop(key, None)
         connector = aiohttp.TCPConnector(limit=self.max_concurrency, ttl_dns_cache=300)
         session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, raise_for_status=False)
         state = _LoopState(loop, session, asyncio.Semaphore(self.max_concurrency), asyncio.Lock())

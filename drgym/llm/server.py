@@ -3,7 +3,9 @@
 Serves ``POST /v1/chat/completions`` (non-streaming, with ``usage`` and optional ``logprobs``) and
 ``GET /v1/models``; errors use OpenAI's JSON shape, and a prompt that does not fit the model answers HTTP 400
 with code ``context_length_exceeded``. Concurrent requests reach the client concurrently, so a
-:class:`~drgym.llm.local.TransformersChatClient` batches them.
+:class:`~drgym.llm.local.TransformersChatClient` batches them. Sampling fields passed on: ``temperature``,
+``top_p``, ``top_k``, ``max_tokens``/``max_completion_tokens``, ``stop``, ``seed``,
+``include_stop_str_in_output``; other OpenAI fields (penalties, tools, response_format) are ignored.
 
 Serve a local model::
 

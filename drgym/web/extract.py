@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import codecs
 import functools
+import html as html_lib
 import logging
 import re
 import threading
+from html.parser import HTMLParser
 from urllib.parse import urljoin
 
 import html2text
@@ -57,6 +59,11 @@ _CHARSET_ALIASES = {"iso8859-1": "cp1252", "latin-1": "cp1252", "ascii": "cp1252
                     "utf-16-le": "utf-8", "utf-16-be": "utf-8", "utf-32": "utf-8"}
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*>")
+_BLOCK_TAGS_LIST = (
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer",
+    "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section",
+    "table", "td", "th", "tr", "ul",
+)
 
 
 def _declared_charset(head: bytes) -> str | None:
@@ -122,16 +129,74 @@ def _parser() -> lxml.html.HTMLParser:
     return p
 
 
+def _parse_once(text: str) -> tuple[lxml.html.HtmlElement | None, bool]:
+    """Parse; also say whether libxml2 gave up at its nesting limit (the rest of the page is then missing)."""
+    parser = _parser()
+    try:
+        root = lxml.html.document_fromstring(text.encode("utf-8", "replace"), parser=parser)
+    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
+        return None, False
+    err = parser.error_log.last_error
+    too_deep = err is not None and err.level_name == "FATAL" and "depth" in err.message.lower()
+    return root, too_deep
+
+
 def _parse(text: str) -> lxml.html.HtmlElement | None:
+    """Parse a page, surviving nesting deeper than libxml2 allows (thousands of unclosed tags)."""
     # libxml2 turns NUL into U+FFFD and keeps other control characters; those are removed from the output.
     text = _XML_DECL.sub("", text, count=1)
     if not text.strip():
         return None
-    try:
-        root = lxml.html.document_fromstring(text.encode("utf-8", "replace"), parser=_parser())
-    except (etree.ParserError, etree.XMLSyntaxError, ValueError):
-        return None
+    root, too_deep = _parse_once(text)
+    if too_deep:  # usually unclosed inline tags (<font>, <b>) by the thousand: drop them and try again
+        root, too_deep = _parse_once(_INLINE_TAG.sub("", text))
+    if too_deep:  # nested blocks: keep the words, one paragraph per block
+        root, _ = _parse_once(_PlainText.html(text))
     return root
+
+
+_INLINE_TAG = re.compile(
+    r"</?(?:a|abbr|b|big|blink|center|cite|del|em|font|i|ins|mark|nobr|q|s|small|span|strike|strong|sub|sup|tt|u)"
+    r"\b[^>]*>",
+    re.IGNORECASE,
+)
+
+
+class _PlainText(HTMLParser):
+    """Text of a page with a paragraph per block, by a parser with no nesting limit (the last resort)."""
+
+    _SKIP = frozenset({"script", "style", "noscript", "template", "svg", "head", "iframe", "object"})
+    _BLOCK = frozenset(_BLOCK_TAGS_LIST)
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self.skip += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self.skip = max(0, self.skip - 1)
+        elif tag in self._BLOCK:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+    @classmethod
+    def html(cls, text: str) -> str:
+        """The page's text re-marked as flat ``<p>`` paragraphs."""
+        parser = cls()
+        parser.feed(text)
+        parser.close()
+        paras = (" ".join(p.split()) for p in "".join(parser.parts).split("\n\n"))
+        return "<html><body>" + "".join(f"<p>{html_lib.escape(p)}</p>" for p in paras if p) + "</body></html>"
 
 
 # --- boilerplate removal --------------------------------------------------------------------------------------
@@ -594,6 +659,7 @@ def _render(content: etree._Element, url: str | None, links: bool) -> str:
     # html2text is pure Python and costs per tag: first strip, in C, every tag it would render as nothing.
     etree.strip_elements(content, "img", with_tail=False)
     etree.strip_tags(content, *_INLINE_NOOP)
+    _cap_nesting(content)
     for caption in list(content.iter("caption")):  # html2text would run a caption into the header row
         table = caption.getparent()
         if table is not None and table.getparent() is not None:
@@ -620,6 +686,21 @@ def _render(content: etree._Element, url: str | None, links: bool) -> str:
     text = _LIST_INDENT.sub("", text)
     text = _BLANK_LINES.sub("\n\n", text)
     return text.strip()
+
+
+def _cap_nesting(content: etree._Element, limit: int = 6) -> None:
+    """Flatten quotes and lists nested past ``limit``: html2text prefixes every line with one marker per level,
+    so a page of thousands of nested quotes would come out quadratic in size."""
+    deep, depth = [], 0
+    for event, el in etree.iterwalk(content, events=("start", "end"), tag=("blockquote", "ul", "ol", "dl")):
+        if event == "start":
+            depth += 1
+            if depth > limit:
+                deep.append(el)
+        else:
+            depth -= 1
+    for el in deep:
+        el.tag = "div"
 
 
 def _absolute_links(content: etree._Element, url: str | None) -> None:
