@@ -45,7 +45,7 @@ _SPECIAL = re.compile(r"<\|[^|<>]{0,40}\|>(?:assistant|user|system)?")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 _FENCE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)(?:```|$)", re.DOTALL)
 _REACT_CALL = re.compile(
-    r"\b(web_search|websearch|search|google_search|browse_webpage|browse|visit_webpage|open_url)\s*([(\[])",
+    r"\b(web_search|websearch|search|google_search|browse_webpage|browse|visit_webpage|open_url)([(\[])",
     re.IGNORECASE,
 )
 _REACT_PAIR = re.compile(r"Action\s*:\s*`?([A-Za-z_]+)`?\s*\n+\s*Action\s*Input\s*:\s*(.+)", re.IGNORECASE)
@@ -53,6 +53,7 @@ _ANSWER_LINE = re.compile(r"(?im)^[\s*#>_-]*(?:final\s+answer|answer)\s*\**\s*[:
 _URL = re.compile(r"https?://[^\s<>\"'`)\]]+")
 _MAX_THINK_CHARS = 8000
 _MAX_ANSWER_CHARS = 500
+_MAX_JSON_STARTS = 16  # bare-JSON candidates tried per reply (each try is linear in the reply's length)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def final_answer_turn(text: str, *, default: str = "unknown") -> Repair:
     prose = _FENCE.sub(" ", _ANY_PROTOCOL_TAG.split(source)[-1] if "<" in source else source)
     prose = _SPECIAL.sub("", _CONTROL.sub("", prose))
     lines = [ln.strip() for ln in prose.splitlines() if ln.strip() and not ln.strip().startswith("{")]
-    if lines and len(lines[-1]) <= _MAX_ANSWER_CHARS and not repaired.kind == "tool_call":
+    if lines and len(lines[-1]) <= _MAX_ANSWER_CHARS and repaired.kind != "tool_call":
         return Repair(render_answer(lines[-1], think), "answer", ("took the last line of the reply as the answer",))
     why = "the reply was a tool call" if repaired.kind == "tool_call" else "the reply held no answer"
     return Repair(render_answer(default, think), "answer", (f"{why}; answered {default!r}",))
@@ -148,8 +149,7 @@ def _strip_tags(text: str) -> str:
 
 
 def _clean_think(think: str) -> str:
-    think = " ".join(_strip_tags(think).split(" ")).strip()
-    return think[:_MAX_THINK_CHARS]
+    return _strip_tags(think).strip()[:_MAX_THINK_CHARS]
 
 
 def _close_dangling(text: str) -> str | None:
@@ -218,7 +218,9 @@ def _json_action(text: str) -> _Candidate | None:
         call = _call_from_text(fence.group(1))
         if call is not None:
             return fence.start(), "tool_call", call, "took the tool call from a code block"
-    for m in re.finditer(r"\{", text):
+    for n, m in enumerate(re.finditer(r"\{", text)):
+        if n >= _MAX_JSON_STARTS:
+            break
         value = _loads(text[m.start():])
         call = _normalise_call(value)
         if call is not None:
