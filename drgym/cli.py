@@ -30,6 +30,9 @@ def _add_episode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--llm", default=None, help="LLM for LLM agents: openai:URL | hf:PATH | vllm:NAME | tiny")
     p.add_argument("--model", default=None, help="model name served at --llm")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (trained agents)")
+    p.add_argument("--reader", default="lexical",
+                   help="how pages are read: lexical (no LLM) or an LLM spec for the browsing agent, "
+                        "e.g. openai:http://localhost:8000/v1")
     p.add_argument("--compact", action="store_true", help="one-line JSON")
 
 
@@ -63,6 +66,7 @@ def _cmd_episode(args: argparse.Namespace) -> int:
         "search": args.search,
         "corpus": args.corpus,
         "max_turns": args.max_turns,
+        "reader": args.reader,
         **getattr(agent, "env_options", {}),
     }
     env = gym.make("drgym/WebResearch-v0", **env_kwargs)

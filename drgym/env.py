@@ -48,9 +48,10 @@ from gymnasium.error import ResetNeeded
 
 from drgym import protocol
 from drgym._loop import run_sync
-from drgym.browse import Browser, EpisodeMemory, LexicalReader, Reader
+from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
 from drgym.data.records import QARecord
 from drgym.errors import ConfigError, ToolError
+from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_episode, split_gold
 from drgym.search.base import Result, SearchBackend
 from drgym.search.metering import EpisodeView
@@ -105,7 +106,7 @@ class WebResearchEnv(gym.Env[str, str]):
         cache_path: str | None = None,
         record_path: str | None = None,
         replay_path: str | None = None,
-        reader: Reader | None = None,
+        reader: Reader | ChatClient | str | None = None,
         max_turns: int = 10,
         results_per_query: int = 10,
         max_queries_per_call: int = 3,
@@ -135,8 +136,9 @@ class WebResearchEnv(gym.Env[str, str]):
             cache_path: a SQLite file caching live search results and pages (7-day TTL).
             record_path: record every search and page read to this SQLite file, for exact replay.
             replay_path: answer only from a recorded file (no network; a miss is an error observation).
-            reader: how ``browse_webpage`` reads a page; default the lexical reader (no LLM). Pass a
-                ``drgym.browse.BrowsingAgent`` for the paper's LLM browsing agent.
+            reader: how ``browse_webpage`` reads a page: ``"lexical"`` (default, no LLM), a ``Reader``
+                (e.g. ``drgym.browse.BrowsingAgent(client)``), a chat client (wrapped in the paper's LLM
+                browsing agent), or an LLM spec string such as ``"openai:http://localhost:8000/v1"``.
             max_turns: policy turns per episode (paper: 10, so at most 9 tool calls and an answer).
             results_per_query: search results per query (paper: 10).
             max_queries_per_call: queries of one ``web_search`` call that are run (paper: 3).
@@ -183,7 +185,7 @@ class WebResearchEnv(gym.Env[str, str]):
                 replay_path=replay_path,
             ),
         )
-        self.reader: Reader = reader if reader is not None else LexicalReader()
+        self.reader = _make_reader(reader)
         self.max_pages_per_call = max_pages_per_call
         self.browse_time_budget_s = browse_time_budget_s
         self.max_turns = max_turns
@@ -448,6 +450,20 @@ class WebResearchEnv(gym.Env[str, str]):
             "WebResearchEnv holds network sessions and cannot be pickled; build one per process with "
             "gymnasium.make (AsyncVectorEnv does this for you)"
         )
+
+
+def _make_reader(reader: Reader | ChatClient | str | None) -> Reader:
+    if reader is None or reader == "lexical":
+        return LexicalReader()
+    if isinstance(reader, str):
+        from drgym.llm import make_client
+
+        return BrowsingAgent(make_client(reader))
+    if isinstance(reader, ChatClient) and not hasattr(reader, "read"):
+        return BrowsingAgent(reader)
+    if not hasattr(reader, "read"):
+        raise ConfigError(f"`reader` must be 'lexical', a Reader, a chat client or an LLM spec, got {reader!r}")
+    return reader
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:

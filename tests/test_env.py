@@ -228,3 +228,29 @@ def test_scripted_agent_on_hotpotqa_via_mirror():
     assert all(t.error is None and t.terminated for t in trajs)
     assert all(t.search_calls == 1 and t.pages_read >= 1 for t in trajs)
     assert sum(t.f1 for t in trajs) > 0.0
+
+
+def test_import_and_make_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium as gym, drgym\n"
+        "e = gym.make('drgym/WebResearch-v0', dataset='demo'); e.reset(seed=0)\n"
+        "e.step('<think>a</think><answer>b</answer>')\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_reader_accepts_a_chat_client_and_rejects_junk():
+    from drgym.browse import BrowsingAgent, LexicalReader
+
+    class Echo:
+        async def complete(self, messages, **sampling):
+            raise NotImplementedError
+
+    assert isinstance(drgym.WebResearchEnv(dataset="demo").reader, LexicalReader)
+    assert isinstance(drgym.WebResearchEnv(dataset="demo", reader=Echo()).reader, BrowsingAgent)
+    with pytest.raises(ConfigError, match="reader"):
+        drgym.WebResearchEnv(dataset="demo", reader=42)

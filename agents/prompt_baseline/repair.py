@@ -110,9 +110,12 @@ def repair_turn(text: str) -> Repair:
         return Repair(protocol.truncate_after_action(canonical), parsed.kind, tuple(fixes))
     closed = _close_dangling(canonical)
     if closed is not None:
-        parsed = protocol.parse_turn(closed)
-        if parsed.kind in ("tool_call", "answer"):
-            return Repair(closed, parsed.kind, (*fixes, "closed an unfinished block"))
+        closed_parse = protocol.parse_turn(closed)
+        if closed_parse.kind in ("tool_call", "answer"):
+            return Repair(closed, closed_parse.kind, (*fixes, "closed an unfinished block"))
+        if closed_parse.kind == "tool_error":
+            canonical, parsed = closed, closed_parse
+            fixes.append("closed an unfinished block")
     return _rebuild(canonical, fixes, parsed)
 
 

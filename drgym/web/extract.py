@@ -549,7 +549,6 @@ def _clean_content(content: etree._Element) -> None:
         if _class_weight(h) < 0:
             h.drop_tree()
     _clean_conditionally(content)
-    _flatten_layout_tables(content)
     for p in content.xpath(".//p[not(.//img)]"):
         if not (p.text_content() or "").strip():
             p.drop_tree()
@@ -660,6 +659,7 @@ def _render(content: etree._Element, url: str | None, links: bool) -> str:
     etree.strip_elements(content, "img", with_tail=False)
     etree.strip_tags(content, *_INLINE_NOOP)
     _cap_nesting(content)
+    _flatten_layout_tables(content)
     for caption in list(content.iter("caption")):  # html2text would run a caption into the header row
         table = caption.getparent()
         if table is not None and table.getparent() is not None:
@@ -759,7 +759,8 @@ def _extract(html: bytes | str, url: str | None, links: bool) -> str:
     _remove_boilerplate(root)
     body = _body(root)
     body_chars = len(body.text_content())
-    content = _pick_main(root, body)
+    # On a page this short there is nothing to choose between: keep all that survived boilerplate removal.
+    content = _pick_main(root, body) if body_chars > _MIN_MAIN_CHARS else None
     if content is None:
         return _render(body, url, links)
     _clean_content(content)

@@ -1,0 +1,563 @@
+"""Rollouts: many multi-turn episodes of ``WebResearch-v0`` played at once, kept as the exact token ids sampled.
+
+A step plays ``num_generations`` episodes of each of its questions concurrently on one event loop. Turn by
+turn, the next turns of all live episodes are generated together (one batched decode, in a worker thread),
+then every env runs its tool call concurrently, and each tool result is appended to its episode as the token
+ids of the chat template's tool turn. The sequence of an episode is therefore built incrementally:
+
+    prompt ids (template of system + user, with the generation prompt)
+    + sampled ids of turn 1                                                  mask 1
+    + ids of "<|im_end|>\\n<|im_start|>user\\n<tool_response>\\n...</tool_response><|im_end|>\\n<|im_start|>assistant\\n"   mask 0
+    + sampled ids of turn 2 ...                                              mask 1
+
+and is never re-tokenised: the ids the loss is computed on are the ids the policy sampled, and the mask is 1
+exactly on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from drgym.errors import ConfigError, missing_dependency
+from drgym.llm.local import CHATML_TEMPLATE, truncate_at_stop
+from drgym.reward import score_episode
+
+if TYPE_CHECKING:
+    from agents.grpo.config import GRPOConfig
+    from drgym.data.records import QARecord
+    from drgym.env import WebResearchEnv
+
+__all__ = [
+    "ChatFormat",
+    "Generator",
+    "HFGenerator",
+    "Rollout",
+    "Sample",
+    "Task",
+    "VLLMGenerator",
+    "build_task",
+    "collect_rollouts",
+    "failure_reward",
+    "make_envs",
+    "sample_seed",
+]
+
+logger = logging.getLogger(__name__)
+
+_MARK_A = "\u2063DRGYM-ASSISTANT\u2063"
+_MARK_T = "\u2063DRGYM-TOOL\u2063"
+
+
+# ------------------------------------------------------------------------------------------- chat format
+
+
+class ChatFormat:
+    """Token ids of the pieces of a conversation, rendered by the tokenizer's chat template.
+
+    Args:
+        tokenizer: A ``transformers`` tokenizer.
+        chat_template: Replaces the tokenizer's template (default: its own, else Qwen2.5-style ChatML).
+        system_prompt: Replaces the env's system prompt (``None`` keeps it).
+
+    Raises:
+        ConfigError: The template cannot render a tool turn after an assistant turn.
+    """
+
+    def __init__(self, tokenizer: Any, *, chat_template: str | None = None, system_prompt: str | None = None):
+        self.tokenizer = tokenizer
+        self.template = chat_template or getattr(tokenizer, "chat_template", None) or CHATML_TEMPLATE
+        self.system_prompt = system_prompt
+        gen = [tokenizer.eos_token_id] if isinstance(tokenizer.eos_token_id, int) else []
+        self.eos_token_ids = frozenset(gen)
+        self._tool_before, self._tool_after = self._split_tool_turn()
+
+    def messages(self, messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The env's messages with the system prompt replaced when one is configured."""
+        out = [dict(m) for m in messages]
+        if self.system_prompt is not None and out and out[0].get("role") == "system":
+            out[0]["content"] = self.system_prompt
+        return out
+
+    def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool) -> str:
+        """The template's text for ``messages``."""
+        return self.tokenizer.apply_chat_template(
+            list(messages), chat_template=self.template, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` with no special tokens added (the template writes its own)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_ids(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Ids of the first prompt: the system and user turns and the assistant generation prompt."""
+        return self.encode(self.render(self.messages(messages[:2]), add_generation_prompt=True))
+
+    def tool_turn_text(self, content: str) -> str:
+        """What follows a policy turn that called a tool: end of turn, the tool turn, the next generation prompt."""
+        return self._tool_before + content + self._tool_after
+
+    def tool_turn_ids(self, content: str, last_sampled_id: int | None = None) -> list[int]:
+        """Ids of :meth:`tool_turn_text`. When the policy ended its turn with an EOS token that is the template's
+        end-of-turn marker (Qwen's ``<|im_end|>``), that marker is not repeated."""
+        text = self.tool_turn_text(content)
+        if last_sampled_id is not None and last_sampled_id in self.eos_token_ids:
+            eos_text = self.tokenizer.decode([last_sampled_id], skip_special_tokens=False)
+            if eos_text and text.startswith(eos_text):
+                text = text[len(eos_text):]
+        return self.encode(text)
+
+    def episode_ids(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]]:
+        """Ids and mask of a whole recorded conversation (system, user, then assistant/tool turns), tokenised
+        turn by turn exactly as a rollout builds it; the mask is 1 on assistant turns."""
+        ids = self.prompt_ids(messages)
+        mask = [0] * len(ids)
+        for message in messages[2:]:
+            if message["role"] == "assistant":
+                piece, bit = self.encode(message["content"]), 1
+            elif message["role"] == "tool":
+                piece, bit = self.tool_turn_ids(message["content"]), 0
+            else:
+                raise ConfigError(f"unexpected {message['role']!r} message after the first user turn")
+            ids += piece
+            mask += [bit] * len(piece)
+        return ids, mask
+
+    def _split_tool_turn(self) -> tuple[str, str]:
+        base = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                {"role": "assistant", "content": _MARK_A}]
+        try:
+            text = self.render(base + [{"role": "tool", "content": _MARK_T}], add_generation_prompt=True)
+        except Exception as exc:  # a Jinja error from a foreign template
+            raise ConfigError(f"the chat template cannot render a tool turn after an assistant turn: {exc}") from exc
+        head, sep, rest = text.partition(_MARK_A)
+        before, sep2, after = rest.partition(_MARK_T)
+        if not sep or not sep2 or _MARK_A in rest:
+            raise ConfigError(
+                "the chat template does not render assistant and tool messages verbatim; set `chat_template` "
+                "to a template that does (e.g. Qwen2.5's)"
+            )
+        return before, after
+
+
+# -------------------------------------------------------------------------------------------- generation
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated turn: the sampled ids (up to and including the one that ended it) and their logprobs."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class Generator(Protocol):
+    """Generates the next turn of many token sequences at once."""
+
+    def generate(
+        self, prompts: Sequence[list[int]], budgets: Sequence[int], *, temperature: float, top_p: float,
+        top_k: int, seeds: Sequence[int],
+    ) -> list[Sample]: ...
+
+
+class HFGenerator:
+    """KV-cached batched sampling with the training model itself (CPU or GPU), no copy of the weights.
+
+    Each row has its own seeded ``torch.Generator``, its own budget and its own stop; sampling is
+    :func:`drgym.llm.local.sample_tokens`, the same as ``TransformersChatClient``, so logprobs are of the
+    temperature-scaled distribution before top-k/top-p filtering.
+
+    Args:
+        model: A causal LM (its training/eval mode is restored after generating).
+        tokenizer: Its tokenizer (for stop strings and the text of a turn).
+        stop: Stop strings; kept in the text (they are closing tags).
+        batch_size: Rows decoded together at most.
+        autocast_dtype: Run under autocast with this dtype (``None``: no autocast).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, stop: Sequence[str], batch_size: int = 64,
+                 autocast_dtype: Any = None) -> None:
+        import torch
+
+        self._torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.batch_size = batch_size
+        self.autocast_dtype = autocast_dtype
+        eos: set[int] = set()
+        for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            eos.update([value] if isinstance(value, int) else list(value or []))
+        self.eos_token_ids = frozenset(eos)
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
+        self._window = 2 * max((len(s) for s in self.stop), default=1) + 8
+
+    def generate(
+        self, prompts: Sequence[list[int]], budgets: Sequence[int], *, temperature: float, top_p: float = 1.0,
+        top_k: int = 0, seeds: Sequence[int],
+    ) -> list[Sample]:
+        """Generate one turn per prompt (rows of ``batch_size`` at a time)."""
+        out: list[Sample] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            out += self._generate(list(prompts[chunk]), list(budgets[chunk]), temperature, top_p, top_k,
+                                  list(seeds[chunk]))
+        return out
+
+    def _generate(self, prompts: list[list[int]], budgets: list[int], temperature: float, top_p: float,
+                  top_k: int, seeds: list[int]) -> list[Sample]:
+        from drgym.llm.local import sample_tokens
+
+        torch = self._torch
+        device = next(self.model.parameters()).device
+        n, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, p in enumerate(prompts):  # left padding: every row's next token is at the last column
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        temp = torch.full((n,), float(temperature), device=device)
+        tp = torch.full((n,), float(top_p), device=device)
+        tk = torch.full((n,), int(top_k), dtype=torch.long, device=device)
+        rows: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        done = [False] * n
+        was_training = self.model.training
+        self.model.eval()
+        past = None
+        try:
+            with torch.inference_mode(), self._autocast(device):
+                for _ in range(max(budgets)):
+                    out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                     past_key_values=past, use_cache=True)
+                    past = out.past_key_values
+                    uniform = torch.tensor([torch.rand(1, generator=g).item() for g in gens], device=device)
+                    tokens, logprobs = sample_tokens(out.logits[:, -1, :].float(), temp, tp, tk, uniform)
+                    for i, (tok, lp) in enumerate(zip(tokens.tolist(), logprobs.tolist())):
+                        if not done[i]:
+                            rows[i].append(tok)
+                            lps[i].append(lp)
+                            done[i] = self._ended(rows[i], budgets[i])
+                    if all(done):
+                        break
+                    ids = tokens[:, None]
+                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                    positions = positions[:, -1:] + 1
+        finally:
+            self.model.train(was_training)
+        return [self._sample(r, lp, b) for r, lp, b in zip(rows, lps, budgets)]
+
+    def _autocast(self, device: Any) -> Any:
+        import contextlib
+
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return self._torch.autocast(device.type, dtype=self.autocast_dtype)
+
+    def _ended(self, row: list[int], budget: int) -> bool:
+        if row[-1] in self.eos_token_ids or len(row) >= budget:
+            return True
+        if not self.stop:
+            return False
+        tail = self.tokenizer.decode(row[-self._window:], skip_special_tokens=True)
+        return any(s in tail for s in self.stop)
+
+    def _sample(self, row: list[int], logprobs: list[float], budget: int) -> Sample:
+        text = self.tokenizer.decode(row, skip_special_tokens=True)
+        text, met = truncate_at_stop(text, self.stop, True)
+        stopped = met is not None or (row and row[-1] in self.eos_token_ids)
+        return Sample(row, logprobs, text, "stop" if stopped else "length")
+
+
+class VLLMGenerator:
+    """Sampling with an in-process vLLM engine on GPU; the trainer pushes its weights after each update.
+
+    The engine is given token ids (``prompt_token_ids``) so nothing is re-tokenised. Its logprobs follow the
+    engine's ``logprobs_mode``; the default ``old_logprobs: recompute`` does not use them.
+
+    Args:
+        model_path: A directory or hub name vLLM loads the architecture (and first weights) from.
+        tokenizer_path: Where the tokenizer is (the trainer saves it beside the weights).
+        stop: Stop strings, kept in the output.
+        seed: Engine seed.
+        **engine_kwargs: ``gpu_memory_utilization``, ``max_model_len``, ``dtype`` ... for ``vllm.LLM``.
+    """
+
+    def __init__(self, model_path: str, tokenizer_path: str, *, stop: Sequence[str], seed: int = 0,
+                 **engine_kwargs: Any) -> None:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model in this process
+        try:
+            import vllm
+        except ImportError as exc:
+            raise missing_dependency("vllm", "vllm") from exc
+        self._vllm = vllm
+        self.stop = list(stop)
+        self.llm = vllm.LLM(model=model_path, tokenizer=tokenizer_path, seed=seed, **engine_kwargs)
+
+    def generate(
+        self, prompts: Sequence[list[int]], budgets: Sequence[int], *, temperature: float, top_p: float = 1.0,
+        top_k: int = 0, seeds: Sequence[int],
+    ) -> list[Sample]:
+        params = [
+            self._vllm.SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else -1,
+                                      max_tokens=b, stop=self.stop, include_stop_str_in_output=True, logprobs=0,
+                                      seed=int(s))
+            for b, s in zip(budgets, seeds)
+        ]
+        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        samples = []
+        for out in outputs:
+            c = out.outputs[0]
+            ids = list(c.token_ids)
+            lps = [float(step[tok].logprob) if step and tok in step else 0.0 for step, tok in zip(c.logprobs or [], ids)]
+            samples.append(Sample(ids, lps, c.text, "length" if c.finish_reason == "length" else "stop"))
+        return samples
+
+    def sync_weights(self, model: Any) -> None:
+        """Copy the trainer's weights into the engine (same process, same GPU)."""
+        engine = self.llm.llm_engine
+        for path in ("model_executor.driver_worker.model_runner.model",
+                     "model_executor.driver_worker.worker.model_runner.model"):
+            target: Any = engine
+            try:
+                for part in path.split("."):
+                    target = getattr(target, part)
+            except AttributeError:
+                continue
+            target.load_weights(((name, p.detach()) for name, p in model.state_dict().items()))
+            if hasattr(self.llm, "reset_prefix_cache"):
+                self.llm.reset_prefix_cache()
+            return
+        raise ConfigError(
+            "cannot reach the vLLM engine's model to update its weights (this vLLM version keeps it in another "
+            "process); use generation_backend: hf, or a vLLM version with in-process V1 workers"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- episodes
+
+
+@dataclass
+class Rollout:
+    """One episode as token ids: ``prompt_ids`` then ``completion_ids`` (sampled turns and tool turns)."""
+
+    group: int
+    """Position of the question in the step: rollouts of one group share a question."""
+    record_index: int
+    prompt_ids: list[int] = field(default_factory=list)
+    completion_ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    """1 on every token the policy sampled, 0 on tool turns; aligned with ``completion_ids``."""
+    sampling_logprobs: list[float] = field(default_factory=list)
+    """The sampler's logprob of each completion token (0 on tool turns)."""
+    turns: list[str] = field(default_factory=list)
+    reward: float = 0.0
+    f1: float = 0.0
+    em: float = 0.0
+    format_ok: bool = False
+    answered: bool = False
+    truncated: bool = False
+    context_overflow: bool = False
+    tool_calls: int = 0
+    error: str | None = None
+
+    @property
+    def input_ids(self) -> list[int]:
+        """The whole sequence the loss is computed on."""
+        return self.prompt_ids + self.completion_ids
+
+    @property
+    def policy_tokens(self) -> int:
+        """How many tokens the policy sampled in this episode."""
+        return sum(self.mask)
+
+
+@dataclass
+class _Live:
+    rollout: Rollout
+    env: WebResearchEnv
+    answers: list[str]
+    index: int
+
+
+def failure_reward(reward_mode: str) -> float:
+    """The reward of an episode that broke: the format reward (−1 in paper mode, else 0)."""
+    return -1.0 if reward_mode == "paper" else 0.0
+
+
+def sample_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed derived from the run seed and a position (step, episode, turn): resumable, no global RNG."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+async def collect_rollouts(
+    envs: Sequence[WebResearchEnv],
+    generator: Generator,
+    fmt: ChatFormat,
+    records: Sequence[QARecord],
+    record_indices: Sequence[int],
+    cfg: GRPOConfig,
+    *,
+    step: int,
+    group_size: int,
+    temperature: float | None = None,
+    salt: int = 0,
+) -> list[Rollout]:
+    """Play ``group_size`` episodes of each question in ``record_indices`` concurrently.
+
+    Args:
+        envs: At least ``len(record_indices) * group_size`` environments (reset here).
+        generator: Generates the turns.
+        fmt: Builds the token ids.
+        records: The env's records (for the gold answers of episodes cut short).
+        record_indices: The questions (indices into ``records``).
+        cfg: Sampling and length settings.
+        step: Seeds the sampling, with ``cfg.seed`` and ``salt``.
+        group_size: Episodes per question.
+        temperature: Overrides ``cfg.temperature`` (0: greedy, for evaluation).
+
+    Returns:
+        ``len(record_indices) * group_size`` rollouts, grouped by question. An episode that errors is logged
+        and gets the format reward; the others go on.
+    """
+    if len(envs) < len(record_indices) * group_size:
+        raise ConfigError(f"{len(envs)} envs for {len(record_indices) * group_size} episodes")
+    temp = cfg.temperature if temperature is None else temperature
+    rollouts: list[Rollout] = []
+    live: list[_Live] = []
+    for q, record_index in enumerate(record_indices):
+        for _ in range(group_size):
+            rollout = Rollout(group=q, record_index=record_index)
+            env = envs[len(rollouts)]
+            rollouts.append(rollout)
+            started = await _start(env, rollout, fmt, cfg)
+            if started:
+                live.append(_Live(rollout, env, list(records[record_index].answers), len(rollouts) - 1))
+    turn = 0
+    while live:
+        contexts = [s.rollout.input_ids for s in live]
+        budgets = [min(cfg.max_completion_length, cfg.max_seq_length - len(c)) for c in contexts]
+        seeds = [sample_seed(cfg.seed, salt, step, s.index, turn) for s in live]
+        samples = await asyncio.to_thread(generator.generate, contexts, budgets, temperature=temp,
+                                          top_p=cfg.top_p, top_k=cfg.top_k, seeds=seeds)
+        results = await asyncio.gather(*(s.env.astep(x.text) for s, x in zip(live, samples)),
+                                       return_exceptions=True)
+        live = [s for s, x, r in zip(live, samples, results) if _advance(s, x, r, fmt, cfg)]
+        turn += 1
+    return rollouts
+
+
+async def _start(env: WebResearchEnv, rollout: Rollout, fmt: ChatFormat, cfg: GRPOConfig) -> bool:
+    try:
+        _, info = await env.areset(options={"index": rollout.record_index})
+        prompt = fmt.prompt_ids(info["messages"])
+    except Exception as exc:  # a broken record or template: this episode only
+        _fail(rollout, f"reset failed: {type(exc).__name__}: {exc}", cfg)
+        return False
+    if len(prompt) > cfg.max_prompt_length:
+        _fail(rollout, f"the prompt is {len(prompt)} tokens, over max_prompt_length={cfg.max_prompt_length}", cfg)
+        return False
+    rollout.prompt_ids = prompt
+    return True
+
+
+def _fail(rollout: Rollout, why: str, cfg: GRPOConfig) -> None:
+    logger.warning("episode of record %d failed: %s", rollout.record_index, why)
+    rollout.error = why
+    rollout.reward = failure_reward(cfg.reward_mode)
+
+
+def _advance(state: _Live, sample: Sample, result: Any, fmt: ChatFormat, cfg: GRPOConfig) -> bool:
+    """Record one turn and the env's answer; True while the episode goes on."""
+    r = state.rollout
+    r.completion_ids += sample.token_ids
+    r.mask += [1] * len(sample.token_ids)
+    r.sampling_logprobs += sample.logprobs
+    r.turns.append(sample.text)
+    if isinstance(result, BaseException):
+        _fail(r, f"env step failed: {type(result).__name__}: {result}", cfg)
+        return False
+    _, _, terminated, truncated, info = result
+    r.tool_calls = int(info.get("tool_calls", 0))
+    if terminated or truncated:
+        r.reward, r.f1, r.em = float(info.get("reward", 0.0)), float(info.get("f1", 0.0)), float(info.get("em", 0.0))
+        r.format_ok = bool((info.get("score") or {}).get("format_ok", False))
+        r.answered = (info.get("action") or {}).get("kind") == "answer"
+        r.truncated = truncated
+        return False
+    last = sample.token_ids[-1] if sample.token_ids else None
+    tool_ids = fmt.tool_turn_ids(info["messages"][-1]["content"], last)
+    if len(r.input_ids) + len(tool_ids) >= cfg.max_seq_length:  # no room left for another turn
+        score = score_episode(r.turns, state.answers or ["-"], mode=cfg.reward_mode)
+        r.reward, r.f1, r.em, r.format_ok = score.reward, score.f1, score.em, score.format_ok
+        r.truncated = r.context_overflow = True
+        return False
+    r.completion_ids += tool_ids
+    r.mask += [0] * len(tool_ids)
+    r.sampling_logprobs += [0.0] * len(tool_ids)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+@dataclass
+class Task:
+    """The questions of a run, split into training and held-out ones, and how to build envs over them."""
+
+    records: list[QARecord]
+    train_indices: list[int]
+    eval_indices: list[int]
+    env_kwargs: dict[str, Any]
+
+
+def build_task(cfg: GRPOConfig) -> Task:
+    """Load (or generate) the questions and pick the search backend of ``cfg``.
+
+    The synthetic task generates ``num_train_questions + num_eval_questions`` questions with
+    ``seed = cfg.seed`` and searches its own corpus with a local BM25 index held in memory.
+    """
+    env_kwargs: dict[str, Any] = {"max_turns": cfg.max_turns, "results_per_query": cfg.results_per_query,
+                                  "reward_mode": cfg.reward_mode}
+    n_eval = cfg.num_eval_questions
+    if cfg.dataset == "synthetic":
+        from drgym.data.synthetic import make_synthetic_task
+        from drgym.search.local import BM25Backend
+
+        n_train = cfg.num_train_questions or 256
+        records, passages = make_synthetic_task(n_train + n_eval, seed=cfg.seed,
+                                                two_hop_fraction=cfg.two_hop_fraction)
+        env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
+    else:
+        from drgym.data import load_dataset
+
+        records = load_dataset(cfg.dataset, data_source=cfg.data_source)
+        n_train = min(cfg.num_train_questions or len(records) - n_eval, len(records) - n_eval)
+        env_kwargs.update(search=cfg.search, corpus=cfg.corpus)
+        if n_train < 1:
+            raise ConfigError(f"dataset {cfg.dataset!r} has {len(records)} questions; num_eval_questions={n_eval} "
+                              "leaves none to train on")
+    order = np.random.default_rng([cfg.seed, 17]).permutation(len(records)).tolist()
+    return Task(list(records), order[n_eval:n_eval + n_train], order[:n_eval], env_kwargs)
+
+
+def make_envs(task: Task, n: int, factory: Callable[..., Any] | None = None) -> list[WebResearchEnv]:
+    """``n`` environments over the task's records, sharing one search backend."""
+    import gymnasium
+
+    import drgym  # noqa: F401  (registers the env id)
+
+    make = factory or (lambda **kw: gymnasium.make("drgym/WebResearch-v0", **kw).unwrapped)
+    return [make(dataset=task.records, **task.env_kwargs) for _ in range(n)]

@@ -1,0 +1,85 @@
+"""Which chat model an LLM agent talks to: a client object, or a spec string resolved once per process.
+
+The runners build one agent per concurrent episode, so agents built from the same spec must share one client:
+one HTTP session (and connection pool) per server, one copy of a local model's weights, and one micro-batcher
+that can batch the episodes' requests together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from drgym.errors import ConfigError
+from drgym.llm import SPECS, ChatClient, make_client
+
+__all__ = ["close_shared_clients", "no_llm_message", "resolve_llm"]
+
+_clients: dict[tuple[str, str | None, str], ChatClient] = {}
+_lock = threading.Lock()
+
+
+def no_llm_message(agent: str, cli_name: str) -> str:
+    """What to tell a user who asked for an LLM agent without naming a model."""
+    return (
+        f"{agent} needs a language model, but none is configured. Pass llm= (a ChatClient, or a spec: "
+        f"{', '.join(SPECS)}) and model= (the model name the server serves). From the command line: "
+        f"`drgym episode --agent {cli_name} --llm openai:http://localhost:8000/v1 --model NAME`; to serve a "
+        "local model first, run `python -m drgym.llm.server --model tiny --port 8000` (the tiny random test "
+        "model) or `python -m drgym.llm.server --model Qwen/Qwen2.5-7B-Instruct --port 8000`."
+    )
+
+
+def resolve_llm(
+    llm: str | ChatClient | None,
+    model: str | None,
+    *,
+    agent: str,
+    cli_name: str,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> ChatClient:
+    """The client for ``llm``: returned as is when it is a client, else built from the spec once per process.
+
+    Args:
+        llm: A ``ChatClient`` or a spec (``openai:URL``, ``hf:PATH``, ``vllm:NAME``, ``tiny``).
+        model: With a spec, the model name (``openai:``) or model (``hf:``/``vllm:`` when the spec has none).
+        agent: The agent's class name, for messages.
+        cli_name: The agent's registry name, for the command-line hint.
+        client_kwargs: Constructor arguments of the client built from a spec (``max_concurrency``,
+            ``timeout``...); part of the sharing key.
+
+    Raises:
+        ConfigError: No LLM, a bad spec, or ``model``/``client_kwargs`` given with a client object.
+    """
+    if llm is None:
+        raise ConfigError(no_llm_message(agent, cli_name))
+    if isinstance(llm, str):
+        kwargs = dict(client_kwargs or {})
+        key = (llm.strip(), model, repr(sorted(kwargs.items())))
+        with _lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = make_client(llm, model=model, **kwargs)
+        return client
+    if not isinstance(llm, ChatClient):
+        raise ConfigError(
+            f"{agent}: llm must be a ChatClient or a spec string ({', '.join(SPECS)}), got {type(llm).__name__}"
+        )
+    if model is not None or client_kwargs:
+        raise ConfigError(
+            f"{agent}: model= and llm_kwargs= apply only when llm is a spec string; configure the client object "
+            "itself instead"
+        )
+    return llm
+
+
+async def close_shared_clients() -> None:
+    """Close the clients built from spec strings (their HTTP sessions) and forget them."""
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        close = getattr(client, "aclose", None)
+        if close is not None:
+            await close()
