@@ -107,14 +107,18 @@ class JudgeStats:
 
 def judge_prompt(question: str, golds: Sequence[str], prediction: str) -> str:
     """The judge's user message for one answer."""
-    return JUDGE_PROMPT.format(question=question, golds=json.dumps(list(golds), ensure_ascii=False),
-                               prediction=prediction)
+    return JUDGE_PROMPT.format(
+        question=question, golds=json.dumps(list(golds), ensure_ascii=False), prediction=prediction
+    )
 
 
 def parse_verdict(text: str) -> tuple[bool, str]:
     """``(correct, rationale)`` from a judge reply: the first JSON object in it with a verdict key.
 
-    Code fences and prose around the object are tolerated. Raises ValueError when no readable verdict is found.
+    Code fences and prose around the object are tolerated.
+
+    Raises:
+        ValueError: No readable verdict in the reply.
     """
     decoder = json.JSONDecoder()
     start = text.find("{")
@@ -168,7 +172,9 @@ class VerdictCache:
             assert self.path is not None  # an in-memory database cannot be corrupt
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             self.path.replace(aside)
-            logger.warning("judge cache %s is unreadable (%s); moved to %s, starting afresh", self.path, exc, aside)
+            logger.warning(
+                "judge cache %s is unreadable (%s); moved to %s, starting afresh", self.path, exc, aside
+            )
             return self._connect(target)
 
     @staticmethod
@@ -198,11 +204,27 @@ class VerdictCache:
             row = self._db.execute("SELECT correct, rationale FROM verdicts WHERE key = ?", (key,)).fetchone()
         return None if row is None else (bool(row[0]), str(row[1]))
 
-    def put(self, key: str, model: str, question: str, golds: Sequence[str], prediction: str,
-            correct: bool, rationale: str) -> None:
+    def put(
+        self,
+        key: str,
+        model: str,
+        question: str,
+        golds: Sequence[str],
+        prediction: str,
+        correct: bool,
+        rationale: str,
+    ) -> None:
         """Store a verdict (committed at once, so a crash later loses nothing judged)."""
-        row = (key, model, question, json.dumps(list(golds), ensure_ascii=False), prediction, int(correct),
-               rationale, time.time())
+        row = (
+            key,
+            model,
+            question,
+            json.dumps(list(golds), ensure_ascii=False),
+            prediction,
+            int(correct),
+            rationale,
+            time.time(),
+        )
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
             self._db.commit()
@@ -304,7 +326,9 @@ class Judge:
             await asyncio.gather(*(one(i) for i in pending[1:]))
         return [r for r in results if r is not None]
 
-    async def _without_request(self, question: str, golds: list[str], prediction: str | None) -> Verdict | None:
+    async def _without_request(
+        self, question: str, golds: list[str], prediction: str | None
+    ) -> Verdict | None:
         if prediction is None or not prediction.strip():
             self.stats.no_answer += 1
             return Verdict(False, "no answer to judge", "no_answer")
@@ -329,14 +353,25 @@ class Judge:
             try:
                 correct, rationale = parse_verdict(reply)
             except ValueError:
-                logger.info("unreadable judge reply (attempt %d of %d): %.200r", attempt, self.max_attempts, reply)
-                messages = [*prompt, {"role": "assistant", "content": reply},
-                            {"role": "user", "content": _RETRY_NOTE}]
+                logger.info(
+                    "unreadable judge reply (attempt %d of %d): %.200r", attempt, self.max_attempts, reply
+                )
+                messages = [
+                    *prompt,
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": _RETRY_NOTE},
+                ]
                 continue
             key = VerdictCache.key(self.model, question, golds, prediction)
-            await asyncio.to_thread(self.cache.put, key, self.model, question, golds, prediction, correct, rationale)
+            await asyncio.to_thread(
+                self.cache.put, key, self.model, question, golds, prediction, correct, rationale
+            )
             self.stats.judged += 1
             return Verdict(correct, rationale, "judge", attempt)
         self.stats.failures += 1
-        return Verdict(None, f"no readable verdict after {self.max_attempts} attempts; last reply: {reply[:200]!r}",
-                       "failure", self.max_attempts)
+        return Verdict(
+            None,
+            f"no readable verdict after {self.max_attempts} attempts; last reply: {reply[:200]!r}",
+            "failure",
+            self.max_attempts,
+        )

@@ -108,7 +108,7 @@ def score_trajectory(traj: Trajectory) -> EpisodeScore:
 
 
 def episode_costs(traj: Trajectory) -> dict[str, float | None]:
-    """What one episode cost: tool calls, search queries, pages read, tokens (None when not reported), time."""
+    """One episode's cost: tool calls, search queries, pages read, tokens (None if unreported), time."""
     prompt = [t.prompt_tokens for t in traj.turns if t.prompt_tokens is not None]
     return {
         "tool_calls": float(traj.tool_calls),
@@ -180,7 +180,9 @@ def bootstrap_mean(
     if array.size == 0:
         return None
     rng = np.random.default_rng(seed)
-    return _interval(float(array.mean()), _resampled_means(array, n_resamples, rng), confidence, int(array.size))
+    return _interval(
+        float(array.mean()), _resampled_means(array, n_resamples, rng), confidence, int(array.size)
+    )
 
 
 def bootstrap_macro_mean(
@@ -201,4 +203,3 @@ def bootstrap_macro_mean(
     means = np.mean([_resampled_means(a, n_resamples, rng) for a in arrays], axis=0)  # (R,)
     n = int(sum(a.size for a in arrays))
     return _interval(point, means, confidence, n)
-

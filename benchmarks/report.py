@@ -84,7 +84,9 @@ def build_scores(
         for name, trajs in trajectories.items()
     }
     paper = {
-        method: {m: {s: _percent_to_fraction(paper_value(method, s, m)) for s in sources} for m in ("f1", "mbe")}
+        method: {
+            m: {s: _percent_to_fraction(paper_value(method, s, m)) for s in sources} for m in ("f1", "mbe")
+        }
         for method in PAPER_METHODS
     }
     return {
@@ -181,7 +183,11 @@ def _paper_rows(scores: Mapping[str, Any], metric: str) -> list[list[str]]:
 def _metric_section(scores: Mapping[str, Any], metric: str) -> list[str]:
     header = ["agent", "n", *(display_source(s) for s in scores["sources"]), "Avg"]
     rows = [
-        [name, str(agent["episodes"]), *(_fmt_cell(agent["scores"][metric].get(c)) for c in scores["columns"])]
+        [
+            name,
+            str(agent["episodes"]),
+            *(_fmt_cell(agent["scores"][metric].get(c)) for c in scores["columns"]),
+        ]
         for name, agent in scores["agents"].items()
     ]
     rows += _paper_rows(scores, metric)
@@ -202,7 +208,11 @@ def _mbe_section(scores: Mapping[str, Any]) -> list[str]:
             f"{stats.get('cache_hits', 0)} cache hits, {stats.get('exact', 0)} exact matches not sent, "
             f"{stats.get('no_answer', 0)} without an answer, {stats.get('failures', 0)} judge failures "
             "(counted as incorrect)"
-            + (": " + ", ".join(f"{k} {v}" for k, v in failures.items() if v) if any(failures.values()) else "")
+            + (
+                ": " + ", ".join(f"{k} {v}" for k, v in failures.items() if v)
+                if any(failures.values())
+                else ""
+            )
             + ".",
             "",
         ]
@@ -214,7 +224,9 @@ def _cost_section(scores: Mapping[str, Any]) -> list[str]:
     rows = []
     for name, agent in scores["agents"].items():
         cells = [_fmt_cell(agent["cost"].get(f), scale=1.0, digits=d) for f, (_, d) in _COST_HEADINGS.items()]
-        rows.append([name, str(agent["episodes"]), str(agent["failures"]), str(agent["format_failures"]), *cells])
+        rows.append(
+            [name, str(agent["episodes"]), str(agent["failures"]), str(agent["format_failures"]), *cells]
+        )
     return ["## Cost per episode", "", *_table(header, rows), ""]
 
 
@@ -267,17 +279,19 @@ def plot_report(scores: Mapping[str, Any], path: str | Path) -> Path:
     panels = ["f1", "em", *(["mbe"] if scores["mbe"]["computed"] else [])]
     columns = scores["columns"]
     agents = list(scores["agents"])
-    series = len(agents) + (1 if any(m in ("f1", "mbe") for m in panels) else 0)
-    width = 0.8 / max(series, 1)
     fig = Figure(figsize=(max(6.0, 1.3 * len(columns) + 2), 3.2 * len(panels)), layout="constrained")
     FigureCanvasAgg(fig)
     for row, metric in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, row + 1)
+        series = len(agents) + (metric in ("f1", "mbe"))  # the paper's reference bar takes a slot
+        width = 0.8 / series
         for j, name in enumerate(agents):
             cells = [scores["agents"][name]["scores"].get(metric, {}).get(c) for c in columns]
             means = [100 * c["mean"] if c else math.nan for c in cells]
-            errs = [[100 * (c["mean"] - c["lo"]) if c else 0 for c in cells],
-                    [100 * (c["hi"] - c["mean"]) if c else 0 for c in cells]]
+            errs = [
+                [100 * (c["mean"] - c["lo"]) if c else 0 for c in cells],
+                [100 * (c["hi"] - c["mean"]) if c else 0 for c in cells],
+            ]
             xs = [i + (j - (series - 1) / 2) * width for i in range(len(columns))]
             ax.bar(xs, means, width, yerr=errs, capsize=2, label=name)
         if metric in ("f1", "mbe"):
@@ -285,8 +299,14 @@ def plot_report(scores: Mapping[str, Any], path: str | Path) -> Path:
             known = [v for v in ref if v is not None]
             ref.append(sum(known) / len(known) if known and len(known) == len(ref) else None)
             xs = [i + (len(agents) - (series - 1) / 2) * width for i in range(len(columns))]
-            ax.bar(xs, [math.nan if v is None else 100 * v for v in ref], width, fill=False, hatch="//",
-                   label=f"paper: {_PLOT_REFERENCE}")
+            ax.bar(
+                xs,
+                [math.nan if v is None else 100 * v for v in ref],
+                width,
+                fill=False,
+                hatch="//",
+                label=f"paper: {_PLOT_REFERENCE}",
+            )
         ax.set_xticks(range(len(columns)), [display_source(c) if c != AVG else "Avg" for c in columns])
         ax.set_ylabel(f"{METRIC_NAMES[metric].split(' (')[0]} (%)")
         ax.set_ylim(0, 100)

@@ -77,6 +77,11 @@ def _cmd_episode(args: argparse.Namespace) -> int:
         options = {"index": args.index}
     traj = run_episode(env, agent, seed=args.seed, options=options)
     env.close()
+    aclose = getattr(agent, "aclose", None)
+    if aclose is not None:  # closes HTTP sessions an LLM agent opened on the background loop
+        from drgym._loop import run_sync
+
+        run_sync(aclose())
     print(json.dumps(traj.to_dict(), ensure_ascii=False, indent=None if args.compact else 2))
     return 0 if traj.error is None else 1
 

@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 from gymnasium.error import ResetNeeded
@@ -50,7 +50,7 @@ from drgym import protocol
 from drgym._loop import run_sync
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
 from drgym.data.records import QARecord
-from drgym.errors import ConfigError, ToolError
+from drgym.errors import BudgetExceededError, ConfigError, DrgymError
 from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_episode, split_gold
 from drgym.search.base import Result, SearchBackend
@@ -58,7 +58,7 @@ from drgym.search.metering import EpisodeView
 from drgym.search.stack import SearchConfig, build_stack
 from drgym.spaces import UnicodeText
 
-__all__ = ["WebResearchEnv", "FORMAT_ERROR_MODES"]
+__all__ = ["FORMAT_ERROR_MODES", "WebResearchEnv"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class _Episode:
     format_errors: int = 0
     tool_errors: int = 0
     backend_errors: int = 0
+    budget_errors: int = 0
     backend_time_s: float = 0.0
     done: bool = False
 
@@ -90,7 +91,7 @@ class _Episode:
 class WebResearchEnv(gym.Env[str, str]):
     """Search-and-read research episodes over a question dataset (see the module docstring)."""
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 1}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi", "human"], "render_fps": 1}
 
     def __init__(
         self,
@@ -175,7 +176,7 @@ class WebResearchEnv(gym.Env[str, str]):
         self.backend = _make_search(
             search,
             SearchConfig(
-                search=search if isinstance(search, str) else tuple(search) if isinstance(search, Sequence) else "",
+                search=search if isinstance(search, (str, SearchBackend)) else tuple(search),
                 corpus=corpus or ("demo" if self.dataset_name == "demo" else "wiki-local"),
                 search_kwargs=dict(search_kwargs or {}),
                 budget_per_episode=search_budget_per_episode,
@@ -286,7 +287,10 @@ class WebResearchEnv(gym.Env[str, str]):
             if call.name == "web_search":
                 return await self._web_search(ep, list(call.arguments["query"])), None
             return await self._browse(ep, list(call.arguments["url_list"])), None
-        except ToolError as exc:
+        except BudgetExceededError as exc:
+            ep.budget_errors += 1
+            return protocol.render_error(str(exc)), str(exc)
+        except DrgymError as exc:  # tool and infrastructure failures alike become the observation
             ep.backend_errors += 1
             return protocol.render_error(str(exc)), str(exc)
         finally:
@@ -301,7 +305,11 @@ class WebResearchEnv(gym.Env[str, str]):
         per_query: list[tuple[str, Sequence[Result]]] = []
         failures: list[str] = []
         for query, outcome in zip(used, outcomes):
-            if isinstance(outcome, ToolError):
+            if isinstance(outcome, BudgetExceededError):
+                ep.budget_errors += 1
+                failures.append(f'search for "{query}" not run: {outcome}')
+                continue
+            if isinstance(outcome, DrgymError):
                 ep.backend_errors += 1
                 failures.append(f'search for "{query}" failed: {outcome}')
                 continue
@@ -409,6 +417,7 @@ class WebResearchEnv(gym.Env[str, str]):
             "format_errors": ep.format_errors,
             "tool_errors": ep.tool_errors,
             "backend_errors": ep.backend_errors,
+            "budget_errors": ep.budget_errors,
             "backend_time_s": ep.backend_time_s,
             "messages": copy.deepcopy(ep.messages),
             "search_usage": ep.search.usage.as_dict(),
@@ -508,7 +517,9 @@ def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
 
 def _make_search(search: str | Sequence[str] | SearchBackend, config: SearchConfig) -> SearchBackend:
     if isinstance(search, SearchBackend):
-        return search
+        layered = (config.record_path, config.replay_path, config.cache_path, config.budget_per_episode,
+                   config.budget_global)
+        return search if all(v is None for v in layered) else build_stack(config)
     if not isinstance(search, (str, Sequence)) or not search:
         raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
     return build_stack(config)

@@ -100,6 +100,24 @@ def _new_trajectory(agent: Agent, info: dict[str, Any], options: dict[str, Any] 
     )
 
 
+def _record_agent_stats(traj: Trajectory, agent: Agent) -> None:
+    """Keep an agent's own per-episode counters (``episode_stats``: model calls, repairs, failures)."""
+    stats = getattr(agent, "episode_stats", None)
+    if isinstance(stats, dict) and stats:
+        traj.metadata["agent_stats"] = dict(stats)
+
+
+async def _close_agent(agent: Agent) -> None:
+    """Release what an agent holds (e.g. its share of an HTTP client), if it has an ``aclose``."""
+    close = getattr(agent, "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception as exc:  # noqa: BLE001  # a failed cleanup must not fail the finished batch
+            logger.warning("closing agent %s failed: %s: %s", getattr(agent, "name", "?"),
+                           type(exc).__name__, exc)
+
+
 def _record_turn(traj: Trajectory, agent: Agent, action: str, step: tuple, act_s: float, step_s: float) -> None:
     observation, reward, terminated, truncated, info = step
     parsed = info.get("action") or {}
@@ -154,6 +172,7 @@ def run_episode(
         traj.error = f"{type(exc).__name__}: {exc}"
         logger.warning("episode %s failed: %s", traj.record_id, traj.error)
         logger.debug("%s", traceback.format_exc())
+    _record_agent_stats(traj, agent)
     traj.wall_time_s = time.perf_counter() - started
     return traj
 
@@ -181,6 +200,7 @@ async def arun_episode(
         traj.error = f"{type(exc).__name__}: {exc}"
         logger.warning("episode %s failed: %s", traj.record_id, traj.error)
         logger.debug("%s", traceback.format_exc())
+    _record_agent_stats(traj, agent)
     traj.wall_time_s = time.perf_counter() - started
     return traj
 
@@ -238,6 +258,7 @@ async def arun_episodes(
                         await maybe
         finally:
             env.close()
+            await _close_agent(agent)
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, len(plan)))))
     return [r for r in results if r is not None]

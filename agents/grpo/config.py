@@ -122,7 +122,8 @@ class GRPOConfig:
     eval_steps: int = _f(0, "Score the held-out questions every this many steps (0: at start and end only).")
     output_dir: str = _f("runs/grpo", "Where checkpoints, metrics.jsonl and curves.png go.")
     logging_dir: str | None = _f(None, "TensorBoard event directory (default: <output_dir>/tensorboard).")
-    report_to: list[str] = _f(["jsonl", "tensorboard"], 'Metric sinks: "jsonl", "tensorboard".')
+    report_to: list[str] = _f(["tensorboard"], 'Metric sinks besides <output_dir>/metrics.jsonl (always written): '
+                              '"tensorboard", or [] for none.')
     plot: bool = _f(True, "Write curves.png (reward and F1 per step) at the end.")
     progress_bar: bool = _f(True, "Show a tqdm progress bar.")
     seed: int = _f(0, "Seed of the tiny model's weights, the data order, the synthetic task and every sample.")
@@ -260,9 +261,9 @@ class GRPOConfig:
             )
         if not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError(f"`stop` must be a list of non-empty strings, got {self.stop!r}")
-        unknown = [r for r in self.report_to if r not in ("jsonl", "tensorboard")]
+        unknown = [r for r in self.report_to if r != "tensorboard"]
         if unknown:
-            raise ConfigError(f"`report_to` accepts \"jsonl\" and \"tensorboard\", got {unknown}")
+            raise ConfigError(f"`report_to` accepts only \"tensorboard\" (metrics.jsonl is always written), got {unknown}")
         self._check_batching()
         if self.dataset != "synthetic" and self.two_hop_fraction:
             raise ConfigError("`two_hop_fraction` only applies to dataset: synthetic; remove it or set it to 0")

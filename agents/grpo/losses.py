@@ -7,7 +7,7 @@ sampled (tool responses and padding are 0), so nothing the environment wrote eve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -17,10 +17,12 @@ __all__ = [
     "aggregate",
     "clip_fraction",
     "entropy_from_logits",
+    "forward_logprobs",
     "grpo_loss",
     "group_advantages",
     "k3_kl",
     "masked_mean",
+    "pad_batch",
     "policy_loss_per_token",
     "token_logprobs",
 ]
@@ -214,3 +216,72 @@ def grpo_loss(
         clipped = masked_mean(clip_fraction(logprobs, old_logprobs, advantages, epsilon), mask)
         approx_kl = masked_mean(0.5 * (logprobs.detach() - old_logprobs) ** 2, mask)
     return LossTerms(loss, pg.detach(), kl_mean, ent_mean, clipped, approx_kl)
+
+
+# ------------------------------------------------------------------------------------ model log-probs
+
+
+def pad_batch(
+    sequences: list[list[int]], masks: list[list[int]], pad_token_id: int, device: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad token sequences into ``(input_ids, attention_mask, token_mask)``, each ``(B, L)``.
+
+    ``token_mask[b, j]`` is 1 when token ``j`` of sequence ``b`` is a policy token (``masks`` aligned with
+    ``sequences``); padding is 0 everywhere. Right padding keeps the default position ids correct.
+    """
+    import torch
+
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attn = torch.zeros((len(sequences), width), dtype=torch.long)
+    tmask = torch.zeros((len(sequences), width), dtype=torch.float32)
+    for b, (seq, m) in enumerate(zip(sequences, masks)):
+        if len(seq) != len(m):
+            raise ValueError(f"sequence {b} has {len(seq)} tokens but a mask of {len(m)}")
+        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attn[b, : len(seq)] = 1
+        tmask[b, : len(seq)] = torch.tensor(m, dtype=torch.float32)
+    return ids.to(device), attn.to(device), tmask.to(device)
+
+
+def forward_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    token_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Log-prob (and entropy) of every token from the first policy token of the batch on.
+
+    Logits are computed only from that position on (``logits_to_keep``: a long shared system prompt costs no
+    vocabulary projection), and the log-softmax runs one row at a time, bounding the ``(T, V)`` float32
+    temporaries to one sequence.
+
+    Returns:
+        ``(logprobs, entropy, first)``: ``(B, L - first)`` tensors where column ``k`` is token position
+        ``first + k`` (its log-prob given the tokens before it), and ``first``, the earliest token position
+        with a policy token (``L - 1`` when there is none).
+    """
+    import torch
+
+    present = token_mask[:, 1:].bool().any(dim=0).nonzero()
+    length = input_ids.shape[1]
+    first = int(present[0]) + 1 if present.numel() else length - 1
+    keep = length - first + 1  # logits at positions first-1 .. L-1
+    try:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
+        logits = out.logits[:, -keep:]
+    except TypeError:  # a model without logits_to_keep
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, first - 1:]
+    logits = logits[:, :-1]  # positions first-1 .. L-2 predict tokens first .. L-1
+    targets = input_ids[:, first:]
+    scale = temperature if temperature > 0 else 1.0
+    lps, ents = [], []
+    for b in range(input_ids.shape[0]):
+        logp = torch.log_softmax(logits[b].float() / scale, dim=-1)  # (T, V)
+        lps.append(logp.gather(-1, targets[b, :, None]).squeeze(-1))
+        if with_entropy:
+            ents.append(-(logp.exp() * logp).sum(dim=-1))
+    return torch.stack(lps), (torch.stack(ents) if with_entropy else None), first

@@ -2,21 +2,31 @@
 
 The runners build one agent per concurrent episode, so agents built from the same spec must share one client:
 one HTTP session (and connection pool) per server, one copy of a local model's weights, and one micro-batcher
-that can batch the episodes' requests together.
+that can batch the episodes' requests together. Agents count as users of a shared client; when the last one
+is closed (:func:`release_llm`), the client's sessions are closed. The client object stays cached (a local
+model is never loaded twice) and opens new sessions if it is used again.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
 from drgym.llm import SPECS, ChatClient, make_client
 
-__all__ = ["close_shared_clients", "no_llm_message", "resolve_llm"]
+__all__ = ["close_shared_clients", "no_llm_message", "release_llm", "resolve_llm"]
 
-_clients: dict[tuple[str, str | None, str], ChatClient] = {}
+
+@dataclass
+class _Shared:
+    client: ChatClient
+    users: int = 0
+
+
+_clients: dict[tuple[str, str | None, str], _Shared] = {}
 _lock = threading.Lock()
 
 
@@ -41,6 +51,8 @@ def resolve_llm(
 ) -> ChatClient:
     """The client for ``llm``: returned as is when it is a client, else built from the spec once per process.
 
+    A client built from a spec counts one more user; pair each call with :func:`release_llm`.
+
     Args:
         llm: A ``ChatClient`` or a spec (``openai:URL``, ``hf:PATH``, ``vllm:NAME``, ``tiny``).
         model: With a spec, the model name (``openai:``) or model (``hf:``/``vllm:`` when the spec has none).
@@ -58,28 +70,46 @@ def resolve_llm(
         kwargs = dict(client_kwargs or {})
         key = (llm.strip(), model, repr(sorted(kwargs.items())))
         with _lock:
-            client = _clients.get(key)
-            if client is None:
-                client = _clients[key] = make_client(llm, model=model, **kwargs)
-        return client
+            shared = _clients.get(key)
+            if shared is None:
+                shared = _clients[key] = _Shared(make_client(llm, model=model, **kwargs))
+            shared.users += 1
+        return shared.client
     if not isinstance(llm, ChatClient):
         raise ConfigError(
-            f"{agent}: llm must be a ChatClient or a spec string ({', '.join(SPECS)}), got {type(llm).__name__}"
+            f"{agent}: llm must be a ChatClient or a spec string ({', '.join(SPECS)}), "
+            f"got {type(llm).__name__}"
         )
     if model is not None or client_kwargs:
         raise ConfigError(
-            f"{agent}: model= and llm_kwargs= apply only when llm is a spec string; configure the client object "
-            "itself instead"
+            f"{agent}: model= and llm_kwargs= apply only when llm is a spec string; configure the client "
+            "object itself instead"
         )
     return llm
 
 
-async def close_shared_clients() -> None:
-    """Close the clients built from spec strings (their HTTP sessions) and forget them."""
+async def release_llm(client: ChatClient) -> None:
+    """One user of a spec-built client is done; the last one closes its sessions. Other clients: no-op."""
     with _lock:
-        clients = list(_clients.values())
+        shared = next((s for s in _clients.values() if s.client is client), None)
+        if shared is None or shared.users == 0:
+            return
+        shared.users -= 1
+        last = shared.users == 0
+    if last:
+        await _aclose(client)
+
+
+async def close_shared_clients() -> None:
+    """Close every client built from a spec string, in use or not, and forget them (end of a program)."""
+    with _lock:
+        shared = list(_clients.values())
         _clients.clear()
-    for client in clients:
-        close = getattr(client, "aclose", None)
-        if close is not None:
-            await close()
+    for entry in shared:
+        await _aclose(entry.client)
+
+
+async def _aclose(client: ChatClient) -> None:
+    close = getattr(client, "aclose", None)
+    if close is not None:
+        await close()

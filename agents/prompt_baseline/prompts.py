@@ -58,13 +58,13 @@ FINAL_ANSWER_INSTRUCTION = (
     "your final answer now, in the form <think>...</think><answer>...</answer>. Keep the answer short: just "
     "the entity, date, number or phrase asked for."
 )
-"""Added as a user turn on the last allowed turn, so the episode ends with an answer instead of a truncation."""
+"""Added as a user turn on the last allowed turn, so the episode ends with an answer, not a truncation."""
 
 FORMAT_REMINDER = (
-    "Your last reply did not follow the required format, so it was not used. Reply again with exactly one of: "
-    '<think>...</think><tool_call>{"name": "web_search", "arguments": {"query": ["..."]}}</tool_call> or '
-    '<think>...</think><tool_call>{"name": "browse_webpage", "arguments": {"url_list": ["..."]}}</tool_call> or '
-    "<think>...</think><answer>...</answer>"
+    "Your last reply did not follow the required format, so it was not used. Reply again with exactly one "
+    'of:\n<think>...</think><tool_call>{"name": "web_search", "arguments": {"query": ["..."]}}</tool_call>\n'
+    '<think>...</think><tool_call>{"name": "browse_webpage", "arguments": {"url_list": ["..."]}}'
+    "</tool_call>\n<think>...</think><answer>...</answer>"
 )
 """Added after an unusable reply when the agent asks the model once more."""
 

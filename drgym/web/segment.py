@@ -78,7 +78,8 @@ def _token_counter(tokenizer: Any) -> Callable[[str], int]:
     if callable(tokenizer):
         return lambda s: int(tokenizer(s))
     raise ConfigError(
-        f"tokenizer must have encode(str) -> list[int] or be a callable str -> int, got {type(tokenizer).__name__}"
+        "tokenizer must have encode(str) -> list[int] or be a callable str -> int, "
+        f"got {type(tokenizer).__name__}"
     )
 
 
@@ -122,31 +123,39 @@ def segment_tokens(text: str, max_tokens: int, tokenizer: Any) -> list[str]:
 
 
 def _fit(text: str, pos: int, max_tokens: int, count: Callable[[str], int], ratio: float) -> tuple[int, int]:
-    """End of the longest segment from ``pos`` that fits ``max_tokens``, found in a few encodes; and its count."""
+    """End of the longest segment from ``pos`` within ``max_tokens``, found in a few encodes; and its count.
+
+    The character budget is scaled by the token counts seen (a secant step), grown while the segment fits and
+    is under 90% full, shrunk while it overflows. Cuts snap to paragraph or line breaks, so several budgets
+    often give the same segment: each distinct segment is encoded once.
+    """
+    counted: dict[int, int] = {}
     limit = max(1, int(max_tokens * ratio))
-    best_end, best_tokens, best_limit = -1, 0, 0
-    too_big = None  # smallest character limit known to overflow
-    for _ in range(16):
+    best_end, best_limit = -1, 0
+    too_big: int | None = None  # smallest character budget known to overflow
+    for _ in range(32):
         end = _cut(text, pos, limit)
-        tokens = count(text[pos:end].rstrip())
+        if end not in counted:
+            counted[end] = count(text[pos:end].rstrip())
+        tokens = counted[end]
         if tokens <= max_tokens:
             if end > best_end:
-                best_end, best_tokens, best_limit = end, tokens, limit
-            if end >= len(text) or tokens >= 0.97 * max_tokens:
+                best_end, best_limit = end, limit
+            if end >= len(text) or tokens >= 0.9 * max_tokens:
                 break
-            grown = int(limit * max_tokens / max(tokens, 1) * 0.99)
-            new = max(limit + 1, grown)
+            new = max(limit + 1, int(limit * max_tokens / max(tokens, 1) * 0.99))
             if too_big is not None:
                 new = min(new, (limit + too_big) // 2)
         else:
             too_big = limit if too_big is None else min(too_big, limit)
             new = min(limit - 1, int((end - pos) * max_tokens / tokens * 0.97))
-            new = max(new, (best_limit + limit) // 2) if best_end >= 0 else new
-        if new <= best_limit or new >= (too_big or float("inf")) or new < 1:
+            if best_end >= 0:
+                new = max(new, (best_limit + limit) // 2)
+        if new < 1 or new <= best_limit or (too_big is not None and new >= too_big):
             break
         limit = new
     if best_end >= 0:
-        return best_end, best_tokens
+        return best_end, counted[best_end]
     return _hard_cut(text, pos, max_tokens, count, too_big or 1)
 
 
@@ -163,7 +172,7 @@ def _hard_cut(text: str, pos: int, max_tokens: int, count: Callable[[str], int],
             hi = mid - 1
     if lo == 0:
         raise ConfigError(
-            f"max_tokens={max_tokens} is too small: the tokenizer counts {count(text[pos])} tokens for the single "
-            f"character {text[pos]!r}"
+            f"max_tokens={max_tokens} is too small: the tokenizer counts {count(text[pos])} tokens for the "
+            f"single character {text[pos]!r}"
         )
     return pos + lo, lo_tokens

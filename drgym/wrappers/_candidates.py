@@ -8,34 +8,48 @@ it arrives, so ranking after every step costs a sort, not a rescan of the episod
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
-__all__ = ["SpanStats", "SpanTable", "content_words", "is_yes_no", "wanted_kind", "KINDS"]
+__all__ = ["KINDS", "SpanStats", "SpanTable", "content_words", "is_yes_no", "wanted_kind"]
 
 KINDS = ("date", "number", "name")
 """Span kinds, in the order the features one-hot encode them."""
 
-_STOP = frozenset(
-    """a an the of in on at to for from by with and or but is are was were be been being do does did has have had
-    what which who whom whose when where why how that this these those it its as than then there their they he she
-    his her him i you we our your my me not no yes if so into about over after before under between during
-    many much one first name named also same both either""".split()
-)
+# fmt: off
+_STOP = frozenset({
+    "a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "by", "with", "and", "or", "but", "is",
+    "are", "was", "were", "be", "been", "being", "do", "does", "did", "has", "have", "had", "what",
+    "which", "who", "whom", "whose", "when", "where", "why", "how", "that", "this", "these", "those", "it",
+    "its", "as", "than", "then", "there", "their", "they", "he", "she", "his", "her", "him", "i", "you",
+    "we", "our", "your", "my", "me", "not", "no", "yes", "if", "so", "into", "about", "over", "after",
+    "before", "under", "between", "during", "many", "much", "one", "first", "name", "named", "also",
+    "same", "both", "either",
+})
+# fmt: on
 _WORD = re.compile(r"[\w'’-]+", re.UNICODE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
-_DATE = re.compile(rf"\b(?:\d{{1,2}} (?:{_MONTHS}) \d{{4}}|(?:{_MONTHS}) \d{{1,2}}, \d{{4}}|(?:{_MONTHS}) \d{{4}})\b")
+_DATE = re.compile(
+    rf"\b(?:\d{{1,2}} (?:{_MONTHS}) \d{{4}}|(?:{_MONTHS}) \d{{1,2}}, \d{{4}}|(?:{_MONTHS}) \d{{4}})\b"
+)
 _YEAR = re.compile(r"\b(?:1[0-9]{3}|20[0-9]{2})\b")
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:of|the|de|von|van|and|&)?\s*[A-Z][\w'’.-]*)*")
-_YES_NO_START = re.compile(r"^(?:is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b", re.I)
+_YES_NO_START = re.compile(
+    r"^(?:is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b", re.IGNORECASE
+)
 _MAX_SPAN_CHARS = 80
 
 
-def content_words(text: str) -> set[str]:
-    """Lowercased words of ``text`` that carry meaning (stopwords and one-letter words removed)."""
-    return {w.lower() for w in _WORD.findall(text) if len(w) > 1 and w.lower() not in _STOP}
+@functools.lru_cache(maxsize=8192)
+def content_words(text: str) -> frozenset[str]:
+    """Lowercased words of ``text`` that carry meaning (stopwords and one-letter words removed).
+
+    Cached: the same sentences, titles and spans come back turn after turn within an episode.
+    """
+    return frozenset(w.lower() for w in _WORD.findall(text) if len(w) > 1 and w.lower() not in _STOP)
 
 
 def is_yes_no(question: str) -> bool:
@@ -64,6 +78,7 @@ class SpanStats:
         count: Sentences it occurred in.
         best_overlap: Largest fraction of the question's content words in one of its sentences.
         in_page: Whether it occurred in a browsed page (not only in a search snippet).
+        best_rank: Best (lowest, 0-based) search rank of a result it occurred in; ``None`` when unknown.
     """
 
     text: str
@@ -72,6 +87,7 @@ class SpanStats:
     count: int = 0
     best_overlap: float = 0.0
     in_page: bool = False
+    best_rank: int | None = None
 
 
 class SpanTable:
@@ -87,8 +103,8 @@ class SpanTable:
     def __len__(self) -> int:
         return len(self._spans)
 
-    def add(self, text: str, *, from_page: bool) -> None:
-        """Score every sentence of ``text`` and credit the spans in it."""
+    def add(self, text: str, *, from_page: bool, rank: int | None = None) -> None:
+        """Score every sentence of ``text`` (from the search result at ``rank``, if known); credit its spans."""
         n_question = max(1, len(self.question_words))
         for sentence in _SENTENCE.split(text):
             overlap = len(self.question_words & content_words(sentence))
@@ -106,6 +122,8 @@ class SpanTable:
                 stats.count += 1
                 stats.best_overlap = max(stats.best_overlap, overlap / n_question)
                 stats.in_page = stats.in_page or from_page
+                if rank is not None and (stats.best_rank is None or rank < stats.best_rank):
+                    stats.best_rank = rank
 
     def ranked(self, kind: str | None = None) -> list[SpanStats]:
         """Spans by support (ties: shorter, then alphabetical), optionally only those of one kind."""

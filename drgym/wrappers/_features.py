@@ -9,7 +9,8 @@ Layout (every value in [-1, 1], float32; see ``DiscreteResearchWrapper`` for the
 2. Per entity-query slot, ``QUERY_FEATURES``: valid; entity support / best support; entity seen in a page.
 3. Per browse slot, ``BROWSE_FEATURES``: valid; already read; question overlap of the title; of the snippet.
 4. Per answer slot, ``ANSWER_FEATURES``: valid; support / best support; tanh(support / 10); tanh(count / 3);
-   best sentence overlap with the question; kind is the wanted kind; seen in a page; span words / 5 (capped).
+   best sentence overlap with the question; kind is the wanted kind; seen in a page; span words / 5 (capped);
+   1 / (1 + best search rank it was seen at) (0 when unknown); it is the title of a result page.
 5. The rest: the question's words and word bigrams, feature-hashed with signs (blake2b, so identical across
    processes and runs) and L2-normalised. It lets a policy tell question types apart.
 """
@@ -17,6 +18,7 @@ Layout (every value in [-1, 1], float32; see ``DiscreteResearchWrapper`` for the
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -25,7 +27,7 @@ import numpy as np
 
 from drgym.wrappers._candidates import KINDS, SpanStats
 from drgym.wrappers._parse import SearchHit
-from drgym.wrappers._state import EpisodeState
+from drgym.wrappers._state import EpisodeState, span_is_title
 
 __all__ = [
     "ANSWER_FEATURES",
@@ -40,14 +42,19 @@ __all__ = [
 GLOBAL_FEATURES = 12
 QUERY_FEATURES = 3
 BROWSE_FEATURES = 4
-ANSWER_FEATURES = 8
+ANSWER_FEATURES = 10
 
 _WORD = re.compile(r"\w+")
 
 
 def dense_size(n_queries: int, n_results: int, n_candidates: int) -> int:
     """Number of features before the hashed block."""
-    return GLOBAL_FEATURES + QUERY_FEATURES * n_queries + BROWSE_FEATURES * n_results + ANSWER_FEATURES * n_candidates
+    return (
+        GLOBAL_FEATURES
+        + QUERY_FEATURES * n_queries
+        + BROWSE_FEATURES * n_results
+        + ANSWER_FEATURES * n_candidates
+    )
 
 
 def hashed_words(text: str, dims: int) -> np.ndarray:
@@ -56,7 +63,7 @@ def hashed_words(text: str, dims: int) -> np.ndarray:
     if dims == 0:
         return out.astype(np.float32)
     words = _WORD.findall(text.lower())
-    for token in words + [f"{a} {b}" for a, b in zip(words, words[1:])]:
+    for token in words + [f"{a} {b}" for a, b in itertools.pairwise(words)]:
         digest = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
         out[digest % dims] += 1.0 if (digest >> 63) & 1 else -1.0
     norm = float(np.linalg.norm(out))
@@ -90,12 +97,19 @@ def encode(
         min(1.0, len(state.spans) / max(1, len(answers))),
     ]
     for entity in entities:
-        values += [0.0] * QUERY_FEATURES if entity is None else [1.0, entity.support / top, float(entity.in_page)]
+        values += (
+            [0.0] * QUERY_FEATURES if entity is None else [1.0, entity.support / top, float(entity.in_page)]
+        )
     for hit in results:
         if hit is None:
             values += [0.0] * BROWSE_FEATURES
         else:
-            values += [1.0, float(hit.url in state.read_urls), state.overlap(hit.title), state.overlap(hit.snippet)]
+            values += [
+                1.0,
+                float(hit.url in state.read_urls),
+                state.overlap(hit.title),
+                state.overlap(hit.snippet),
+            ]
     for j, span in enumerate(answers):
         if span is None:
             values += [1.0 if yes_no and j < 2 else 0.0] + [0.0] * (ANSWER_FEATURES - 1)
@@ -109,6 +123,8 @@ def encode(
             float(span.kind == wanted),
             float(span.in_page),
             min(1.0, len(span.text.split()) / 5),
+            1.0 / (1 + span.best_rank) if span.best_rank is not None else 0.0,
+            float(span_is_title(state, span.text)),
         ]
     dense = np.asarray(values, dtype=np.float32)
     out = np.zeros(n_features, dtype=np.float32)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["SearchHit", "PageRead", "parse_search", "parse_pages", "unwrap"]
+__all__ = ["PageRead", "SearchHit", "parse_pages", "parse_search", "unwrap"]
 
-_RESULT = re.compile(r"^\d+\. (?P<title>.*)\n   URL: (?P<url>\S+)[ \t]*(?:\n   (?!URL: )(?P<snippet>.*))?$", re.M)
-_PAGE_HEAD = re.compile(r"^Page \d+(?:: (?P<title>.*))?\nURL: (?P<url>\S*)[ \t]*\n", re.M)
+_RESULT = re.compile(
+    r"^\d+\. (?P<title>.*)\n   URL: (?P<url>\S+)[ \t]*(?:\n   (?!URL: )(?P<snippet>.*))?$", re.MULTILINE
+)
+_PAGE_HEAD = re.compile(r"^Page \d+(?:: (?P<title>.*))?\nURL: (?P<url>\S*)[ \t]*\n", re.MULTILINE)
 _UNREADABLE = "Error: this page could not be read"
 _OPEN, _CLOSE = "<tool_response>\n", "\n</tool_response>"
 
@@ -51,7 +53,9 @@ def parse_search(text: str) -> list[SearchHit]:
         url = m.group("url")
         if url not in hits:
             title = m.group("title").strip()
-            hits[url] = SearchHit("" if title == "(no title)" else title, url, (m.group("snippet") or "").strip())
+            hits[url] = SearchHit(
+                "" if title == "(no title)" else title, url, (m.group("snippet") or "").strip()
+            )
     return list(hits.values())
 
 

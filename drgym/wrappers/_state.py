@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from drgym.wrappers._candidates import SpanTable, content_words
 from drgym.wrappers._parse import SearchHit, parse_pages, parse_search, unwrap
 
-__all__ = ["EpisodeState"]
+__all__ = ["EpisodeState", "span_is_title"]
 
 
 @dataclass
@@ -24,11 +24,12 @@ class EpisodeState:
         searches: Search calls that returned results text.
         pages_read: Pages read successfully.
         last_error: Whether the latest observation reported an error.
+        titles: Result titles seen, lowercased, without a trailing parenthesis ("Kiss and Tell (film)").
     """
 
     question: str
     spans: SpanTable = field(init=False)
-    question_words: set[str] = field(init=False)
+    question_words: frozenset[str] = field(init=False)
     results: list[SearchHit] = field(default_factory=list)
     read_urls: set[str] = field(default_factory=set)
     searched: set[str] = field(default_factory=set)
@@ -36,6 +37,8 @@ class EpisodeState:
     searches: int = 0
     pages_read: int = 0
     last_error: bool = False
+    titles: set[str] = field(default_factory=set)
+    _ranks: dict[str, int] = field(default_factory=dict)
     _snippet_urls: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -53,19 +56,30 @@ class EpisodeState:
             if hits or not self.last_error:
                 self.searches += 1
                 self.results = hits
-            for hit in hits:
+            for rank, hit in enumerate(hits):
+                self.titles.add(_bare_title(hit.title))
+                self._ranks[hit.url] = min(rank, self._ranks.get(hit.url, rank))
                 if hit.url not in self._snippet_urls:
                     self._snippet_urls.add(hit.url)
-                    self.spans.add(f"{hit.title}. {hit.snippet}", from_page=False)
+                    self.spans.add(f"{hit.title}. {hit.snippet}", from_page=False, rank=rank)
         elif kind == "browse":
             for page in parse_pages(text):
                 if page.ok and page.url not in self.read_urls:
                     self.read_urls.add(page.url)
                     self.pages_read += 1
-                    self.spans.add(page.notes, from_page=True)
+                    self.spans.add(page.notes, from_page=True, rank=self._ranks.get(page.url))
 
     def overlap(self, text: str) -> float:
         """Fraction of the question's content words that ``text`` contains."""
         if not self.question_words:
             return 0.0
         return len(self.question_words & content_words(text)) / len(self.question_words)
+
+
+def _bare_title(title: str) -> str:
+    return title.split(" (", 1)[0].strip().lower()
+
+
+def span_is_title(state: EpisodeState, span: str) -> bool:
+    """Whether a candidate span names a page that a search returned (an entity with its own page)."""
+    return span.lower() in state.titles

@@ -33,7 +33,7 @@ Episode End:
     As the wrapped env: terminated on an answer, truncated at ``max_turns``.
 
 Info:
-    The wrapped env's ``info`` plus ``discrete_action``: the chosen ``index``, its ``kind``, whether it was
+    The wrapped env's ``info`` (less its wall-clock ``backend_time_s``, so that seeded runs give equal infos) plus ``discrete_action``: the chosen ``index``, its ``kind``, whether it was
     ``valid``, the ``played`` slot kind, and the protocol ``turn`` text sent to the env.
 """
 
@@ -53,10 +53,14 @@ from drgym.wrappers._features import dense_size, encode, hashed_words
 from drgym.wrappers._parse import SearchHit
 from drgym.wrappers._state import EpisodeState
 
-__all__ = ["Candidate", "DiscreteResearchWrapper", "SLOT_KINDS"]
+__all__ = ["SLOT_KINDS", "Candidate", "DiscreteResearchWrapper"]
 
 SLOT_KINDS = ("search_question", "search_entity", "browse", "answer")
 """Kinds of action slots, in slot order."""
+
+# Wall-clock timings differ between identical runs; kept out of ``info`` so seeded steps compare equal
+# (gymnasium's check_env asserts it). Timing is still on the text env's own ``info``.
+_WALL_CLOCK_KEYS = frozenset({"backend_time_s"})
 
 _TOOL_KIND = {"search_question": "search", "search_entity": "search", "browse": "browse", "answer": "answer"}
 
@@ -80,7 +84,7 @@ class Candidate:
     turn: str = ""
 
 
-class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str]):
+class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str], gym.utils.RecordConstructorArgs):
     """Fixed ``Discrete`` actions and ``Box`` features over ``drgym/WebResearch-v0`` (see the module docstring).
 
     Args:
@@ -101,7 +105,11 @@ class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str]):
         n_results: int = 5,
         n_features: int = 128,
     ) -> None:
-        super().__init__(env)
+        # Recorded so `env.spec` can rebuild the wrapper (gymnasium's check_env and `gym.make(spec)` do).
+        gym.utils.RecordConstructorArgs.__init__(
+            self, n_candidates=n_candidates, n_queries=n_queries, n_results=n_results, n_features=n_features
+        )
+        gym.Wrapper.__init__(self, env)
         if not isinstance(env.action_space, spaces.Text):
             raise ConfigError(
                 f"DiscreteResearchWrapper wraps a text env such as drgym/WebResearch-v0; the given env's action "
@@ -157,7 +165,7 @@ class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str]):
         observation, reward, terminated, truncated, info = self.env.step(played.turn)
         self._state.absorb(_TOOL_KIND[played.kind], played.detail, observation)
         self._refresh()
-        info = dict(info)
+        info = {k: v for k, v in info.items() if k not in _WALL_CLOCK_KEYS}
         info["discrete_action"] = {
             "index": index,
             "kind": chosen.kind,
@@ -191,7 +199,9 @@ class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str]):
         assert state is not None
         yes_no = state.spans.yes_no
         entities: list[SpanStats | None] = [
-            s for s in state.spans.ranked(kind="name") if _entity_query(state.question, s).lower() not in state.searched
+            s
+            for s in state.spans.ranked(kind="name")
+            if _entity_query(state.question, s).lower() not in state.searched
         ][: self.n_queries]
         entities += [None] * (self.n_queries - len(entities))
         results: list[SearchHit | None] = list(state.results[: self.n_results])
@@ -205,7 +215,9 @@ class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str]):
             empty = Candidate(len(slots), "search_entity", False)
             slots.append(_search(len(slots), "search_entity", query) if query else empty)
         for hit in results:
-            slots.append(_browse(len(slots), hit.url) if hit is not None else Candidate(len(slots), "browse", False))
+            slots.append(
+                _browse(len(slots), hit.url) if hit is not None else Candidate(len(slots), "browse", False)
+            )
         for j, span in enumerate(answers):
             text = ("yes", "no")[j] if yes_no and j < 2 else (span.text if span is not None else "")
             slots.append(_answer(len(slots), text) if text else Candidate(len(slots), "answer", False))

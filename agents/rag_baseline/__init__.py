@@ -1,0 +1,9 @@
+"""The paper's CoT and CoT + RAG baselines: retrieve passages for the question, answer in one model call.
+
+``RAGAgent(llm=..., retrieval="bm25" | "dense" | "none")``; see :mod:`agents.rag_baseline.agent`.
+"""
+
+from agents.rag_baseline.agent import RAGAgent
+from agents.rag_baseline.retrieve import RETRIEVALS, RetrievedPassage, Retriever
+
+__all__ = ["RETRIEVALS", "RAGAgent", "RetrievedPassage", "Retriever"]

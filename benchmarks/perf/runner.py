@@ -1,0 +1,213 @@
+"""Batched-runner throughput: many LLM-agent episodes at once against a model server with a fixed delay.
+
+A loopback OpenAI-compatible server (aiohttp, its own process) answers every chat request after ``--delay``
+seconds with a scripted protocol turn: a ``web_search`` of the question, then the gold answer. ``PromptAgent``
+episodes run through ``drgym.arun_episodes`` with ``--concurrency`` in flight, over the demo dataset and the
+local BM25 backend. With every request costing exactly ``delay`` on the server, the best possible throughput is
+
+    ideal episodes/s = concurrency / (turns per episode x delay)
+
+so ``achieved / ideal`` measures what the client side (runner, env, agent, HTTP client) costs on top. A second
+run with no server delay gives the client side's own ceiling (episodes/s when it is the only cost) and its CPU
+time per episode. Target: at least 80% of ideal at 256 concurrent episodes and a 50 ms delay.
+
+    python -m benchmarks.perf.runner [--quick] [--concurrency 256] [--delay 0.05] [--episodes 1024] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import multiprocessing as mp
+import pstats
+import resource
+import time
+from dataclasses import dataclass
+from typing import Any
+
+TURNS = 2  # search, then answer
+
+
+# --------------------------------------------------------------------------------------------- the server
+
+
+def _server_main(delay: float, port_out: Any) -> None:
+    """Run the scripted model server (in a child process) and report its port through ``port_out``."""
+    import json
+
+    from aiohttp import web
+
+    from drgym.data import load_dataset
+
+    answers = {r.question: r.answers[0] for r in load_dataset("demo")}
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        question = next(m["content"] for m in messages if m["role"] == "user")
+        if any(m["role"] == "tool" or m["content"].startswith("<tool_response>") for m in messages[2:]):
+            return f"<think>The results answer it.</think>\n<answer>{answers.get(question, 'unknown')}</answer>"
+        call = json.dumps({"name": "web_search", "arguments": {"query": [question]}})
+        return f"<think>I will search for it.</think>\n<tool_call>\n{call}\n</tool_call>"
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        if delay:
+            await asyncio.sleep(delay)
+        text = reply(body["messages"])
+        return web.json_response({
+            "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+        })
+
+    async def serve() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+        await site.start()
+        port_out.send(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
+class ScriptedServer:
+    """The scripted model server in a child process (so it does not compete for the client's event loop)."""
+
+    def __init__(self, delay: float) -> None:
+        ctx = mp.get_context("spawn")
+        receive, send = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_server_main, args=(delay, send), daemon=True)
+        self.process.start()
+        if not receive.poll(60):
+            self.process.kill()
+            raise RuntimeError("the benchmark's model server did not start within 60 s")
+        self.url = f"http://127.0.0.1:{receive.recv()}/v1"
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.join(5)
+
+
+# ------------------------------------------------------------------------------------------- the client side
+
+
+@dataclass
+class Result:
+    delay: float
+    concurrency: int
+    episodes: int
+    wall_s: float
+    cpu_s: float
+    correct: int
+    errors: int
+    act_s: float
+    step_s: float
+
+    @property
+    def throughput(self) -> float:
+        return self.episodes / self.wall_s
+
+    @property
+    def ideal(self) -> float | None:
+        return self.concurrency / (TURNS * self.delay) if self.delay else None
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_batch(url: str, delay: float, concurrency: int, episodes: int) -> Result:
+    import gymnasium as gym
+
+    import drgym  # noqa: F401  (registers the env ids)
+    from agents.prompt_baseline import PromptAgent
+    from drgym.llm.openai import OpenAIChatClient
+
+    client = OpenAIChatClient(url, "bench", max_concurrency=concurrency, timeout=120.0)
+
+    def make_env() -> gym.Env:
+        return gym.make("drgym/WebResearch-v0", dataset="demo", today="2025-01-15")
+
+    def make_agent() -> PromptAgent:
+        return PromptAgent(llm=client, temperature=0.0)
+
+    await drgym.arun_episodes(make_env, make_agent, [{"index": i % 22} for i in range(8)], concurrency=8)  # warm
+    plan = [{"index": i % 22} for i in range(episodes)]
+    cpu, started = _cpu_seconds(), time.perf_counter()
+    trajs = await drgym.arun_episodes(make_env, make_agent, plan, concurrency=concurrency)
+    wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+    await client.aclose()
+    return Result(
+        delay=delay, concurrency=concurrency, episodes=len(trajs), wall_s=wall, cpu_s=cpu,
+        correct=sum(t.reward == 1.0 for t in trajs), errors=sum(t.error is not None for t in trajs),
+        act_s=sum(turn.act_time_s for t in trajs for turn in t.turns),
+        step_s=sum(turn.step_time_s for t in trajs for turn in t.turns),
+    )
+
+
+def measure(delay: float, concurrency: int, episodes: int, profile: bool = False) -> tuple[Result, str]:
+    server = ScriptedServer(delay)
+    profiler = cProfile.Profile() if profile else None
+    try:
+        if profiler is not None:
+            profiler.enable()
+        result = asyncio.run(run_batch(server.url, delay, concurrency, episodes))
+    finally:
+        if profiler is not None:
+            profiler.disable()
+        server.close()
+    report = ""
+    if profiler is not None:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+        report = out.getvalue()
+    return result, report
+
+
+def _row(r: Result) -> str:
+    ideal = f"{r.ideal:.0f}" if r.ideal else "-"
+    share = f"{100 * r.throughput / r.ideal:.0f}%" if r.ideal else "-"
+    per_episode_ms = 1000 * r.cpu_s / r.episodes
+    return (f"| {1000 * r.delay:.0f} ms | {r.concurrency} | {r.episodes} | {r.wall_s:.2f} | {r.throughput:.0f} | "
+            f"{ideal} | {share} | {per_episode_ms:.2f} | {r.correct}/{r.episodes} | {r.errors} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=256, help="episodes in flight at once")
+    parser.add_argument("--delay", type=float, default=0.05, help="server delay per chat request, seconds")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes per run (default: 4 x concurrency)")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the run without server delay")
+    parser.add_argument("--profile", action="store_true", help="print the client side's top functions")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (32 in flight, 64 episodes)")
+    args = parser.parse_args(argv)
+    concurrency = 32 if args.quick else args.concurrency
+    episodes = 64 if args.quick else (args.episodes or 4 * concurrency)
+    runs = [(args.delay, args.profile)]
+    if not args.no_ceiling:
+        runs.append((0.0, False))
+    results, reports = [], []
+    for delay, profile in runs:
+        result, report = measure(delay, concurrency, episodes, profile)
+        results.append(result)
+        reports.append(report)
+    print(f"batched runner: PromptAgent over HTTP, {TURNS} turns per episode, demo dataset, local BM25")
+    print("| server delay | in flight | episodes | wall s | episodes/s | ideal/s | of ideal | client CPU ms/episode "
+          "| correct | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for result in results:
+        print(_row(result))
+    r = results[0]
+    print(f"client time split (sum over turns): agent act {r.act_s:.1f} s, env step {r.step_s:.1f} s")
+    for report in reports:
+        if report:
+            print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Fixtures for the agents' tests: demo environments, the tiny real model, loopback servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import gymnasium as gym
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+import drgym  # noqa: F401  (registers the env ids)
+from agents.prompt_baseline import close_shared_clients
+from drgym.data import load_dataset
+
+
+@pytest.fixture
+def make_env() -> Callable[..., gym.Env]:
+    """``make_env(**kw)``: a demo-dataset env over the local BM25 backend; closed after the test."""
+    envs: list[gym.Env] = []
+
+    def make(**kwargs: Any) -> gym.Env:
+        env = gym.make("drgym/WebResearch-v0", dataset="demo", today="2025-01-15", **kwargs)
+        envs.append(env)
+        return env
+
+    yield make
+    for env in envs:
+        env.close()
+
+
+@pytest.fixture(scope="session")
+def demo_answers() -> dict[str, str]:
+    """Question -> first gold answer, for the demo dataset."""
+    return {r.question: r.answers[0] for r in load_dataset("demo")}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm() -> tuple[Any, Any]:
+    """The tiny random Qwen2 and its byte tokenizer, once per session (weights are never changed)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from drgym.llm.tiny import tiny_causal_lm
+
+    return tiny_causal_lm(seed=0)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
+    """Start aiohttp apps on loopback; ``await serve(app)`` returns the base URL ending in ``/v1``."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def shared_clients() -> AsyncIterator[None]:
+    """Close the clients agents built from spec strings (their HTTP sessions) after the test."""
+    yield
+    await close_shared_clients()

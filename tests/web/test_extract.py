@@ -1,0 +1,409 @@
+"""Tests of HTML main-content extraction: what is kept, what is dropped, and survival of hostile input."""
+
+from __future__ import annotations
+
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lxml.html
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drgym.web.extract import _extract, extract
+
+PAGES = Path(__file__).parent / "pages"
+
+
+def _page(name: str) -> bytes:
+    return (PAGES / name).read_bytes()
+
+
+# --- an article page with every kind of boilerplate ---------------------------------------------------------
+
+ARTICLE_KEPT = [
+    "# Harbour seals return to the estuary after forty years",
+    "By Mara Quint, environment reporter",
+    "recorded 212 harbour seals last weekend",
+    "a ban on gill nets introduced in 2009",
+    "said survey coordinator Ilse Barrow",
+    "## What the numbers show",
+    "rose to 64 in 2015 and reached 131 in 2021",
+    "keep at least one hundred metres from haul-out sites",
+]
+# fmt: off
+ARTICLE_DROPPED = [
+    "SCRIPT-LEAK", "written by script", "STYLE-LEAK", "JSONLD-LEAK", "COOKIE-NOTICE", "Accept all cookies",
+    "Skip to content", "NAV-NEWS", "SEARCH-BUTTON", "SHARE-TWEET", "Share on Facebook", "NEWSLETTER-PROMO",
+    "Subscribe", "RELATED-ONE", "Related stories", "TAG-COAST", "COMMENT-TEXT", "3 comments",
+    "SIDEBAR-MOST-READ", "ADVERT-SLOT", "NOSCRIPT-LEAK", "IFRAME-LEAK", "HTML-COMMENT-LEAK",
+    "FOOTER-COPYRIGHT", "HIDDEN-LEAK", "The Coastal Ledger",
+]
+# fmt: on
+
+
+def test_article_keeps_the_story_in_order():
+    out = extract(_page("article.html"), "https://ledger.example/news/seals")
+    positions = [out.find(text) for text in ARTICLE_KEPT]
+    assert all(p >= 0 for p in positions), [t for t, p in zip(ARTICLE_KEPT, positions) if p < 0]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize("marker", ARTICLE_DROPPED)
+def test_article_drops_boilerplate(marker):
+    assert marker not in extract(_page("article.html"), "https://ledger.example/news/seals")
+
+
+def test_links_are_dropped_by_default_keeping_anchor_text():
+    out = extract(_page("article.html"), "https://ledger.example/news/seals")
+    assert "according to the regional conservation trust." in out
+    assert "](" not in out
+    assert "http" not in out and "/organisations/" not in out
+
+
+def test_links_kept_on_request_resolved_against_the_page_url():
+    out = extract(_page("article.html"), "https://ledger.example/news/seals", links=True)
+    assert "[regional conservation trust](https://ledger.example/organisations/coast-trust)" in out
+    # A javascript: pseudo-link keeps its text and loses its target.
+    assert "two sewage outfalls" in out
+    assert "javascript:" not in out
+
+
+def test_images_are_dropped_and_captions_kept():
+    out = extract(_page("article.html"))
+    assert "seals.jpg" not in out and "![" not in out
+    assert "Seals resting on the Long Sand bank at low tide." in out
+
+
+# --- Wikipedia ----------------------------------------------------------------------------------------------
+
+WIKI_KEPT = [
+    "# Kestrel Island",
+    "Area: 14.2 km2 (5.5 sq mi)",
+    "Highest elevation: 87 m",
+    "Population: INFOBOX-POPULATION 1,204 (2021)",
+    "Settlements: Harnby Skelwick Orra",
+    "Kestrel Island is a low-lying island off the eastern coast of Scotland,",
+    "It has been inhabited since at least the Bronze Age.",
+    "## History",
+    "The lighthouse was completed in 1847",
+    "### Modern era",
+    "MODERN-ERA-TEXT",
+    "Population by census year",
+    "a crossing of {\\displaystyle 7\\,\\mathrm {km} }.",
+]
+# fmt: off
+WIKI_DROPPED = [
+    "SCRIPT-LEAK", "Jump to content", "MENU-MAIN-PAGE", "Random article", "Search Wikipedia",
+    "From Wikipedia, the free encyclopedia", "SHORTDESC-LEAK", "HATNOTE-LEAK", "AMBOX-LEAK", "EDIT-LINK",
+    "[edit]", "edit]", "CITE-MARKER", "[2]", "citation needed", "FIGCAPTION-LEAK", "MATHML-LEAK", "See also",
+    "SEEALSO-LEAK", "References", "REFERENCE-LEAK", "Ordnance survey", "External links", "EXTERNAL-LEAK",
+    "NAVBOX-LEAK", "CATEGORY-LEAK", "Retrieved from", "FOOTER-LEAK", "HIDDEN-IN-INFOBOX",
+]
+# fmt: on
+
+
+@pytest.mark.parametrize("url", ["https://en.wikipedia.org/wiki/Kestrel_Island", None])
+def test_wikipedia_keeps_article_and_infobox(url):
+    out = extract(_page("wikipedia.html"), url)
+    positions = [out.find(text) for text in WIKI_KEPT]
+    assert all(p >= 0 for p in positions), [t for t, p in zip(WIKI_KEPT, positions) if p < 0]
+    assert positions == sorted(positions)
+    assert out.startswith("# Kestrel Island\n")
+
+
+@pytest.mark.parametrize("marker", WIKI_DROPPED)
+def test_wikipedia_drops_apparatus(marker):
+    assert marker not in extract(_page("wikipedia.html"), "https://en.wikipedia.org/wiki/Kestrel_Island")
+
+
+def test_wikipedia_tables_render_as_markdown():
+    out = extract(_page("wikipedia.html"))
+    assert re.search(r"^Year\s*\|\s*Population$", out, re.MULTILINE)
+    assert re.search(r"^2021\s*\|\s*WIKITABLE-CELL 1,204$", out, re.MULTILINE)
+
+
+def test_wikipedia_links_resolve_to_absolute_urls():
+    out = extract(_page("wikipedia.html"), "https://en.wikipedia.org/wiki/Kestrel_Island", links=True)
+    assert "[Scotland](https://en.wikipedia.org/wiki/Scotland)" in out
+
+
+def test_wikipedia_host_without_mediawiki_structure_uses_the_general_path():
+    out = extract(_page("article.html"), "https://en.wikipedia.org/wiki/Harbour_seal")
+    assert "recorded 212 harbour seals" in out
+    assert "COMMENT-TEXT" not in out
+
+
+# --- tables and lists ---------------------------------------------------------------------------------------
+
+
+def test_data_tables_and_lists_are_rendered():
+    out = extract(_page("tables_lists.html"))
+    assert out.startswith("# Rainfall at three stations, 2022–2023")
+    assert re.search(r"^Station\s*\|\s*2022 \(mm\)\s*\|\s*2023 \(mm\)$", out, re.MULTILINE)
+    assert re.search(r"^---\s*\|\s*---\s*\|\s*---$", out, re.MULTILINE)
+    assert re.search(r"^Coastal plain\s*\|\s*TABLE-CELL-COASTAL 655\s*\|\s*698$", out, re.MULTILINE)
+    assert "1. ORDERED-ONE Download the hourly readings." in out
+    assert "3. Sum the hourly values into daily totals." in out
+    assert "* UNORDERED-ONE Snow is measured as water equivalent." in out
+    assert re.search(r"^\s+\* NESTED-ITEM Heated gauges", out, re.MULTILINE)
+    assert "Home" not in out and "Contact us" not in out
+
+
+def test_layout_tables_become_prose():
+    out = extract(_page("tables_lists.html"))
+    line = next(ln for ln in out.splitlines() if "LAYOUT-CELL" in ln)
+    assert line.startswith("LAYOUT-CELL The data may be reused") and "|" not in line
+
+
+# --- broken, empty and hostile input ------------------------------------------------------------------------
+
+
+def test_broken_html_keeps_all_text():
+    out = extract(_page("broken.html"))
+    assert "# Notes from the field" in out
+    assert "BROKEN-FIRST The first paragraph has no closing tag" in out
+    assert "The second paragraph has misnested formatting and an unclosed span element" in out
+    assert (
+        "BROKEN-LAST After the stray closing tags the text continues, & entities like é and — decode" in out
+    )
+    assert "a lone < sign and a bare & ampersand" in out
+    assert "SCRIPT-IN-BROKEN" not in out
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "",
+        b"",
+        "   \n\t ",
+        b"\xef\xbb\xbf",
+        "<html></html>",
+        "<html><body></body></html>",
+        "<!-- only a comment -->",
+        "<script>var only = 'code';</script>",
+        "<?xml version='1.0'?>",
+        b"\x00\x00\x00\x00",
+        "</>",
+        "<br><hr><img src=x>",
+    ],
+)
+def test_empty_input_gives_empty_string(html):
+    assert extract(html) == ""
+
+
+@pytest.mark.parametrize("bad", [None, 42, 3.5, ["<p>x</p>"], object()])
+def test_wrong_types_give_empty_string(bad):
+    assert extract(bad) == ""  # type: ignore[arg-type]
+
+
+def test_short_page_keeps_its_text():
+    assert extract("<p>Hello there.</p>") == "Hello there."
+    assert extract("plain text, no tags at all") == "plain text, no tags at all"
+
+
+def test_xml_declaration_in_a_str_page():
+    page = '<?xml version="1.0" encoding="utf-8"?><html><body><p>Declared page text.</p></body></html>'
+    assert extract(page) == "Declared page text."
+
+
+def test_control_characters_are_removed():
+    out = extract("<p>Hello\x01\x02 wor\x0bld\x00!</p>")
+    assert out.startswith("Hello")
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f]", out)
+
+
+ARTICLE_TEMPLATE = (
+    '<html><head>{meta}<title>t</title></head><body><nav><a href="/">Home</a></nav><article><p>{text}</p>'
+    "<p>Second paragraph so that the page reads like an article with enough words in it.</p>"
+    "</article></body></html>"
+)
+ACCENTED = "Café crème – “naïve” façade costs €5 … déjà vu"
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        '<meta charset="windows-1252">',
+        '<meta http-equiv="Content-Type" content="text/html; charset=windows-1252">',
+        "<meta charset='ISO-8859-1'>",
+        '<meta charset="latin1">',
+        "",
+    ],
+)
+def test_cp1252_bytes_are_decoded(meta):
+    # ISO-8859-1 and unlabelled non-UTF-8 pages decode as windows-1252, as browsers do (curly quotes, euro).
+    page = ARTICLE_TEMPLATE.format(meta=meta, text=ACCENTED).encode("cp1252")
+    assert ACCENTED in extract(page)
+
+
+def test_meta_charset_of_a_multibyte_encoding():
+    text = "日本語のページです。東京の天気は晴れ、気温は二十度でした。"
+    page = ARTICLE_TEMPLATE.format(meta='<meta charset="shift_jis">', text=text).encode("shift_jis")
+    assert text in extract(page)
+
+
+def test_utf8_bytes_win_over_a_wrong_latin1_label():
+    page = ARTICLE_TEMPLATE.format(meta='<meta charset="iso-8859-1">', text=ACCENTED).encode("utf-8")
+    assert ACCENTED in extract(page)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-32", "utf-16-le", "utf-16-be"])
+def test_byte_order_marks_and_bare_utf16(encoding):
+    page = ARTICLE_TEMPLATE.format(meta="", text=ACCENTED).encode(encoding)
+    assert ACCENTED in extract(page)
+
+
+def test_unknown_charset_label_falls_back():
+    page = ARTICLE_TEMPLATE.format(meta='<meta charset="x-no-such-charset">', text="plain words").encode()
+    assert "plain words" in extract(page)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        random.Random(0).randbytes(200_000),
+        b"\x89PNG\r\n\x1a\n" + random.Random(1).randbytes(5_000),
+        b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n" * 50,
+        b"\x1f\x8b\x08\x00" + bytes(range(256)) * 20,
+        bytes(range(32)) * 500,
+    ],
+    ids=["random", "png", "pdf", "gzip", "controls"],
+)
+def test_binary_garbage_gives_empty_string(data):
+    assert extract(data) == ""
+    assert extract(data.decode("latin-1")) == "" or data.startswith((b"%PDF", b"\x89PNG", b"\x1f\x8b"))
+
+
+def test_huge_page_completes():
+    para = (
+        "<p>Paragraph {i} of the long report, with several clauses, commas, and enough words to look like "
+        "prose that a reader would want to keep in the extracted text.</p>\n"
+    )
+    menu = '<ul class="menu">' + '<li><a href="/x">menu link</a></li>' * 200 + "</ul>"
+    body = "".join(para.format(i=i) for i in range(31_000))
+    page = f"<html><body><nav>{menu}</nav><article><h1>Long report</h1>{body}</article><footer>FOOT</footer>"
+    assert len(page) > 5_000_000
+    out = extract(page.encode())
+    assert out.startswith("# Long report")
+    assert "Paragraph 0 of the long report" in out and "Paragraph 30999 of the long report" in out
+    assert "menu link" not in out and "FOOT" not in out
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        "<font><b>" * 5_000 + "TEXT-AFTER-DEEP-INLINE survives",
+        "<div>" * 20_000 + "TEXT-AFTER-DEEP-DIVS survives",
+        "<table><tr><td>cell" * 3_000 + "TEXT-AFTER-DEEP-TABLES survives",
+    ],
+    ids=["inline", "divs", "tables"],
+)
+def test_nesting_deeper_than_the_parser_allows_keeps_the_text(page):
+    assert "survives" in extract(page)
+
+
+def test_deeply_nested_quotes_do_not_blow_up_the_output():
+    page = "<blockquote>quoted words, with commas, long enough to count as a paragraph" * 1_500
+    out = extract(page)
+    assert out.count("quoted words") == 1_500
+    assert len(out) < 3 * len(page)
+
+
+def test_concurrent_calls_agree():
+    pages = [
+        _page(name) for name in ("article.html", "wikipedia.html", "tables_lists.html", "broken.html")
+    ] * 4
+    expected = [extract(p) for p in pages]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(extract, pages)) == expected
+
+
+def test_output_has_no_runs_of_blank_lines_or_trailing_spaces():
+    for name in ("article.html", "wikipedia.html", "tables_lists.html", "broken.html"):
+        out = extract(_page(name))
+        assert "\n\n\n" not in out
+        assert not re.search(r"[ \t]+$", out, re.MULTILINE)
+        assert out == out.strip()
+
+
+HTML_BITS = st.sampled_from(
+    [
+        "<p>",
+        "</p>",
+        "<div class='content'>",
+        "</div>",
+        "<article>",
+        "<table><tr><td>",
+        "<ul><li>",
+        "</li>",
+        "<br>",
+        "<script>",
+        "</script>",
+        "<!--",
+        "-->",
+        "<a href='/x'>",
+        "</a>",
+        "&amp;",
+        "&#0;",
+        "&#xD800;",
+        "<![CDATA[",
+        "]]>",
+        "<?xml version='1.0' encoding='utf-8'?>",
+        "<meta charset='shift_jis'>",
+        "<h1>",
+        "<blockquote>",
+        "<nav>",
+        "\x00",
+        "<math>",
+        "<svg>",
+        "<td colspan=2>",
+        "<caption>",
+        "</table>",
+        "<div id='mw-content-text'>",
+    ]
+)
+HTML_SOUP = st.lists(st.one_of(HTML_BITS, st.text(max_size=30)), max_size=60).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(page=st.one_of(HTML_SOUP, st.text(max_size=500), st.binary(max_size=500), HTML_SOUP.map(str.encode)))
+def test_arbitrary_input_needs_no_safety_net(page):
+    # extract() swallows internal errors (and logs them); the pipeline itself must not hit any on any input.
+    for links in (False, True):
+        out = _extract(page, "https://example.org/a/b", links)
+        assert isinstance(out, str)
+        assert out == out.strip()
+
+
+# --- the benchmark's scoring, smoke-run on the fixture pages ------------------------------------------------
+
+
+def test_shingle_scores():
+    from benchmarks.perf.extract import shingle_scores
+
+    assert shingle_scores("a b c d e", "a b c d") == pytest.approx((0.5, 1.0, 2 / 3))
+    # Markdown markup and case do not count; tokens without a letter or digit are dropped.
+    assert shingle_scores("# The **Big** words here | ---", "the big words here") == (1.0, 1.0, 1.0)
+    assert shingle_scores("", "") == (1.0, 1.0, 1.0)
+    assert shingle_scores("", "some words here now") == (0.0, 0.0, 0.0)
+
+
+def test_benchmark_quick_run(tmp_path, capsys):
+    from benchmarks.perf.extract import main
+
+    story = lxml.html.fromstring(_page("article.html")).xpath("//div[@class='entry-content']/p")
+    reference = "".join(lxml.html.tostring(p, encoding="unicode") for p in story)
+    for name in ("article-a", "article-b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "source.html").write_bytes(_page("article.html"))
+        (tmp_path / name / "expected.html").write_text(reference, encoding="utf-8")
+    main(["--quick", "--pages", str(tmp_path), "--min-bytes", "0"])
+    out = capsys.readouterr().out
+    assert out.startswith("2 pages, best of 1 timing passes, one core")
+    row = next(line for line in out.splitlines() if line.startswith("drgym "))
+    pages_per_s, precision, recall, f1 = (float(row.split()[i]) for i in (1, 3, 4, 5))
+    assert pages_per_s > 0 and recall > 0.9 and precision > 0.8 and f1 > 0.85
+    assert "lxml parse only" in out
