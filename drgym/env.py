@@ -35,8 +35,8 @@ Version History:
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime as _dt
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -203,7 +203,7 @@ class WebResearchEnv(gym.Env[str, str]):
         self.action_space = UnicodeText(max_action_chars)
         self.observation_space = UnicodeText(max_observation_chars)
         self._system_prompt = protocol.system_prompt(today if today is not None else _dt.date.today())
-        self._tools = protocol.tool_schemas()
+        self._tools_json = json.dumps(protocol.tool_schemas())
         self._episode: _Episode | None = None
 
     # ------------------------------------------------------------------ sync API (Gymnasium)
@@ -360,8 +360,8 @@ class WebResearchEnv(gym.Env[str, str]):
         self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory(), search=view, browser=browser)
         info = {
             "system_prompt": self._system_prompt,
-            "tools": copy.deepcopy(self._tools),
-            "messages": copy.deepcopy(messages),
+            "tools": json.loads(self._tools_json),  # a fresh copy per reset (json is faster than deepcopy)
+            "messages": [dict(m) for m in messages],
             "question": record.question,
             "record_id": record.id,
             "source": record.source,
@@ -418,9 +418,8 @@ class WebResearchEnv(gym.Env[str, str]):
             "tool_errors": ep.tool_errors,
             "backend_errors": ep.backend_errors,
             "budget_errors": ep.budget_errors,
-            "backend_time_s": ep.backend_time_s,
-            "messages": copy.deepcopy(ep.messages),
-            "search_usage": ep.search.usage.as_dict(),
+            "messages": [dict(m) for m in ep.messages],  # fresh dicts of immutable strings: safe to keep
+            "search_usage": dict(vars(ep.search.usage)),
         }
         if score is not None:
             info.update(
@@ -446,6 +445,15 @@ class WebResearchEnv(gym.Env[str, str]):
         if self._episode is None:
             return ""
         return "\n".join(f"[{m['role']}] {m['content']}" for m in self._episode.messages[1:])
+
+    @property
+    def backend_time_s(self) -> float:
+        """Seconds this episode has spent inside the search backend and the page reader.
+
+        Kept out of ``info`` on purpose: wall-clock time differs between two identical seeded steps, and
+        ``info`` must be deterministic for Gymnasium's ``check_env``.
+        """
+        return self._episode.backend_time_s if self._episode is not None else 0.0
 
     def close(self) -> None:
         """Drop the episode. Shared search backends stay open for other envs (see ``close_shared_backends``)."""

@@ -254,3 +254,19 @@ def test_reader_accepts_a_chat_client_and_rejects_junk():
     assert isinstance(drgym.WebResearchEnv(dataset="demo", reader=Echo()).reader, BrowsingAgent)
     with pytest.raises(ConfigError, match="reader"):
         drgym.WebResearchEnv(dataset="demo", reader=42)
+
+
+def test_tool_steps_are_deterministic_for_check_env():
+    """check_env only samples random text (format errors); a real tool step must be deterministic too."""
+    from gymnasium.utils.env_checker import data_equivalence
+
+    def play():
+        e = gym.make("drgym/WebResearch-v0", dataset="demo")
+        obs, _ = e.reset(seed=7)
+        out = [e.step(search_turn(obs))]
+        url = "https://local.drgym/" + out[0][0].split("https://local.drgym/", 1)[1].split()[0]
+        out.append(e.step(browse_turn(url)))
+        return out
+
+    first, second = play(), play()
+    assert data_equivalence(first, second, exact=True)

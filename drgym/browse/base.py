@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -35,8 +35,16 @@ class PageNotes:
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, for ``info`` dicts and episode logs."""
-        return asdict(self)
+        """Plain-JSON form, for ``info`` dicts and episode logs (built by hand: ``asdict`` is slow on a hot path)."""
+        return {
+            "url": self.url,
+            "title": self.title,
+            "notes": self.notes,
+            "segments_read": self.segments_read,
+            "segments_total": self.segments_total,
+            "error": self.error,
+            "elapsed_s": self.elapsed_s,
+        }
 
 
 @runtime_checkable

@@ -33,7 +33,7 @@ Episode End:
     As the wrapped env: terminated on an answer, truncated at ``max_turns``.
 
 Info:
-    The wrapped env's ``info`` (less its wall-clock ``backend_time_s``, so that seeded runs give equal infos) plus ``discrete_action``: the chosen ``index``, its ``kind``, whether it was
+    The wrapped env's ``info`` plus ``discrete_action``: the chosen ``index``, its ``kind``, whether it was
     ``valid``, the ``played`` slot kind, and the protocol ``turn`` text sent to the env.
 """
 
@@ -57,10 +57,6 @@ __all__ = ["SLOT_KINDS", "Candidate", "DiscreteResearchWrapper"]
 
 SLOT_KINDS = ("search_question", "search_entity", "browse", "answer")
 """Kinds of action slots, in slot order."""
-
-# Wall-clock timings differ between identical runs; kept out of ``info`` so seeded steps compare equal
-# (gymnasium's check_env asserts it). Timing is still on the text env's own ``info``.
-_WALL_CLOCK_KEYS = frozenset({"backend_time_s"})
 
 _TOOL_KIND = {"search_question": "search", "search_entity": "search", "browse": "browse", "answer": "answer"}
 
@@ -165,7 +161,7 @@ class DiscreteResearchWrapper(gym.Wrapper[np.ndarray, np.int64, str, str], gym.u
         observation, reward, terminated, truncated, info = self.env.step(played.turn)
         self._state.absorb(_TOOL_KIND[played.kind], played.detail, observation)
         self._refresh()
-        info = {k: v for k, v in info.items() if k not in _WALL_CLOCK_KEYS}
+        info = dict(info)
         info["discrete_action"] = {
             "index": index,
             "kind": chosen.kind,
