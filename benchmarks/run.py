@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks.run",
         description=(__doc__ or "").split("\n\n")[0],
         epilog="The same command runs as `drgym bench ...`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for f in dataclasses.fields(BenchConfig):
         kwargs = dict(f.metadata["argparse"])

@@ -502,6 +502,8 @@ def escape_tags(text: str) -> str:
     such as ``<|im_end|>`` cannot reach a tokenizer. Idempotent; the output never contains a ``<`` that
     starts one of these tags.
     """
+    if "<" not in text:
+        return text  # the common case for snippets and notes; skips three regex passes
     text = _FULL_TAG_RE.sub(r"&lt;\1&gt;", text)
     # A "<" left before a tag name (no closing ">" found) is still escaped, so no tag can re-form.
     text = _TAG_START_RE.sub("&lt;", text)

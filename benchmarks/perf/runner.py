@@ -1,17 +1,20 @@
 """Batched-runner throughput: many LLM-agent episodes at once against a model server with a fixed delay.
 
 A loopback OpenAI-compatible server (aiohttp, its own process) answers every chat request after ``--delay``
-seconds with a scripted protocol turn: a ``web_search`` of the question, then the gold answer. ``PromptAgent``
-episodes run through ``drgym.arun_episodes`` with ``--concurrency`` in flight, over the demo dataset and the
-local BM25 backend. With every request costing exactly ``delay`` on the server, the best possible throughput is
+seconds with a scripted protocol turn: a ``web_search`` of the question, then the gold answer.
+``PromptAgent`` episodes run through ``drgym.arun_episodes`` with ``--concurrency`` in flight, over the demo
+dataset and the local BM25 backend. With every request costing exactly ``delay`` on the server, the best
+possible throughput is
 
     ideal episodes/s = concurrency / (turns per episode x delay)
 
-so ``achieved / ideal`` measures what the client side (runner, env, agent, HTTP client) costs on top. A second
-run with no server delay gives the client side's own ceiling (episodes/s when it is the only cost) and its CPU
-time per episode. Target: at least 80% of ideal at 256 concurrent episodes and a 50 ms delay.
+so ``achieved / ideal`` measures what the client side (runner, env, agent, HTTP client) costs on top. The
+client's CPU time per episode bounds it from the other side: one event loop cannot finish more than
+``1000 / (CPU ms per episode)`` episodes a second, whatever the server does. A run with no server delay shows
+that ceiling directly. Target: at least 80% of ideal at 256 concurrent episodes and a 50 ms delay.
 
-    python -m benchmarks.perf.runner [--quick] [--concurrency 256] [--delay 0.05] [--episodes 1024] [--profile]
+    python -m benchmarks.perf.runner [--quick] [--concurrency 256] [--delays 0.05,0.25,1] [--episodes N]
+                                     [--profile]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import cProfile
 import io
 import multiprocessing as mp
+import os
 import pstats
 import resource
 import time
@@ -46,7 +50,8 @@ def _server_main(delay: float, port_out: Any) -> None:
     def reply(messages: list[dict[str, Any]]) -> str:
         question = next(m["content"] for m in messages if m["role"] == "user")
         if any(m["role"] == "tool" or m["content"].startswith("<tool_response>") for m in messages[2:]):
-            return f"<think>The results answer it.</think>\n<answer>{answers.get(question, 'unknown')}</answer>"
+            answer = answers.get(question, "unknown")
+            return f"<think>The results answer it.</think>\n<answer>{answer}</answer>"
         call = json.dumps({"name": "web_search", "arguments": {"query": [question]}})
         return f"<think>I will search for it.</think>\n<tool_call>\n{call}\n</tool_call>"
 
@@ -55,10 +60,10 @@ def _server_main(delay: float, port_out: Any) -> None:
         if delay:
             await asyncio.sleep(delay)
         text = reply(body["messages"])
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         return web.json_response({
             "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body.get("model"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            "choices": [choice], "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         })
 
     async def serve() -> None:
@@ -82,9 +87,12 @@ class ScriptedServer:
         receive, send = ctx.Pipe(duplex=False)
         self.process = ctx.Process(target=_server_main, args=(delay, send), daemon=True)
         self.process.start()
-        if not receive.poll(60):
-            self.process.kill()
-            raise RuntimeError("the benchmark's model server did not start within 60 s")
+        deadline = time.monotonic() + 60
+        while not receive.poll(0.1):
+            if not self.process.is_alive() or time.monotonic() > deadline:
+                self.process.kill()
+                code = self.process.exitcode
+                raise RuntimeError(f"the benchmark's model server did not start (exit code {code})")
         self.url = f"http://127.0.0.1:{receive.recv()}/v1"
 
     def close(self) -> None:
@@ -124,7 +132,7 @@ def _cpu_seconds() -> float:
 async def run_batch(url: str, delay: float, concurrency: int, episodes: int) -> Result:
     import gymnasium as gym
 
-    import drgym  # noqa: F401  (registers the env ids)
+    import drgym
     from agents.prompt_baseline import PromptAgent
     from drgym.llm.openai import OpenAIChatClient
 
@@ -136,7 +144,8 @@ async def run_batch(url: str, delay: float, concurrency: int, episodes: int) -> 
     def make_agent() -> PromptAgent:
         return PromptAgent(llm=client, temperature=0.0)
 
-    await drgym.arun_episodes(make_env, make_agent, [{"index": i % 22} for i in range(8)], concurrency=8)  # warm
+    warm = [{"index": i % 22} for i in range(8)]  # builds the index, starts the thread pool and connections
+    await drgym.arun_episodes(make_env, make_agent, warm, concurrency=8)
     plan = [{"index": i % 22} for i in range(episodes)]
     cpu, started = _cpu_seconds(), time.perf_counter()
     trajs = await drgym.arun_episodes(make_env, make_agent, plan, concurrency=concurrency)
@@ -172,41 +181,59 @@ def measure(delay: float, concurrency: int, episodes: int, profile: bool = False
 def _row(r: Result) -> str:
     ideal = f"{r.ideal:.0f}" if r.ideal else "-"
     share = f"{100 * r.throughput / r.ideal:.0f}%" if r.ideal else "-"
-    per_episode_ms = 1000 * r.cpu_s / r.episodes
-    return (f"| {1000 * r.delay:.0f} ms | {r.concurrency} | {r.episodes} | {r.wall_s:.2f} | {r.throughput:.0f} | "
-            f"{ideal} | {share} | {per_episode_ms:.2f} | {r.correct}/{r.episodes} | {r.errors} |")
+    cpu_ms = 1000 * r.cpu_s / r.episodes
+    return (f"| {1000 * r.delay:.0f} ms | {r.concurrency} | {r.episodes} | {r.wall_s:.2f} | "
+            f"{r.throughput:.0f} | {ideal} | {share} | {cpu_ms:.2f} | {1000 / cpu_ms:.0f} | "
+            f"{r.correct}/{r.episodes} | {r.errors} |")
+
+
+def _delays(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--delays takes seconds, comma-separated, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--delays takes non-negative seconds, got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=256, help="episodes in flight at once")
-    parser.add_argument("--delay", type=float, default=0.05, help="server delay per chat request, seconds")
-    parser.add_argument("--episodes", type=int, default=None, help="episodes per run (default: 4 x concurrency)")
+    parser.add_argument("--delays", type=_delays, default=[0.05, 0.25, 1.0],
+                        help="server delays per chat request, seconds, comma-separated (first: the target)")
+    parser.add_argument("--episodes", type=int, default=None,
+                        help="episodes per run (default: 4 x concurrency)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the run without server delay")
-    parser.add_argument("--profile", action="store_true", help="print the client side's top functions")
-    parser.add_argument("--quick", action="store_true", help="a small smoke run (32 in flight, 64 episodes)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one run at the first delay and print the top functions")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 32 in flight, 64 episodes, 50 ms")
     args = parser.parse_args(argv)
+    if args.concurrency < 1 or (args.episodes is not None and args.episodes < 1):
+        parser.error("--concurrency and --episodes must be positive")
     concurrency = 32 if args.quick else args.concurrency
     episodes = 64 if args.quick else (args.episodes or 4 * concurrency)
-    runs = [(args.delay, args.profile)]
+    delays = [0.05] if args.quick else args.delays
     if not args.no_ceiling:
-        runs.append((0.0, False))
-    results, reports = [], []
-    for delay, profile in runs:
-        result, report = measure(delay, concurrency, episodes, profile)
-        results.append(result)
-        reports.append(report)
-    print(f"batched runner: PromptAgent over HTTP, {TURNS} turns per episode, demo dataset, local BM25")
-    print("| server delay | in flight | episodes | wall s | episodes/s | ideal/s | of ideal | client CPU ms/episode "
-          "| correct | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+        delays = [*delays, 0.0]
+    results = [measure(delay, concurrency, episodes)[0] for delay in delays]
+    report = measure(delays[0], concurrency, episodes, profile=True)[1] if args.profile else ""
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"batched runner: PromptAgent over HTTP, {TURNS} turns per episode, demo dataset, local BM25; "
+          f"{os.cpu_count()} CPUs, load average {load}")
+    print("| server delay | in flight | episodes | wall s | episodes/s | ideal/s | of ideal "
+          "| client CPU ms/episode | CPU-bound ceiling/s | correct | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(_row(result))
     r = results[0]
-    print(f"client time split (sum over turns): agent act {r.act_s:.1f} s, env step {r.step_s:.1f} s")
-    for report in reports:
-        if report:
-            print(report)
+    print(f"time in flight, summed over turns: agent act (incl. the model call) {r.act_s:.1f} s, "
+          f"env step {r.step_s:.1f} s")
+    if report:
+        print("profile of one more run (the profiler itself slows the run down several times):")
+        print(report)
 
 
 if __name__ == "__main__":
