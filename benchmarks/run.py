@@ -27,7 +27,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO, Any
 
@@ -171,13 +170,22 @@ class BenchConfig:
             raise ConfigError(f"--limit must be a positive integer or None (all), got {self.limit!r}")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default only when it has a telling one (not None, False or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, ()):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser, generated from :class:`BenchConfig`'s fields."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run",
         description=(__doc__ or "").split("\n\n")[0],
         epilog="The same command runs as `drgym bench ...`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     for f in dataclasses.fields(BenchConfig):
         kwargs = dict(f.metadata["argparse"])
@@ -262,15 +270,6 @@ class _AgentPool:
                 logger.warning("closing agent %s failed: %s", self.name, exc)
 
 
-def _agent_table() -> dict[str, str]:
-    from drgym.agent import AGENTS, agent_names
-
-    table = dict(AGENTS)
-    for ep in entry_points(group="drgym.agents"):
-        table.setdefault(ep.name, ep.value)
-    return {name: table[name] for name in agent_names() if name in table}
-
-
 def _missing_requirement(name: str, config: BenchConfig) -> str | None:
     needs = _NEEDS.get(name)
     if not needs or any(getattr(config, option) for option in needs):
@@ -305,7 +304,9 @@ def select_agents(config: BenchConfig) -> tuple[dict[str, _AgentPool], dict[str,
         ConfigError: An unknown agent name (the message lists the valid ones), or a named agent that cannot
             run with the given options.
     """
-    table = _agent_table()
+    from drgym.agent import agent_names
+
+    table = agent_names()  # built-in agents and those installed through the `drgym.agents` entry points
     explicit = config.agents is not None
     names = list(dict.fromkeys(_split(config.agents))) if explicit else list(table)
     if explicit and not names:
@@ -558,6 +559,31 @@ class _Primed:
         self._first.clear()
 
 
+class _Recorder:
+    """``on_done`` of the batched runner: labels each finished episode and appends it to the store at once."""
+
+    def __init__(
+        self, agent: str, plan: DatasetPlan, store: TrajectoryStore, settings: dict, bar: Any
+    ) -> None:
+        self.agent, self.dataset, self.store = agent, plan.dataset, store
+        self.settings, self.bar = settings, bar
+        self.ids = dict(zip(plan.indices, plan.record_ids))
+        self.sources = dict(zip(plan.indices, plan.sources))
+        self.played = 0
+
+    def __call__(self, traj: Any) -> None:
+        index = traj.metadata.get("options", {}).get("index")
+        traj.agent = self.agent
+        # A reset that failed leaves the trajectory without record id and source: fill them from the plan.
+        traj.record_id = traj.record_id or self.ids.get(index, "")
+        traj.source = traj.source or self.sources.get(index, "")
+        traj.metadata["dataset"] = self.dataset
+        traj.metadata["settings"] = self.settings
+        self.store.append(traj)
+        self.played += 1
+        self.bar.update(1)
+
+
 async def _run_agent(
     config: BenchConfig, name: str, pool: _AgentPool, plans: Sequence[DatasetPlan], store: TrajectoryStore
 ) -> int:
@@ -588,20 +614,9 @@ async def _run_agent(
             work = todo[plan.dataset]
             if not work:
                 continue
-            ids_by_index = dict(work)
-            make_env = _Primed(_env_factory(config, _env_kwargs(config, plan.dataset, env_options)))
-
-            def on_done(traj: Any, dataset: str = plan.dataset, ids: dict[int, str] = ids_by_index) -> None:
-                nonlocal played
-                index = traj.metadata.get("options", {}).get("index")
-                traj.agent = name
-                traj.record_id = traj.record_id or ids.get(index, "")
-                traj.metadata["dataset"] = dataset
-                traj.metadata["settings"] = settings
-                store.append(traj)
-                played += 1
-                bar.update(1)
-
+            factory = _env_factory(config, _env_kwargs(config, plan.dataset, env_options))
+            make_env = await asyncio.to_thread(_Primed, factory)  # the first env may build a search index
+            record = _Recorder(name, plan, store, settings, bar)
             pool.new_round()
             try:
                 await arun_episodes(
@@ -609,9 +624,10 @@ async def _run_agent(
                     pool,
                     [{"index": i} for i, _ in work],
                     concurrency=config.concurrency,
-                    on_done=on_done,
+                    on_done=record,
                 )
             finally:
+                played += record.played
                 make_env.close_unused()
     finally:
         bar.close()

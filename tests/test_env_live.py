@@ -326,3 +326,8 @@ async def test_miniweb_record_then_replay(monkeypatch: pytest.MonkeyPatch, make_
     replayed = await play(replayer, *actions)
     assert [r[:4] for r in replayed] == [r[:4] for r in recorded]
     await close_stack(replayer)
+
+    # the same replay by backend name, as `--search replay --search-arg path=...` spells it
+    by_name = make_env(dataset="demo", search="replay", search_kwargs={"path": str(store)})
+    assert [r[:4] for r in await play(by_name, *actions)] == [r[:4] for r in recorded]
+    await close_stack(by_name)

@@ -63,7 +63,8 @@ def _server_main(delay: float, port_out: Any) -> None:
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         return web.json_response({
             "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": body.get("model"),
-            "choices": [choice], "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            "choices": [choice],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
         })
 
     async def serve() -> None:
@@ -114,6 +115,7 @@ class Result:
     errors: int
     act_s: float
     step_s: float
+    processes: int = 1
 
     @property
     def throughput(self) -> float:
@@ -129,7 +131,8 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run_batch(url: str, delay: float, concurrency: int, episodes: int) -> Result:
+async def run_batch(url: str, delay: float, concurrency: int, episodes: int, start: Any = None) -> Result:
+    """Warm up, then play ``episodes`` with ``concurrency`` in flight (after ``start.wait()``, if given)."""
     import gymnasium as gym
 
     import drgym
@@ -146,6 +149,8 @@ async def run_batch(url: str, delay: float, concurrency: int, episodes: int) -> 
 
     warm = [{"index": i % 22} for i in range(8)]  # builds the index, starts the thread pool and connections
     await drgym.arun_episodes(make_env, make_agent, warm, concurrency=8)
+    if start is not None:  # every process begins at once, after its imports and warm-up
+        await asyncio.to_thread(start.wait)
     plan = [{"index": i % 22} for i in range(episodes)]
     cpu, started = _cpu_seconds(), time.perf_counter()
     trajs = await drgym.arun_episodes(make_env, make_agent, plan, concurrency=concurrency)
@@ -159,10 +164,46 @@ async def run_batch(url: str, delay: float, concurrency: int, episodes: int) -> 
     )
 
 
-def measure(delay: float, concurrency: int, episodes: int, profile: bool = False) -> tuple[Result, str]:
+def _shard_main(url: str, delay: float, concurrency: int, episodes: int, start: Any, out: Any) -> None:
+    out.send(asyncio.run(run_batch(url, delay, concurrency, episodes, start)))
+
+
+def run_sharded(url: str, delay: float, concurrency: int, episodes: int, processes: int) -> Result:
+    """The same batch split over ``processes`` event loops in as many processes (each its own runner)."""
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(processes)
+    shards = []
+    for i in range(processes):
+        receive, send = ctx.Pipe(duplex=False)
+        share = (concurrency // processes + (i < concurrency % processes),
+                 episodes // processes + (i < episodes % processes))
+        proc = ctx.Process(target=_shard_main, args=(url, delay, *share, start, send), daemon=True)
+        proc.start()
+        shards.append((proc, receive))
+    results: list[Result] = []
+    for proc, receive in shards:
+        while not receive.poll(0.5):
+            if not proc.is_alive():
+                raise RuntimeError(f"a benchmark shard process died (exit code {proc.exitcode})")
+        results.append(receive.recv())
+        proc.join(10)
+    return Result(
+        delay=delay, concurrency=sum(r.concurrency for r in results),
+        episodes=sum(r.episodes for r in results), wall_s=max(r.wall_s for r in results),
+        cpu_s=sum(r.cpu_s for r in results),
+        correct=sum(r.correct for r in results), errors=sum(r.errors for r in results),
+        act_s=sum(r.act_s for r in results), step_s=sum(r.step_s for r in results), processes=processes,
+    )
+
+
+def measure(
+    delay: float, concurrency: int, episodes: int, profile: bool = False, processes: int = 1
+) -> tuple[Result, str]:
     server = ScriptedServer(delay)
     profiler = cProfile.Profile() if profile else None
     try:
+        if processes > 1:
+            return run_sharded(server.url, delay, concurrency, episodes, processes), ""
         if profiler is not None:
             profiler.enable()
         result = asyncio.run(run_batch(server.url, delay, concurrency, episodes))
@@ -182,7 +223,7 @@ def _row(r: Result) -> str:
     ideal = f"{r.ideal:.0f}" if r.ideal else "-"
     share = f"{100 * r.throughput / r.ideal:.0f}%" if r.ideal else "-"
     cpu_ms = 1000 * r.cpu_s / r.episodes
-    return (f"| {1000 * r.delay:.0f} ms | {r.concurrency} | {r.episodes} | {r.wall_s:.2f} | "
+    return (f"| {1000 * r.delay:.0f} ms | {r.processes} | {r.concurrency} | {r.episodes} | {r.wall_s:.2f} | "
             f"{r.throughput:.0f} | {ideal} | {share} | {cpu_ms:.2f} | {1000 / cpu_ms:.0f} | "
             f"{r.correct}/{r.episodes} | {r.errors} |")
 
@@ -206,26 +247,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=None,
                         help="episodes per run (default: 4 x concurrency)")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the run without server delay")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="also run the first delay split over this many processes (one event loop each)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile one run at the first delay and print the top functions")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 32 in flight, 64 episodes, 50 ms")
     args = parser.parse_args(argv)
-    if args.concurrency < 1 or (args.episodes is not None and args.episodes < 1):
-        parser.error("--concurrency and --episodes must be positive")
+    if args.concurrency < 1 or args.processes < 1 or (args.episodes is not None and args.episodes < 1):
+        parser.error("--concurrency, --processes and --episodes must be positive")
     concurrency = 32 if args.quick else args.concurrency
     episodes = 64 if args.quick else (args.episodes or 4 * concurrency)
     delays = [0.05] if args.quick else args.delays
     if not args.no_ceiling:
         delays = [*delays, 0.0]
     results = [measure(delay, concurrency, episodes)[0] for delay in delays]
+    if args.processes > 1:
+        results.append(measure(delays[0], concurrency, episodes, processes=args.processes)[0])
     report = measure(delays[0], concurrency, episodes, profile=True)[1] if args.profile else ""
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"batched runner: PromptAgent over HTTP, {TURNS} turns per episode, demo dataset, local BM25; "
           f"{os.cpu_count()} CPUs, load average {load}")
-    print("| server delay | in flight | episodes | wall s | episodes/s | ideal/s | of ideal "
-          "| client CPU ms/episode | CPU-bound ceiling/s | correct | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| server delay | processes | in flight | episodes | wall s | episodes/s | ideal/s | of ideal "
+          "| client CPU ms/episode | CPU-bound ceiling/s per process | correct | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         print(_row(result))
     r = results[0]

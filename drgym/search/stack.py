@@ -93,10 +93,15 @@ async def close_stacks() -> None:
 def _build(config: SearchConfig) -> SearchBackend:
     from drgym.search.replay import RecordingBackend, ReplayBackend
 
-    if config.replay_path is not None:
+    replay_path = config.replay_path
+    if config.search == "replay":  # search="replay", search_kwargs={"path": ...}: the same as replay_path=
+        replay_path = replay_path or config.search_kwargs.get("path")
+        if replay_path is None:
+            raise ConfigError('search="replay" needs the recorded file: search_kwargs={"path": "run.sqlite"}')
+    if replay_path is not None:
         if config.record_path is not None:
             raise ConfigError("`replay_path` and `record_path` exclude each other: replay reads what a run recorded")
-        return ReplayBackend(config.replay_path, strict=True)
+        return ReplayBackend(replay_path, strict=True)
     if not isinstance(config.search, (str, tuple)):
         stack: SearchBackend = config.search  # a backend instance: wrap it in the requested layers
         names: tuple[str, ...] = ()
