@@ -13,7 +13,8 @@ import json
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +23,7 @@ import gymnasium as gym
 
 from drgym.agent import Agent
 
-__all__ = ["TurnRecord", "Trajectory", "run_episode", "arun_episode", "arun_episodes", "write_jsonl", "read_jsonl"]
+__all__ = ["Trajectory", "TurnRecord", "arun_episode", "arun_episodes", "read_jsonl", "run_episode", "write_jsonl"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +151,17 @@ def _record_turn(traj: Trajectory, agent: Agent, action: str, step: tuple, act_s
         traj.answers = list(info.get("answers", []))
 
 
+@contextmanager
+def _episode_errors_recorded(traj: Trajectory) -> Iterator[None]:
+    """An agent or env bug ends this episode only: the error goes into the trajectory, not up the stack."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001  (any bug of one episode must not end the batch)
+        traj.error = f"{type(exc).__name__}: {exc}"
+        logger.warning("episode %s failed: %s", traj.record_id, traj.error)
+        logger.debug("%s", traceback.format_exc())
+
+
 def run_episode(
     env: gym.Env, agent: Agent, *, seed: int | None = None, options: dict[str, Any] | None = None
 ) -> Trajectory:
@@ -157,7 +169,7 @@ def run_episode(
     started = time.perf_counter()
     observation, info = env.reset(seed=seed, options=options)
     traj = _new_trajectory(agent, info, options)
-    try:
+    with _episode_errors_recorded(traj):
         agent.reset(observation, info)
         done = False
         while not done:
@@ -168,10 +180,6 @@ def run_episode(
             _record_turn(traj, agent, action, step, t1 - t0, time.perf_counter() - t1)
             observation, _, terminated, truncated, info = step
             done = terminated or truncated
-    except Exception as exc:  # an agent bug ends this episode only
-        traj.error = f"{type(exc).__name__}: {exc}"
-        logger.warning("episode %s failed: %s", traj.record_id, traj.error)
-        logger.debug("%s", traceback.format_exc())
     _record_agent_stats(traj, agent)
     traj.wall_time_s = time.perf_counter() - started
     return traj
@@ -185,7 +193,7 @@ async def arun_episode(
     base = _unwrapped(env)
     observation, info = await base.areset(seed=seed, options=options)
     traj = _new_trajectory(agent, info, options)
-    try:
+    with _episode_errors_recorded(traj):
         agent.reset(observation, info)
         done = False
         while not done:
@@ -196,10 +204,6 @@ async def arun_episode(
             _record_turn(traj, agent, action, step, t1 - t0, time.perf_counter() - t1)
             observation, _, terminated, truncated, info = step
             done = terminated or truncated
-    except Exception as exc:  # an agent or env bug ends this episode only
-        traj.error = f"{type(exc).__name__}: {exc}"
-        logger.warning("episode %s failed: %s", traj.record_id, traj.error)
-        logger.debug("%s", traceback.format_exc())
     _record_agent_stats(traj, agent)
     traj.wall_time_s = time.perf_counter() - started
     return traj
@@ -247,7 +251,7 @@ async def arun_episodes(
                 options, episode_seed = plan[i]
                 try:
                     traj = await arun_episode(env, agent, seed=episode_seed, options=options)
-                except Exception as exc:  # reset itself failed (bad options): record, go on
+                except Exception as exc:  # noqa: BLE001  (reset itself failed, e.g. bad options: record, go on)
                     traj = Trajectory(agent=getattr(agent, "name", "agent"), record_id="", source="",
                                       question="", answers=[], error=f"{type(exc).__name__}: {exc}",
                                       metadata={"options": options or {}})

@@ -82,6 +82,20 @@ async def test_an_agent_that_raises_fails_only_its_own_episode(answers) -> None:
     assert all(t.terminated for t in trajs if t.error is None)
 
 
+async def test_the_runner_closes_the_agents_it_made_even_when_closing_fails() -> None:
+    closed: list[int] = []
+
+    class Closing(ScriptedAgent):
+        async def aclose(self) -> None:
+            closed.append(id(self))
+            if len(closed) == 1:
+                raise RuntimeError("cleanup failed")
+
+    trajs = await arun_episodes(_make_env, Closing, 6, seed=0, concurrency=3)
+    assert len(trajs) == 6 and all(t.error is None for t in trajs)
+    assert len(set(closed)) == 3
+
+
 async def test_bad_reset_options_are_recorded_as_that_episodes_error() -> None:
     plan = [{"index": 0}, {"index": 999}, {"nope": 1}]
     trajs = await arun_episodes(_make_env, ScriptedAgent, plan, concurrency=2)

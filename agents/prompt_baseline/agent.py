@@ -212,7 +212,7 @@ class PromptAgent(BaseAgent):
                 break
             reply, repaired = retried, self._repair(retried, final)
         self.last_repair = repaired.fixes
-        if repaired.fixes:
+        if repaired.ok and repaired.fixes:
             self.episode_stats["repairs"] += 1
         # Nothing usable even after the reminder: the reply goes to the environment as it is, which scores
         # the broken format (the honest outcome for a model that cannot follow the protocol).

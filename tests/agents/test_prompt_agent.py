@@ -68,6 +68,30 @@ async def test_agents_built_from_one_spec_share_one_client(shared_clients) -> No
     assert a.client is b.client and a.client is not c.client
 
 
+async def test_the_shared_clients_sessions_close_with_its_last_agent(make_env, serve, shared_clients) -> None:
+    from aiohttp import web
+
+    async def chat(request: web.Request) -> web.Response:
+        message = {"role": "assistant", "content": "<answer>Ilse Varrow</answer>"}
+        return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    url = await serve(app)
+    first, second = (PromptAgent(llm=f"openai:{url}", model="m") for _ in range(2))
+    client = first.client
+    await arun_episode(make_env(), first, options=TIDAL)
+    sessions = list(client._states.values())
+    assert len(sessions) == 1 and not sessions[0].session.closed
+    await first.aclose()
+    await first.aclose()  # idempotent: still one user left
+    assert not sessions[0].session.closed
+    traj = await arun_episode(make_env(), second, options=TIDAL)  # the other agent goes on using it
+    assert traj.reward == 1.0
+    await second.aclose()
+    assert sessions[0].session.closed and client._states == {}
+
+
 # ------------------------------------------------------------------------------------- episodes, canned
 
 
@@ -135,6 +159,15 @@ async def test_the_last_turn_asks_for_the_answer_instead_of_being_truncated(make
     assert traj.terminated and not traj.truncated and traj.reward == 1.0
     assert FINAL_ANSWER_INSTRUCTION in model.calls[2][0][-1]["content"]
     assert all(FINAL_ANSWER_INSTRUCTION not in m["content"] for m in model.calls[1][0])
+
+
+async def test_the_turn_limit_stated_by_the_env_wins_over_the_agents_default() -> None:
+    model = ScriptedChat(["<answer>x</answer>"])
+    agent = PromptAgent(llm=model, max_turns=10)
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"}]
+    agent.reset("Q?", {"system_prompt": "S", "messages": messages, "turn": 0, "max_turns": 1})
+    await agent.aact("Q?", {"messages": messages, "turn": 0})
+    assert FINAL_ANSWER_INSTRUCTION in model.calls[0][0][-1]["content"]
 
 
 async def test_a_tool_call_on_the_last_turn_becomes_the_fallback_answer(make_env) -> None:
