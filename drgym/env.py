@@ -173,11 +173,12 @@ class WebResearchEnv(gym.Env[str, str]):
 
         self.records = _load_records(dataset, data_source=data_source, limit=limit)
         self.dataset_name = dataset if isinstance(dataset, str) else "custom"
+        self.corpus = corpus or ("demo" if self.dataset_name == "demo" else "wiki-local")
         self.backend = _make_search(
             search,
             SearchConfig(
                 search=search if isinstance(search, (str, SearchBackend)) else tuple(search),
-                corpus=corpus or ("demo" if self.dataset_name == "demo" else "wiki-local"),
+                corpus=self.corpus,
                 search_kwargs=dict(search_kwargs or {}),
                 budget_per_episode=search_budget_per_episode,
                 budget_global=search_budget_global,
@@ -366,6 +367,8 @@ class WebResearchEnv(gym.Env[str, str]):
             "record_id": record.id,
             "source": record.source,
             "turn": 0,
+            "max_turns": self.max_turns,
+            "corpus": self.corpus,
         }
         return record.question, info
 

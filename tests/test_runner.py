@@ -153,3 +153,12 @@ def test_run_episode_records_agent_errors_and_stats(answers) -> None:
     env.close()
     assert traj.error is None and traj.reward == -1.0
     assert traj.metadata["agent_stats"]["format_retries"] == 1
+
+
+def test_the_batched_runner_benchmark_smoke_runs(capsys) -> None:
+    from benchmarks.perf.runner import main
+
+    main(["--quick", "--no-ceiling"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 50 ms |"))
+    assert "| 64/64 | 0 |" in row and "| 32 | 64 |" in row

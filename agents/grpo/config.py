@@ -201,6 +201,9 @@ class GRPOConfig:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, str) and _is_float(hints[f.name]):
+                value = _float_or_text(value)  # YAML 1.1 reads 1e-6 (no dot) as a string
+                setattr(self, f.name, value)
             if not _matches(value, hints[f.name]):
                 want = str(f.type).replace("typing.", "")
                 raise ConfigError(f"`{f.name}` must be {want}, got {value!r} ({type(value).__name__}). "
@@ -299,6 +302,13 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def _float_or_text(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _is_float(hint: Any) -> bool:

@@ -39,8 +39,9 @@ class RAGAgent(BaseAgent):
         candidates: BM25 results re-ranked with ``dense``.
         passage_chars: Each passage is cut to about this many characters.
         search: The backend: a name (``local`` by default, as the environment's) or a ``SearchBackend``.
-        corpus: The ``local`` corpus; default the environment's own rule (``demo`` for demo questions, else
-            ``wiki-local``). Set it when the environment was given another ``corpus``.
+        corpus: The ``local`` corpus; default ``info["corpus"]`` if the environment states it, else the
+            environment's own rule (``demo`` for demo questions, else ``wiki-local``). Set it when the
+            environment was given another ``corpus`` (or poses custom questions over the demo corpus).
         search_kwargs: Extra arguments of a named backend (as given to the environment).
         device: Device of the embedding model; None: CUDA when available.
         temperature: Sampling temperature.
@@ -115,7 +116,7 @@ class RAGAgent(BaseAgent):
     def reset(self, question: str, info: dict[str, Any]) -> None:
         super().reset(question, info)
         self._question = str(info.get("question") or question)
-        self._info = {k: info.get(k) for k in ("source", "record_id", "system_prompt")}
+        self._info = {k: info.get(k) for k in ("source", "record_id", "system_prompt", "corpus")}
         self.last_passages = []
         self.last_repair = ()
         self.episode_stats = {

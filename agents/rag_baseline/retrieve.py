@@ -35,7 +35,10 @@ class RetrievedPassage:
 
 
 def default_corpus(info: Mapping[str, Any]) -> str:
-    """The local corpus the environment searches by default for this episode (demo or wiki-local)."""
+    """The local corpus the environment searches for this episode: ``info["corpus"]`` when the environment
+    states it, else its default rule (``demo`` for the demo questions, ``wiki-local`` otherwise)."""
+    if isinstance(info.get("corpus"), str) and info["corpus"]:
+        return info["corpus"]
     demo = info.get("source") == "demo" or str(info.get("record_id", "")).startswith("demo:")
     return "demo" if demo else "wiki-local"
 

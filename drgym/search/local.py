@@ -7,7 +7,9 @@ temporary name and renamed into place, and every file's size and sha256 are reco
 cache is detected (:func:`load_index` raises :class:`~drgym.errors.IndexCorruptError`) and rebuilt with a
 warning rather than giving wrong results.
 
-Scoring runs in a worker thread (``asyncio.to_thread``) so many episodes can share one index on one event loop.
+Scoring runs in a worker thread (``asyncio.to_thread``) so many episodes can share one index on one event loop;
+indexes of at most ``_INLINE_MAX_PASSAGES`` passages score inline, where the thread hop would cost more than the
+search.
 Ranking is deterministic: equal scores are ordered by passage position in the corpus.
 """
 
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
     import bm25s
 
 __all__ = ["HOST", "BM25Backend", "IndexInfo", "corpus_fingerprint", "load_index"]
+
+_INLINE_MAX_PASSAGES = 2_000
+"""Indexes up to this size are scored on the event loop itself (sub-millisecond; no thread hop)."""
 
 logger = logging.getLogger(__name__)
 
@@ -366,6 +371,9 @@ class BM25Backend:
             raise ToolError(f"k must be a non-negative integer, got {k!r}")
         if not queries or k == 0:
             return [[] for _ in queries]
+        if self._num_docs <= _INLINE_MAX_PASSAGES:
+            # a small index scores in tens of microseconds: cheaper than the hop into a worker thread
+            return self._search_sync(queries, k)
         return await asyncio.to_thread(self._search_sync, queries, k)
 
     async def open(self, url: str) -> Document:

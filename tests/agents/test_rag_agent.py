@@ -7,7 +7,7 @@ import re
 import pytest
 
 from agents.rag_baseline import RAGAgent, Retriever
-from agents.rag_baseline.retrieve import resolve_backend
+from agents.rag_baseline.retrieve import default_corpus, resolve_backend
 from drgym.agent import make_agent
 from drgym.errors import BackendError, ConfigError, LLMError
 from drgym.llm.server import create_app
@@ -158,6 +158,17 @@ async def test_a_failing_model_or_search_ends_the_episode_gracefully(make_env) -
     traj = await arun_episode(make_env(), agent, options=GLASSWORKS)
     assert traj.reward == 1.0 and "HTTP 502" in agent.episode_stats["retrieval_error"]
     assert _prompt(model).startswith("Question:")
+
+
+@pytest.mark.parametrize(
+    ("info", "corpus"),
+    [({"source": "demo", "record_id": "demo:001"}, "demo"),
+     ({"source": "hotpotqa", "record_id": "7"}, "wiki-local"),
+     ({"source": "custom", "corpus": "demo"}, "demo")],
+    ids=["demo", "dataset", "stated"],
+)
+def test_the_default_corpus_follows_the_environment(info: dict, corpus: str) -> None:
+    assert default_corpus(info) == corpus
 
 
 def test_retriever_modes_validate() -> None:

@@ -137,6 +137,7 @@ async def test_search_many_equals_individual_searches(backend: BM25Backend) -> N
 
 
 async def test_search_runs_off_the_event_loop(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("drgym.search.local._INLINE_MAX_PASSAGES", 0)  # as for a real (large) corpus
     threads: list[int] = []
     original = backend._search_sync
 
@@ -148,6 +149,19 @@ async def test_search_runs_off_the_event_loop(backend: BM25Backend, monkeypatch:
     results = await asyncio.gather(*(backend.search("harbour") for _ in range(4)))
     assert all(_ids(r)[0] in {"kell", "river"} for r in results)
     assert threads and threading.get_ident() not in threads
+
+
+async def test_small_index_scores_inline(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[int] = []
+    original = backend._search_sync
+
+    def spy(queries, k):
+        threads.append(threading.get_ident())
+        return original(queries, k)
+
+    monkeypatch.setattr(backend, "_search_sync", spy)
+    await backend.search("harbour")
+    assert threads == [threading.get_ident()]
 
 
 # -- text handling ------------------------------------------------------------------------------------

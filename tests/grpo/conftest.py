@@ -1,0 +1,77 @@
+"""Fixtures of the GRPO tests: tiny configs, a tiny real model, and a scripted policy that drives it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from agents.grpo.config import GRPOConfig  # noqa: E402
+from agents.grpo.losses import forward_logprobs, pad_batch  # noqa: E402
+from agents.grpo.rollout import Sample  # noqa: E402
+from agents.scripted.spans import best_span  # noqa: E402
+
+_USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
+
+
+def tiny_config(tmp_path: Path, **overrides) -> GRPOConfig:
+    """A config that trains in about a second per step on a CPU."""
+    values = dict(
+        model_name_or_path="tiny", device="cpu", system_prompt="Search, then answer.", dataset="synthetic",
+        num_train_questions=6, num_eval_questions=0, max_turns=2, results_per_query=2, prompts_per_step=2,
+        num_generations=2, max_completion_length=12, max_prompt_length=256, max_seq_length=1024,
+        learning_rate=1e-3, per_device_train_batch_size=2, max_steps=2, save_steps=2, output_dir=str(tmp_path / "run"),
+        report_to=[], plot=False, progress_bar=False, seed=0,
+    )
+    values.update(overrides)
+    return GRPOConfig(**values)
+
+
+class ScriptedPolicy:
+    """A policy with fixed behaviour, written through a real tiny model.
+
+    Turn 1 searches the question; turn 2 answers with the scripted agent's best span of the search results (even
+    seeds) or writes a broken answer (odd seeds), so rewards differ within a group. The ids are the tokens of that
+    text and the logprobs the model's own log-probs of them (at temperature 1), as a sampler would report.
+    """
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.calls: list[list[Sample]] = []
+
+    def _turn(self, context: str, seed: int) -> str:
+        question = _USER.search(context).group(1)
+        if "<tool_response>" not in context:
+            return ('<think>search</think><tool_call>{"name": "web_search", "arguments": {"query": ["'
+                    + question + '"]}}</tool_call>')
+        if seed % 2:
+            return "<think>unsure</think><answer>broken"
+        observation = context.rsplit("<tool_response>", 1)[1]
+        return f"<think>found</think><answer>{best_span(question, [observation]) or 'none'}</answer>"
+
+    def generate(self, prompts, budgets, *, temperature, top_p=1.0, top_k=0, seeds):
+        import torch
+
+        samples = []
+        for prompt, budget, seed in zip(prompts, budgets, seeds):
+            text = self._turn(self.tokenizer.decode(prompt), seed)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][:budget]
+            batch = pad_batch([prompt + ids], [[0] * len(prompt) + [1] * len(ids)], 0)
+            with torch.no_grad():
+                logp, _, first = forward_logprobs(self.model, *batch)
+            lps = logp[0, len(prompt) - first:].tolist()
+            samples.append(Sample(ids, lps, self.tokenizer.decode(ids), "stop"))
+        self.calls.append(samples)
+        return samples
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from drgym.llm.tiny import tiny_causal_lm
+
+    return tiny_causal_lm(seed=0)
