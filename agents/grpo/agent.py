@@ -47,8 +47,10 @@ class GRPOAgent(BaseAgent):
     ) -> None:
         super().__init__()
         if checkpoint is None:
-            raise ConfigError("the grpo agent needs a checkpoint: pass --checkpoint DIR (a checkpoint directory or "
-                              "a training run's output_dir)")
+            raise ConfigError(
+                "the grpo agent needs a checkpoint: pass --checkpoint DIR (a checkpoint directory or "
+                "a training run's output_dir)"
+            )
         from agents.grpo.checkpoint import resolve_checkpoint
         from agents.grpo.config import GRPOConfig
 
@@ -72,8 +74,14 @@ class GRPOAgent(BaseAgent):
 
         policy, tokenizer = load_model(self.checkpoint, resolve_device(device))
         policy.eval()
-        return TransformersChatClient(policy, tokenizer, chat_template=self.config.chat_template,
-                                      stop=self.config.stop, max_new_tokens=self.max_new_tokens, seed=seed)
+        return TransformersChatClient(
+            policy,
+            tokenizer,
+            chat_template=self.config.chat_template,
+            stop=self.config.stop,
+            max_new_tokens=self.max_new_tokens,
+            seed=seed,
+        )
 
     def _messages(self, info: dict[str, Any]) -> list[dict[str, Any]]:
         messages = [dict(m) for m in info["messages"]]
@@ -83,8 +91,14 @@ class GRPOAgent(BaseAgent):
 
     async def aact(self, observation: str, info: dict[str, Any]) -> str:
         """The next turn, generated from the conversation in ``info["messages"]``."""
-        completion = await self.client.complete(self._messages(info), temperature=self.temperature,
-                                                max_tokens=self.max_new_tokens, stop=list(self.config.stop))
-        self.last_usage = {"prompt_tokens": completion.prompt_tokens or 0,
-                           "completion_tokens": completion.tokens or 0}
+        completion = await self.client.complete(
+            self._messages(info),
+            temperature=self.temperature,
+            max_tokens=self.max_new_tokens,
+            stop=list(self.config.stop),
+        )
+        self.last_usage = {
+            "prompt_tokens": completion.prompt_tokens or 0,
+            "completion_tokens": completion.tokens or 0,
+        }
         return completion.text

@@ -37,8 +37,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ARCHITECTURE_KEYS = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "intermediate_size")
+ARCHITECTURE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+)
 """Model config entries that must agree between a checkpoint and the run that loads it."""
 
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -77,7 +84,7 @@ def _dtype(cfg: GRPOConfig, device: Any) -> Any:
 
 def build_model(cfg: GRPOConfig, device: Any) -> tuple[Any, Any]:
     """The initial policy and its tokenizer: the tiny random model, or a pretrained one by name or path."""
-    torch, transformers = _imports()
+    _, transformers = _imports()
     dtype = _dtype(cfg, device)
     if cfg.model_name_or_path == "tiny":
         from drgym.llm.tiny import tiny_causal_lm
@@ -143,7 +150,11 @@ def checkpoint_dirs(output_dir: str | Path) -> list[Path]:
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _CKPT_RE.match(p.name)) and (p / _STATE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in root.iterdir()
+        if (m := _CKPT_RE.match(p.name)) and (p / _STATE).is_file()
+    ]
     return [p for _, p in sorted(found)]
 
 
@@ -191,8 +202,9 @@ def save_checkpoint(
     tmp.mkdir(parents=True)
     try:
         save_model(model, tokenizer, tmp)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state},
-                   tmp / _STATE)
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **state}, tmp / _STATE
+        )
         cfg.to_yaml(tmp / "config.yaml")
         if final.exists():
             shutil.rmtree(final)
@@ -215,5 +227,7 @@ def load_trainer_state(directory: str | Path, optimizer: Any, scheduler: Any) ->
         optimizer.load_state_dict(state.pop("optimizer"))
         scheduler.load_state_dict(state.pop("scheduler"))
     except (OSError, RuntimeError, KeyError, ValueError) as exc:
-        raise ConfigError(f"checkpoint {directory} has an unreadable or mismatched trainer state ({exc})") from exc
+        raise ConfigError(
+            f"checkpoint {directory} has an unreadable or mismatched trainer state ({exc})"
+        ) from exc
     return state

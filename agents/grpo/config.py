@@ -17,7 +17,7 @@ from typing import Any
 
 from drgym.errors import ConfigError
 
-__all__ = ["GRPOConfig", "LOSS_TYPES", "SCHEDULERS"]
+__all__ = ["LOSS_TYPES", "SCHEDULERS", "GRPOConfig"]
 
 LOSS_TYPES = ("token_mean", "seq_mean")
 SCHEDULERS = ("constant", "linear", "cosine")
@@ -26,10 +26,8 @@ _OLD_LOGPROBS = ("recompute", "sampling")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002  # `help` reads best at the call sites
-    """A dataclass field with its one documentation string (mutable defaults are copied per instance)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+def _f(default: Any, help: str) -> Any:  # `help` reads best at the call sites
+    """A dataclass field with an immutable default and its one documentation string."""
     return field(default=default, metadata={"help": help})
 
 
@@ -39,21 +37,35 @@ class GRPOConfig:
 
     # ---------------------------------------------------------------- model
     model_name_or_path: str = _f(
-        "tiny", '"tiny" (a random tiny Qwen2 with a byte tokenizer: no download) or a HF causal LM name/path.')
-    tiny_config: dict[str, Any] = _f({}, "Overrides of the tiny model's Qwen2 config (e.g. hidden_size: 128).")
+        "tiny", '"tiny" (a random tiny Qwen2 with a byte tokenizer: no download) or a HF causal LM name/path.'
+    )
+    tiny_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Overrides of the tiny model's Qwen2 config (e.g. hidden_size: 128)."},
+    )
     device: str = _f("auto", '"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...')
-    model_dtype: str = _f("auto", 'Weights dtype: "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16".')
+    model_dtype: str = _f(
+        "auto", 'Weights dtype: "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16".'
+    )
     bf16: bool = _f(False, "Run forward/backward under bfloat16 autocast (CUDA with bf16 support only).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
-    chat_template: str | None = _f(None, "A Jinja chat template replacing the tokenizer's (default: its own, or "
-                                   "Qwen2.5-style ChatML when it has none).")
-    system_prompt: str | None = _f(None, "System prompt given to the policy; null keeps the env's (the paper's).")
+    chat_template: str | None = _f(
+        None,
+        "A Jinja chat template replacing the tokenizer's (default: its own, or "
+        "Qwen2.5-style ChatML when it has none).",
+    )
+    system_prompt: str | None = _f(
+        None, "System prompt given to the policy; null keeps the env's (the paper's)."
+    )
 
     # ---------------------------------------------------------------- task
     dataset: str = _f("synthetic", '"synthetic" (drgym.data.synthetic, offline) or a drgym dataset name.')
-    data_source: list[str] | None = _f(None, "Keep only these data sources of the dataset (e.g. [nq, hotpotqa]).")
-    num_train_questions: int | None = _f(None, "Training questions (synthetic: how many to generate; else a "
-                                         "limit; null: all).")
+    data_source: list[str] | None = field(
+        default=None, metadata={"help": "Keep only these data sources of the dataset (e.g. [nq, hotpotqa])."}
+    )
+    num_train_questions: int | None = _f(
+        None, "Training questions (synthetic: how many to generate; else a limit; null: all)."
+    )
     num_eval_questions: int = _f(0, "Held-out questions scored greedily before, during and after training.")
     two_hop_fraction: float = _f(0.0, "Synthetic task: fraction of questions that need two searches.")
     search: str = _f("local", "Search backend name (the synthetic task always uses its own local corpus).")
@@ -63,48 +75,78 @@ class GRPOConfig:
     reward_mode: str = _f("paper", '"paper" (-1 on a broken format, else F1) or another drgym reward mode.')
 
     # ---------------------------------------------------------------- rollouts
-    prompts_per_step: int = _f(256, "Questions per step; a step plays prompts_per_step x num_generations "
-                               "episodes (paper: 256 x 16).")
-    num_generations: int = _f(16, "Episodes per question (the group G whose rewards are normalised together).")
+    prompts_per_step: int = _f(
+        256, "Questions per step; a step plays prompts_per_step x num_generations episodes (paper: 256 x 16)."
+    )
+    num_generations: int = _f(
+        16, "Episodes per question (the group G whose rewards are normalised together)."
+    )
     temperature: float = _f(1.0, "Sampling temperature of rollouts (also divides the logits in the loss).")
     top_p: float = _f(1.0, "Nucleus sampling mass of rollouts (1: off).")
     top_k: int = _f(0, "Top-k sampling of rollouts (0: off).")
     max_completion_length: int = _f(2000, "New tokens per policy turn at most (paper: 2000).")
-    max_prompt_length: int = _f(4096, "Tokens of the first prompt (system + question) at most; longer "
-                                "questions end their episode with the format reward.")
-    max_seq_length: int = _f(32768, "Tokens of a whole episode at most (paper: 32k); an episode that would "
-                             "exceed it ends truncated with the no-answer reward.")
-    stop: list[str] = _f(["</tool_call>", "</answer>"], "Strings that end a policy turn (besides EOS).")
-    generation_backend: str = _f("hf", '"hf" (in-process transformers) or "vllm" (GPU; weights synced after '
-                                 "each update).")
+    max_prompt_length: int = _f(
+        4096,
+        "Tokens of the first prompt (system + question) at most; longer "
+        "questions end their episode with the format reward.",
+    )
+    max_seq_length: int = _f(
+        32768,
+        "Tokens of a whole episode at most (paper: 32k); an episode that would "
+        "exceed it ends truncated with the no-answer reward.",
+    )
+    stop: list[str] = field(
+        default_factory=lambda: ["</tool_call>", "</answer>"],
+        metadata={"help": "Strings that end a policy turn (besides EOS)."},
+    )
+    generation_backend: str = _f(
+        "hf", '"hf" (in-process transformers) or "vllm" (GPU; weights synced after each update).'
+    )
     generation_batch_size: int = _f(64, "HF backend: sequences decoded together at most.")
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM backend: fraction of GPU memory for the engine.")
-    vllm_kwargs: dict[str, Any] = _f({}, "vLLM backend: further vllm.LLM arguments.")
+    vllm_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "vLLM backend: further vllm.LLM arguments."}
+    )
 
     # ---------------------------------------------------------------- update
     learning_rate: float = _f(1e-6, "AdamW learning rate (paper: 1e-6, constant).")
-    lr_scheduler_type: str = _f("constant", 'Learning-rate schedule after warmup: "constant", "linear", "cosine".')
+    lr_scheduler_type: str = _f(
+        "constant", 'Learning-rate schedule after warmup: "constant", "linear", "cosine".'
+    )
     warmup_steps: int = _f(0, "Optimizer steps of linear learning-rate warmup.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     epsilon: float = _f(0.2, "PPO clip range of the probability ratio (paper: 0.2).")
-    beta: float = _f(0.001, "KL coefficient against the frozen reference, k3 estimator (paper: 0.001); 0 builds "
-                     "no reference model.")
+    beta: float = _f(
+        0.001,
+        "KL coefficient against the frozen reference, k3 estimator (paper: 0.001); 0 builds "
+        "no reference model.",
+    )
     entropy_coef: float = _f(0.001, "Entropy bonus coefficient (paper: 0.001).")
     advantage_epsilon: float = _f(1e-6, "Added to the group std: advantage = (r - mean) / (std + this).")
-    loss_type: str = _f("token_mean", '"token_mean": average over every policy token of the batch (long answers '
-                        'weigh more); "seq_mean": average per episode, then over episodes (original GRPO).')
-    num_iterations: int = _f(1, "Passes over each rollout batch (paper: 1, so the ratio is 1 on the first pass).")
-    old_logprobs: str = _f("recompute", '"recompute": old log-probs from the policy before the update (same '
-                           'numerics as the loss); "sampling": those the sampler reported.')
+    loss_type: str = _f(
+        "token_mean",
+        '"token_mean": average over every policy token of the batch (long answers '
+        'weigh more); "seq_mean": average per episode, then over episodes (original GRPO).',
+    )
+    num_iterations: int = _f(
+        1, "Passes over each rollout batch (paper: 1, so the ratio is 1 on the first pass)."
+    )
+    old_logprobs: str = _f(
+        "recompute",
+        '"recompute": old log-probs from the policy before the update (same '
+        'numerics as the loss); "sampling": those the sampler reported.',
+    )
     per_device_train_batch_size: int = _f(4, "Episodes per forward/backward micro-batch.")
-    gradient_accumulation_steps: int | None = _f(None, "Micro-batches per optimizer step; null: the whole rollout "
-                                                 "batch in one optimizer step (paper).")
+    gradient_accumulation_steps: int | None = _f(
+        None, "Micro-batches per optimizer step; null: the whole rollout batch in one optimizer step (paper)."
+    )
     max_grad_norm: float = _f(1.0, "Gradient clipping norm (paper: 1.0); 0 disables clipping.")
-    max_nonfinite_steps: int = _f(3, "Consecutive steps with a NaN/inf loss or gradient (each skipped) before the "
-                                  "run stops.")
+    max_nonfinite_steps: int = _f(
+        3, "Consecutive steps with a NaN/inf loss or gradient (each skipped) before the run stops."
+    )
 
     # ---------------------------------------------------------------- supervised warm-start
     warmstart_steps: int = _f(0, "Supervised steps on scripted-agent episodes before RL (0: none).")
@@ -113,7 +155,9 @@ class GRPOConfig:
     warmstart_learning_rate: float = _f(1e-3, "Learning rate of the warm-start.")
     warmstart_batch_size: int = _f(8, "Demonstrations per warm-start step.")
     warmstart_agent: str = _f("scripted", "Agent (drgym.agent name) that plays the demonstrations.")
-    warmstart_agent_kwargs: dict[str, Any] = _f({}, "Arguments of the warm-start agent.")
+    warmstart_agent_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "Arguments of the warm-start agent."}
+    )
 
     # ---------------------------------------------------------------- run
     max_steps: int = _f(100, "GRPO steps (each: rollouts, then the update).")
@@ -122,11 +166,18 @@ class GRPOConfig:
     eval_steps: int = _f(0, "Score the held-out questions every this many steps (0: at start and end only).")
     output_dir: str = _f("runs/grpo", "Where checkpoints, metrics.jsonl and curves.png go.")
     logging_dir: str | None = _f(None, "TensorBoard event directory (default: <output_dir>/tensorboard).")
-    report_to: list[str] = _f(["tensorboard"], 'Metric sinks besides <output_dir>/metrics.jsonl (always written): '
-                              '"tensorboard", or [] for none.')
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"],
+        metadata={
+            "help": "Metric sinks besides <output_dir>/metrics.jsonl (always written): "
+            '"tensorboard", or [] for none.'
+        },
+    )
     plot: bool = _f(True, "Write curves.png (reward and F1 per step) at the end.")
     progress_bar: bool = _f(True, "Show a tqdm progress bar.")
-    seed: int = _f(0, "Seed of the tiny model's weights, the data order, the synthetic task and every sample.")
+    seed: int = _f(
+        0, "Seed of the tiny model's weights, the data order, the synthetic task and every sample."
+    )
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -165,7 +216,9 @@ class GRPOConfig:
             raise ConfigError(f"config file {path} is not readable YAML: {exc}") from exc
         values = {} if values is None else values
         if not isinstance(values, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of settings, got {type(values).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping of settings, got {type(values).__name__}"
+            )
         return cls.from_dict({**values, **overrides}, where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,8 +259,10 @@ class GRPOConfig:
                 setattr(self, f.name, value)
             if not _matches(value, hints[f.name]):
                 want = str(f.type).replace("typing.", "")
-                raise ConfigError(f"`{f.name}` must be {want}, got {value!r} ({type(value).__name__}). "
-                                  f"{f.name}: {f.metadata['help']}")
+                raise ConfigError(
+                    f"`{f.name}` must be {want}, got {value!r} ({type(value).__name__}). "
+                    f"{f.name}: {f.metadata['help']}"
+                )
             if isinstance(value, int) and not isinstance(value, bool) and _is_float(hints[f.name]):
                 setattr(self, f.name, float(value))  # YAML writes 1 for 1.0
 
@@ -220,10 +275,22 @@ class GRPOConfig:
         from drgym.reward import REWARD_MODES
 
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
-        for name in ("prompts_per_step", "max_turns", "results_per_query", "max_completion_length",
-                     "max_prompt_length", "max_seq_length", "generation_batch_size", "num_iterations",
-                     "per_device_train_batch_size", "max_steps", "save_steps", "max_nonfinite_steps",
-                     "warmstart_batch_size", "warmstart_episodes"):
+        for name in (
+            "prompts_per_step",
+            "max_turns",
+            "results_per_query",
+            "max_completion_length",
+            "max_prompt_length",
+            "max_seq_length",
+            "generation_batch_size",
+            "num_iterations",
+            "per_device_train_batch_size",
+            "max_steps",
+            "save_steps",
+            "max_nonfinite_steps",
+            "warmstart_batch_size",
+            "warmstart_episodes",
+        ):
             _at_least(name, getattr(self, name), 1)
         for name in ("num_eval_questions", "warmup_steps", "eval_steps", "warmstart_steps"):
             _at_least(name, getattr(self, name), 0)
@@ -256,7 +323,8 @@ class GRPOConfig:
                 raise ConfigError(f"`{name}` must be in [0, 1), got {getattr(self, name)!r}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ConfigError(
-                f"`vllm_gpu_memory_utilization` must be in (0, 1], got {self.vllm_gpu_memory_utilization!r}")
+                f"`vllm_gpu_memory_utilization` must be in (0, 1], got {self.vllm_gpu_memory_utilization!r}"
+            )
         if self.max_prompt_length >= self.max_seq_length:
             raise ConfigError(
                 f"`max_prompt_length` ({self.max_prompt_length}) must be below `max_seq_length` "
@@ -266,10 +334,14 @@ class GRPOConfig:
             raise ConfigError(f"`stop` must be a list of non-empty strings, got {self.stop!r}")
         unknown = [r for r in self.report_to if r != "tensorboard"]
         if unknown:
-            raise ConfigError(f"`report_to` accepts only \"tensorboard\" (metrics.jsonl is always written), got {unknown}")
+            raise ConfigError(
+                f'`report_to` accepts only "tensorboard" (metrics.jsonl is always written), got {unknown}'
+            )
         self._check_batching()
         if self.dataset != "synthetic" and self.two_hop_fraction:
-            raise ConfigError("`two_hop_fraction` only applies to dataset: synthetic; remove it or set it to 0")
+            raise ConfigError(
+                "`two_hop_fraction` only applies to dataset: synthetic; remove it or set it to 0"
+            )
 
     def _check_batching(self) -> None:
         if self.gradient_accumulation_steps is None:

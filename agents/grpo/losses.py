@@ -18,8 +18,8 @@ __all__ = [
     "clip_fraction",
     "entropy_from_logits",
     "forward_logprobs",
-    "grpo_loss",
     "group_advantages",
+    "grpo_loss",
     "k3_kl",
     "masked_mean",
     "pad_batch",
@@ -274,7 +274,9 @@ def forward_logprobs(
         out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
         logits = out.logits[:, -keep:]
     except TypeError:  # a model without logits_to_keep
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, first - 1:]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[
+            :, first - 1 :
+        ]
     logits = logits[:, :-1]  # positions first-1 .. L-2 predict tokens first .. L-1
     targets = input_ids[:, first:]
     scale = temperature if temperature > 0 else 1.0

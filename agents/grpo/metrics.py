@@ -59,14 +59,18 @@ class MetricsLogger:
         resume_step: The step the run resumes after (``None``: a fresh run, the file starts empty).
     """
 
-    def __init__(self, path: str | Path, tensorboard_dir: str | Path | None = None,
-                 resume_step: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, tensorboard_dir: str | Path | None = None, resume_step: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [m for m in read_metrics(self.path) if m.get("step", 0) <= resume_step] if resume_step is not None else []
+        kept = (
+            [m for m in read_metrics(self.path) if m.get("step", 0) <= resume_step]
+            if resume_step is not None
+            else []
+        )
         with open(self.path, "w", encoding="utf-8") as fh:
-            for m in kept:
-                fh.write(json.dumps(m) + "\n")
+            fh.writelines(json.dumps(m) + "\n" for m in kept)
         self._writer = None
         if tensorboard_dir is not None:
             try:
@@ -131,8 +135,10 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
         return None
     rows = read_metrics(metrics_path)
     series = {
-        "train reward": "rollout/reward_mean", "train F1": "rollout/f1",
-        "eval reward": "eval/reward_mean", "eval F1": "eval/f1",
+        "train reward": "rollout/reward_mean",
+        "train F1": "rollout/f1",
+        "eval reward": "eval/reward_mean",
+        "eval F1": "eval/f1",
     }
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     drawn = False

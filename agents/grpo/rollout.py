@@ -88,7 +88,10 @@ class ChatFormat:
     def render(self, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool) -> str:
         """The template's text for ``messages``."""
         return self.tokenizer.apply_chat_template(
-            list(messages), chat_template=self.template, tokenize=False, add_generation_prompt=add_generation_prompt
+            list(messages),
+            chat_template=self.template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
         )
 
     def encode(self, text: str) -> list[int]:
@@ -110,7 +113,7 @@ class ChatFormat:
         if last_sampled_id is not None and last_sampled_id in self.eos_token_ids:
             eos_text = self.tokenizer.decode([last_sampled_id], skip_special_tokens=False)
             if eos_text and text.startswith(eos_text):
-                text = text[len(eos_text):]
+                text = text[len(eos_text) :]
         return self.encode(text)
 
     def episode_ids(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[int], list[int]]:
@@ -130,13 +133,18 @@ class ChatFormat:
         return ids, mask
 
     def _split_tool_turn(self) -> tuple[str, str]:
-        base = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
-                {"role": "assistant", "content": _MARK_A}]
+        base = [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "U"},
+            {"role": "assistant", "content": _MARK_A},
+        ]
         try:
             text = self.render(base + [{"role": "tool", "content": _MARK_T}], add_generation_prompt=True)
-        except Exception as exc:  # a Jinja error from a foreign template
-            raise ConfigError(f"the chat template cannot render a tool turn after an assistant turn: {exc}") from exc
-        head, sep, rest = text.partition(_MARK_A)
+        except Exception as exc:  # noqa: BLE001  # any Jinja error of a foreign template
+            raise ConfigError(
+                f"the chat template cannot render a tool turn after an assistant turn: {exc}"
+            ) from exc
+        _, sep, rest = text.partition(_MARK_A)
         before, sep2, after = rest.partition(_MARK_T)
         if not sep or not sep2 or _MARK_A in rest:
             raise ConfigError(
@@ -163,8 +171,14 @@ class Generator(Protocol):
     """Generates the next turn of many token sequences at once."""
 
     def generate(
-        self, prompts: Sequence[list[int]], budgets: Sequence[int], *, temperature: float, top_p: float,
-        top_k: int, seeds: Sequence[int],
+        self,
+        prompts: Sequence[list[int]],
+        budgets: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seeds: Sequence[int],
     ) -> list[Sample]: ...
 
 
@@ -183,8 +197,15 @@ class HFGenerator:
         autocast_dtype: Run under autocast with this dtype (``None``: no autocast).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, stop: Sequence[str], batch_size: int = 64,
-                 autocast_dtype: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        stop: Sequence[str],
+        batch_size: int = 64,
+        autocast_dtype: Any = None,
+    ) -> None:
         import torch
 
         self._torch = torch
@@ -202,19 +223,33 @@ class HFGenerator:
         self._window = 2 * max((len(s) for s in self.stop), default=1) + 8
 
     def generate(
-        self, prompts: Sequence[list[int]], budgets: Sequence[int], *, temperature: float, top_p: float = 1.0,
-        top_k: int = 0, seeds: Sequence[int],
+        self,
+        prompts: Sequence[list[int]],
+        budgets: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seeds: Sequence[int],
     ) -> list[Sample]:
         """Generate one turn per prompt (rows of ``batch_size`` at a time)."""
         out: list[Sample] = []
         for start in range(0, len(prompts), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            out += self._generate(list(prompts[chunk]), list(budgets[chunk]), temperature, top_p, top_k,
-                                  list(seeds[chunk]))
+            out += self._generate(
+                list(prompts[chunk]), list(budgets[chunk]), temperature, top_p, top_k, list(seeds[chunk])
+            )
         return out
 
-    def _generate(self, prompts: list[list[int]], budgets: list[int], temperature: float, top_p: float,
-                  top_k: int, seeds: list[int]) -> list[Sample]:
+    def _generate(
+        self,
+        prompts: list[list[int]],
+        budgets: list[int],
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        seeds: list[int],
+    ) -> list[Sample]:
         from drgym.llm.local import sample_tokens
 
         torch = self._torch
@@ -223,8 +258,8 @@ class HFGenerator:
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, p in enumerate(prompts):  # left padding: every row's next token is at the last column
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
         ids, mask = ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -240,8 +275,13 @@ class HFGenerator:
         try:
             with torch.inference_mode(), self._autocast(device):
                 for _ in range(max(budgets)):
-                    out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                     past_key_values=past, use_cache=True)
+                    out = self.model(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        position_ids=positions,
+                        past_key_values=past,
+                        use_cache=True,
+                    )
                     past = out.past_key_values
                     uniform = torch.tensor([torch.rand(1, generator=g).item() for g in gens], device=device)
                     tokens, logprobs = sample_tokens(out.logits[:, -1, :].float(), temp, tp, tk, uniform)
@@ -271,7 +311,7 @@ class HFGenerator:
             return True
         if not self.stop:
             return False
-        tail = self.tokenizer.decode(row[-self._window:], skip_special_tokens=True)
+        tail = self.tokenizer.decode(row[-self._window :], skip_special_tokens=True)
         return any(s in tail for s in self.stop)
 
     def _sample(self, row: list[int], logprobs: list[float], budget: int) -> Sample:
@@ -295,8 +335,15 @@ class VLLMGenerator:
         **engine_kwargs: ``gpu_memory_utilization``, ``max_model_len``, ``dtype`` ... for ``vllm.LLM``.
     """
 
-    def __init__(self, model_path: str, tokenizer_path: str, *, stop: Sequence[str], seed: int = 0,
-                 **engine_kwargs: Any) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer_path: str,
+        *,
+        stop: Sequence[str],
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model in this process
         try:
             import vllm
@@ -307,13 +354,26 @@ class VLLMGenerator:
         self.llm = vllm.LLM(model=model_path, tokenizer=tokenizer_path, seed=seed, **engine_kwargs)
 
     def generate(
-        self, prompts: Sequence[list[int]], budgets: Sequence[int], *, temperature: float, top_p: float = 1.0,
-        top_k: int = 0, seeds: Sequence[int],
+        self,
+        prompts: Sequence[list[int]],
+        budgets: Sequence[int],
+        *,
+        temperature: float,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        seeds: Sequence[int],
     ) -> list[Sample]:
         params = [
-            self._vllm.SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k if top_k > 0 else -1,
-                                      max_tokens=b, stop=self.stop, include_stop_str_in_output=True, logprobs=0,
-                                      seed=int(s))
+            self._vllm.SamplingParams(
+                temperature=temperature,
+                top_p=top_p,
+                top_k=top_k if top_k > 0 else -1,
+                max_tokens=b,
+                stop=self.stop,
+                include_stop_str_in_output=True,
+                logprobs=0,
+                seed=int(s),
+            )
             for b, s in zip(budgets, seeds)
         ]
         outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
@@ -321,15 +381,20 @@ class VLLMGenerator:
         for out in outputs:
             c = out.outputs[0]
             ids = list(c.token_ids)
-            lps = [float(step[tok].logprob) if step and tok in step else 0.0 for step, tok in zip(c.logprobs or [], ids)]
+            lps = [
+                float(step[tok].logprob) if step and tok in step else 0.0
+                for step, tok in zip(c.logprobs or [], ids)
+            ]
             samples.append(Sample(ids, lps, c.text, "length" if c.finish_reason == "length" else "stop"))
         return samples
 
     def sync_weights(self, model: Any) -> None:
         """Copy the trainer's weights into the engine (same process, same GPU)."""
         engine = self.llm.llm_engine
-        for path in ("model_executor.driver_worker.model_runner.model",
-                     "model_executor.driver_worker.worker.model_runner.model"):
+        for path in (
+            "model_executor.driver_worker.model_runner.model",
+            "model_executor.driver_worker.worker.model_runner.model",
+        ):
             target: Any = engine
             try:
                 for part in path.split("."):
@@ -450,10 +515,18 @@ async def collect_rollouts(
         contexts = [s.rollout.input_ids for s in live]
         budgets = [min(cfg.max_completion_length, cfg.max_seq_length - len(c)) for c in contexts]
         seeds = [sample_seed(cfg.seed, salt, step, s.index, turn) for s in live]
-        samples = await asyncio.to_thread(generator.generate, contexts, budgets, temperature=temp,
-                                          top_p=cfg.top_p, top_k=cfg.top_k, seeds=seeds)
-        results = await asyncio.gather(*(s.env.astep(x.text) for s, x in zip(live, samples)),
-                                       return_exceptions=True)
+        samples = await asyncio.to_thread(
+            generator.generate,
+            contexts,
+            budgets,
+            temperature=temp,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
+            seeds=seeds,
+        )
+        results = await asyncio.gather(
+            *(s.env.astep(x.text) for s, x in zip(live, samples)), return_exceptions=True
+        )
         live = [s for s, x, r in zip(live, samples, results) if _advance(s, x, r, fmt, cfg)]
         turn += 1
     return rollouts
@@ -463,11 +536,15 @@ async def _start(env: WebResearchEnv, rollout: Rollout, fmt: ChatFormat, cfg: GR
     try:
         _, info = await env.areset(options={"index": rollout.record_index})
         prompt = fmt.prompt_ids(info["messages"])
-    except Exception as exc:  # a broken record or template: this episode only
+    except Exception as exc:  # noqa: BLE001  # a broken record or template fails this episode only
         _fail(rollout, f"reset failed: {type(exc).__name__}: {exc}", cfg)
         return False
     if len(prompt) > cfg.max_prompt_length:
-        _fail(rollout, f"the prompt is {len(prompt)} tokens, over max_prompt_length={cfg.max_prompt_length}", cfg)
+        _fail(
+            rollout,
+            f"the prompt is {len(prompt)} tokens, over max_prompt_length={cfg.max_prompt_length}",
+            cfg,
+        )
         return False
     rollout.prompt_ids = prompt
     return True
@@ -492,7 +569,11 @@ def _advance(state: _Live, sample: Sample, result: Any, fmt: ChatFormat, cfg: GR
     _, _, terminated, truncated, info = result
     r.tool_calls = int(info.get("tool_calls", 0))
     if terminated or truncated:
-        r.reward, r.f1, r.em = float(info.get("reward", 0.0)), float(info.get("f1", 0.0)), float(info.get("em", 0.0))
+        r.reward, r.f1, r.em = (
+            float(info.get("reward", 0.0)),
+            float(info.get("f1", 0.0)),
+            float(info.get("em", 0.0)),
+        )
         r.format_ok = bool((info.get("score") or {}).get("format_ok", False))
         r.answered = (info.get("action") or {}).get("kind") == "answer"
         r.truncated = truncated
@@ -529,16 +610,20 @@ def build_task(cfg: GRPOConfig) -> Task:
     The synthetic task generates ``num_train_questions + num_eval_questions`` questions with
     ``seed = cfg.seed`` and searches its own corpus with a local BM25 index held in memory.
     """
-    env_kwargs: dict[str, Any] = {"max_turns": cfg.max_turns, "results_per_query": cfg.results_per_query,
-                                  "reward_mode": cfg.reward_mode}
+    env_kwargs: dict[str, Any] = {
+        "max_turns": cfg.max_turns,
+        "results_per_query": cfg.results_per_query,
+        "reward_mode": cfg.reward_mode,
+    }
     n_eval = cfg.num_eval_questions
     if cfg.dataset == "synthetic":
         from drgym.data.synthetic import make_synthetic_task
         from drgym.search.local import BM25Backend
 
         n_train = cfg.num_train_questions or 256
-        records, passages = make_synthetic_task(n_train + n_eval, seed=cfg.seed,
-                                                two_hop_fraction=cfg.two_hop_fraction)
+        records, passages = make_synthetic_task(
+            n_train + n_eval, seed=cfg.seed, two_hop_fraction=cfg.two_hop_fraction
+        )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
     else:
         from drgym.data import load_dataset
@@ -547,10 +632,12 @@ def build_task(cfg: GRPOConfig) -> Task:
         n_train = min(cfg.num_train_questions or len(records) - n_eval, len(records) - n_eval)
         env_kwargs.update(search=cfg.search, corpus=cfg.corpus)
         if n_train < 1:
-            raise ConfigError(f"dataset {cfg.dataset!r} has {len(records)} questions; num_eval_questions={n_eval} "
-                              "leaves none to train on")
+            raise ConfigError(
+                f"dataset {cfg.dataset!r} has {len(records)} questions; num_eval_questions={n_eval} "
+                "leaves none to train on"
+            )
     order = np.random.default_rng([cfg.seed, 17]).permutation(len(records)).tolist()
-    return Task(list(records), order[n_eval:n_eval + n_train], order[:n_eval], env_kwargs)
+    return Task(list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs)
 
 
 def make_envs(task: Task, n: int, factory: Callable[..., Any] | None = None) -> list[WebResearchEnv]:

@@ -116,7 +116,7 @@ def data_indices(pool: Sequence[int], per_step: int, step: int, seed: int) -> li
         epoch, offset = divmod(position, len(pool))
         perm = np.random.default_rng([seed, 29, epoch]).permutation(len(pool))
         take = min(per_step - len(out), len(pool) - offset)
-        out += [pool[i] for i in perm[offset:offset + take]]
+        out += [pool[i] for i in perm[offset : offset + take]]
         position += take
     return out
 
@@ -154,8 +154,10 @@ def _autocast_dtype(cfg: GRPOConfig, device: Any) -> Any:
     if not cfg.bf16:
         return None
     if device.type != "cuda" or not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"`bf16: true` needs a CUDA device with bfloat16 support, but the device is {device}; "
-                          "set bf16: false")
+        raise ConfigError(
+            f"`bf16: true` needs a CUDA device with bfloat16 support, but the device is {device}; "
+            "set bf16: false"
+        )
     return torch.bfloat16
 
 
@@ -170,8 +172,10 @@ async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
     if resume and ckpt is None:
         raise ConfigError(f"--resume: there is no checkpoint in {out} to resume from")
     if not resume and ckpt is not None:
-        raise ConfigError(f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or "
-                          "choose another output_dir")
+        raise ConfigError(
+            f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or "
+            "choose another output_dir"
+        )
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = build_model(cfg, device)
     if ckpt is not None:
@@ -190,8 +194,13 @@ async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
         save_model(model, tokenizer, out / "warmstart")
     if cfg.beta > 0:
         run.ref_model = _reference(cfg, out, device, model)
-    run.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                      eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+    run.optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_epsilon,
+        weight_decay=cfg.weight_decay,
+    )
     run.scheduler = _scheduler(cfg, run.optimizer)
     if ckpt is not None:
         state = load_trainer_state(ckpt, run.optimizer, run.scheduler)
@@ -200,8 +209,11 @@ async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
         logger.info("resumed from %s at step %d", ckpt, run.step)
     run.generator = _generator(run)
     tb = cfg.logging_dir or str(out / "tensorboard")
-    run.metrics = MetricsLogger(out / "metrics.jsonl", tb if "tensorboard" in cfg.report_to else None,
-                                resume_step=run.step if ckpt is not None else None)
+    run.metrics = MetricsLogger(
+        out / "metrics.jsonl",
+        tb if "tensorboard" in cfg.report_to else None,
+        resume_step=run.step if ckpt is not None else None,
+    )
     if warm:
         run.metrics.log(0, warm)
     return run
@@ -221,12 +233,23 @@ def _reference(cfg: GRPOConfig, out: Path, device: Any, policy: Any) -> Any:
 def _generator(run: Run) -> Any:
     cfg = run.cfg
     if cfg.generation_backend == "hf":
-        return HFGenerator(run.model, run.tokenizer, stop=cfg.stop, batch_size=cfg.generation_batch_size,
-                           autocast_dtype=run.autocast_dtype)
+        return HFGenerator(
+            run.model,
+            run.tokenizer,
+            stop=cfg.stop,
+            batch_size=cfg.generation_batch_size,
+            autocast_dtype=run.autocast_dtype,
+        )
     init = save_model(run.model, run.tokenizer, Path(cfg.output_dir) / "vllm-init")
-    engine = {"gpu_memory_utilization": cfg.vllm_gpu_memory_utilization, "max_model_len": cfg.max_seq_length,
-              "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."), **cfg.vllm_kwargs}
-    generator = VLLMGenerator(str(init / "model"), str(init / "tokenizer"), stop=cfg.stop, seed=cfg.seed, **engine)
+    engine = {
+        "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+        "max_model_len": cfg.max_seq_length,
+        "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
+        **cfg.vllm_kwargs,
+    }
+    generator = VLLMGenerator(
+        str(init / "model"), str(init / "tokenizer"), stop=cfg.stop, seed=cfg.seed, **engine
+    )
     generator.sync_weights(run.model)
     return generator
 
@@ -238,11 +261,17 @@ async def _warmstart(run: Run) -> dict[str, float]:
     from drgym.agent import make_agent
 
     cfg = run.cfg
-    indices = data_indices(run.task.train_indices, min(cfg.warmstart_episodes, len(run.task.train_indices)), 0,
-                           cfg.seed + 1)
+    indices = data_indices(
+        run.task.train_indices, min(cfg.warmstart_episodes, len(run.task.train_indices)), 0, cfg.seed + 1
+    )
     demos, metrics = await collect_demonstrations(
-        run.envs[:64], lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs), indices, run.fmt,
-        min_reward=cfg.warmstart_min_reward, max_seq_length=cfg.max_seq_length)
+        run.envs[:64],
+        lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs),
+        indices,
+        run.fmt,
+        min_reward=cfg.warmstart_min_reward,
+        max_seq_length=cfg.max_seq_length,
+    )
     bar = tqdm(total=cfg.warmstart_steps, desc="warm-start", disable=not cfg.progress_bar, leave=False)
 
     def progress(_: int, loss: float) -> None:
@@ -250,9 +279,15 @@ async def _warmstart(run: Run) -> dict[str, float]:
         bar.set_postfix(loss=f"{loss:.3f}")
 
     try:
-        metrics |= await asyncio.to_thread(supervised_warmstart, run.model, demos, cfg,
-                                           pad_token_id=_pad_id(run.tokenizer), autocast=run.autocast,
-                                           progress=progress)
+        metrics |= await asyncio.to_thread(
+            supervised_warmstart,
+            run.model,
+            demos,
+            cfg,
+            pad_token_id=_pad_id(run.tokenizer),
+            autocast=run.autocast,
+            progress=progress,
+        )
     finally:
         bar.close()
     return metrics
@@ -304,9 +339,10 @@ def _score(run: Run, model: Any, items: Sequence[_Item]) -> list[Any]:
     size = run.cfg.per_device_train_batch_size
     with torch.no_grad():
         for start in range(0, len(items), size):
-            chunk = items[start:start + size]
-            ids, attn, tmask = pad_batch([i.ids for i in chunk], [i.mask for i in chunk], _pad_id(run.tokenizer),
-                                         run.device)
+            chunk = items[start : start + size]
+            ids, attn, tmask = pad_batch(
+                [i.ids for i in chunk], [i.mask for i in chunk], _pad_id(run.tokenizer), run.device
+            )
             with run.autocast():
                 logp, _, first = forward_logprobs(model, ids, attn, tmask, temperature=run.cfg.temperature)
             for b, item in enumerate(chunk):
@@ -338,8 +374,11 @@ def update_policy(run: Run, rollouts: Sequence[Rollout]) -> dict[str, float]:
     stats: dict[str, float] = {"losses/skipped_steps": 0.0, "losses/optimizer_steps": 0.0}
     if not items:
         return stats
-    per_opt = (len(items) if cfg.gradient_accumulation_steps is None
-               else cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps)
+    per_opt = (
+        len(items)
+        if cfg.gradient_accumulation_steps is None
+        else cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
+    )
     many_steps = cfg.num_iterations > 1 or per_opt < len(items)
     if cfg.old_logprobs == "sampling":
         for item in items:
@@ -355,10 +394,12 @@ def update_policy(run: Run, rollouts: Sequence[Rollout]) -> dict[str, float]:
     for iteration in range(cfg.num_iterations):
         order = list(range(len(items)))
         if many_steps:
-            order = torch.randperm(len(items), generator=torch.Generator().manual_seed(
-                cfg.seed * 1_000_003 + run.step * 101 + iteration)).tolist()
+            order = torch.randperm(
+                len(items),
+                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + run.step * 101 + iteration),
+            ).tolist()
         for start in range(0, len(order), per_opt):
-            chunk = [items[i] for i in order[start:start + per_opt]]
+            chunk = [items[i] for i in order[start : start + per_opt]]
             _optimizer_step(run, chunk, stats, sums, first_pass=iteration == 0)
     tokens = max(sums.pop("_tokens", 0.0), 1.0)
     for key, value in sums.items():
@@ -366,17 +407,20 @@ def update_policy(run: Run, rollouts: Sequence[Rollout]) -> dict[str, float]:
     return stats
 
 
-def _optimizer_step(run: Run, chunk: list[_Item], stats: dict[str, float], sums: dict[str, float],
-                    *, first_pass: bool) -> None:
+def _optimizer_step(
+    run: Run, chunk: list[_Item], stats: dict[str, float], sums: dict[str, float], *, first_pass: bool
+) -> None:
     import torch
 
     cfg = run.cfg
-    normaliser = float(sum(sum(i.mask) for i in chunk)) if cfg.loss_type == "token_mean" else float(len(chunk))
+    normaliser = (
+        float(sum(sum(i.mask) for i in chunk)) if cfg.loss_type == "token_mean" else float(len(chunk))
+    )
     run.optimizer.zero_grad(set_to_none=True)
     finite = True
     size = cfg.per_device_train_batch_size
     for start in range(0, len(chunk), size):
-        micro = chunk[start:start + size]
+        micro = chunk[start : start + size]
         try:
             terms, n_tokens, gap = _micro_batch(run, micro, normaliser)
         except (RuntimeError, MemoryError) as exc:
@@ -391,9 +435,13 @@ def _optimizer_step(run: Run, chunk: list[_Item], stats: dict[str, float], sums:
         if terms is None:
             finite = False
             break
-        for key, value in (("losses/policy_loss", terms.policy_loss), ("losses/kl", terms.kl),
-                           ("losses/entropy", terms.entropy), ("losses/clip_fraction", terms.clip_fraction),
-                           ("losses/approx_kl_old", terms.approx_kl_old)):
+        for key, value in (
+            ("losses/policy_loss", terms.policy_loss),
+            ("losses/kl", terms.kl),
+            ("losses/entropy", terms.entropy),
+            ("losses/clip_fraction", terms.clip_fraction),
+            ("losses/approx_kl_old", terms.approx_kl_old),
+        ):
             sums[key] = sums.get(key, 0.0) + float(value) * n_tokens
         if first_pass and gap is not None:
             sums["rollout/logprob_gap"] = sums.get("rollout/logprob_gap", 0.0) + gap * n_tokens
@@ -406,8 +454,11 @@ def _optimizer_step(run: Run, chunk: list[_Item], stats: dict[str, float], sums:
         run.optimizer.zero_grad(set_to_none=True)
         stats["losses/skipped_steps"] += 1
         run.nonfinite_in_a_row += 1
-        logger.warning("step %d: non-finite loss or gradient, optimizer step skipped (%d in a row)", run.step,
-                       run.nonfinite_in_a_row)
+        logger.warning(
+            "step %d: non-finite loss or gradient, optimizer step skipped (%d in a row)",
+            run.step,
+            run.nonfinite_in_a_row,
+        )
         if run.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
             raise TrainingError(
                 f"{run.nonfinite_in_a_row} optimizer steps in a row had a NaN/inf loss or gradient; lower "
@@ -426,19 +477,31 @@ def _micro_batch(run: Run, micro: list[_Item], normaliser: float) -> tuple[Any, 
     import torch
 
     cfg = run.cfg
-    ids, attn, tmask = pad_batch([i.ids for i in micro], [i.mask for i in micro], _pad_id(run.tokenizer),
-                                 run.device)
+    ids, attn, tmask = pad_batch(
+        [i.ids for i in micro], [i.mask for i in micro], _pad_id(run.tokenizer), run.device
+    )
     with run.autocast():
-        logp, entropy, first = forward_logprobs(run.model, ids, attn, tmask, temperature=cfg.temperature,
-                                                with_entropy=True)
+        logp, entropy, first = forward_logprobs(
+            run.model, ids, attn, tmask, temperature=cfg.temperature, with_entropy=True
+        )
     mask = tmask[:, first:]
     width = ids.shape[1]
     old = logp.detach() if micro[0].old is None else _stack([i.old for i in micro], width, first, run.device)
     ref = None if micro[0].ref is None else _stack([i.ref for i in micro], width, first, run.device)
     advantages = torch.tensor([i.advantage for i in micro], dtype=torch.float32, device=run.device)
-    terms = grpo_loss(logp, old, advantages, mask, epsilon=cfg.epsilon, ref_logprobs=ref, beta=cfg.beta,
-                      entropy=entropy, entropy_coef=cfg.entropy_coef, loss_type=cfg.loss_type,
-                      normaliser=normaliser)
+    terms = grpo_loss(
+        logp,
+        old,
+        advantages,
+        mask,
+        epsilon=cfg.epsilon,
+        ref_logprobs=ref,
+        beta=cfg.beta,
+        entropy=entropy,
+        entropy_coef=cfg.entropy_coef,
+        loss_type=cfg.loss_type,
+        normaliser=normaliser,
+    )
     if not torch.isfinite(terms.loss):
         return None, 0.0, None
     terms.loss.backward()
@@ -456,13 +519,23 @@ async def _train_step(run: Run) -> dict[str, Any]:
     started = time.perf_counter()
     indices = data_indices(run.task.train_indices, cfg.prompts_per_step, run.step, cfg.seed)
     try:
-        rollouts = await collect_rollouts(run.envs, run.generator, run.fmt, run.task.records, indices, cfg,
-                                          step=run.step, group_size=cfg.num_generations)
+        rollouts = await collect_rollouts(
+            run.envs,
+            run.generator,
+            run.fmt,
+            run.task.records,
+            indices,
+            cfg,
+            step=run.step,
+            group_size=cfg.num_generations,
+        )
     except (RuntimeError, MemoryError) as exc:
         if not _is_oom(exc):
             raise
-        raise TrainingError(f"out of memory while generating; lower generation_batch_size (now "
-                            f"{cfg.generation_batch_size}) or max_seq_length") from exc
+        raise TrainingError(
+            f"out of memory while generating; lower generation_batch_size (now "
+            f"{cfg.generation_batch_size}) or max_seq_length"
+        ) from exc
     rolled = time.perf_counter()
     metrics: dict[str, Any] = rollout_metrics(rollouts)
     metrics |= await asyncio.to_thread(update_policy, run, rollouts)
@@ -485,7 +558,7 @@ async def _train_step(run: Run) -> dict[str, Any]:
 
 def _zero_std_fraction(rollouts: Sequence[Rollout], group: int) -> float:
     """Fraction of groups whose rewards are all equal (they carry no learning signal)."""
-    groups = [rollouts[i:i + group] for i in range(0, len(rollouts), group)]
+    groups = [rollouts[i : i + group] for i in range(0, len(rollouts), group)]
     return sum(1.0 for g in groups if len({r.reward for r in g}) == 1) / max(1, len(groups))
 
 
@@ -493,8 +566,18 @@ async def evaluate(run: Run) -> dict[str, float]:
     """Greedy episodes on the held-out questions (``eval/…`` metrics); empty without held-out questions."""
     if not run.task.eval_indices:
         return {}
-    rollouts = await collect_rollouts(run.envs, run.generator, run.fmt, run.task.records, run.task.eval_indices,
-                                      run.cfg, step=run.step, group_size=1, temperature=0.0, salt=1)
+    rollouts = await collect_rollouts(
+        run.envs,
+        run.generator,
+        run.fmt,
+        run.task.records,
+        run.task.eval_indices,
+        run.cfg,
+        step=run.step,
+        group_size=1,
+        temperature=0.0,
+        salt=1,
+    )
     return rollout_metrics(rollouts, "eval")
 
 
@@ -525,11 +608,23 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def save(run: Run) -> Path:
     """Checkpoint the run at its current step."""
     cfg = run.cfg
-    state = {"step": run.step, "data_position": run.step * cfg.prompts_per_step,
-             "nonfinite_in_a_row": run.nonfinite_in_a_row, "rng": _rng_state()}
-    return save_checkpoint(cfg.output_dir, run.step, model=run.model, tokenizer=run.tokenizer,
-                           optimizer=run.optimizer, scheduler=run.scheduler, state=state, cfg=cfg,
-                           keep=cfg.save_total_limit)
+    state = {
+        "step": run.step,
+        "data_position": run.step * cfg.prompts_per_step,
+        "nonfinite_in_a_row": run.nonfinite_in_a_row,
+        "rng": _rng_state(),
+    }
+    return save_checkpoint(
+        cfg.output_dir,
+        run.step,
+        model=run.model,
+        tokenizer=run.tokenizer,
+        optimizer=run.optimizer,
+        scheduler=run.scheduler,
+        state=state,
+        cfg=cfg,
+        keep=cfg.save_total_limit,
+    )
 
 
 async def atrain(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -568,8 +663,12 @@ def _summary(run: Run, checkpoint: Path | None, plot: Path | None) -> dict[str, 
     rows = read_metrics(run.metrics.path) if run.metrics else []
     train_rows = [r for r in rows if "rollout/reward_mean" in r]
     eval_rows = [r for r in rows if "eval/f1" in r]
-    out: dict[str, Any] = {"steps": run.step, "checkpoint": str(checkpoint) if checkpoint else None,
-                           "plot": str(plot) if plot else None, "metrics": str(run.metrics.path)}
+    out: dict[str, Any] = {
+        "steps": run.step,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "plot": str(plot) if plot else None,
+        "metrics": str(run.metrics.path),
+    }
     for name, table in (("train", train_rows), ("eval", eval_rows)):
         prefix = "rollout" if name == "train" else "eval"
         if table:
@@ -589,15 +688,25 @@ def train(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """``--config``, ``--resume`` and one ``--<setting>`` per config field (help from the field)."""
-    parser = argparse.ArgumentParser(prog="python -m agents.grpo.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m agents.grpo.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--config", default=None, help="YAML file of settings (flags below override it)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of output_dir")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint of output_dir"
+    )
     parser.add_argument("--log-level", default="WARNING", help="logging level of the run")
     group = parser.add_argument_group("settings (YAML syntax for values: 3, 1e-6, null, [a, b], {k: v})")
     for f in dataclasses.fields(GRPOConfig):
-        group.add_argument(f"--{f.name}", default=argparse.SUPPRESS, type=_yaml_value, metavar="VALUE",
-                           help=f.metadata["help"])
+        group.add_argument(
+            f"--{f.name}",
+            default=argparse.SUPPRESS,
+            type=_yaml_value,
+            metavar="VALUE",
+            help=f.metadata["help"],
+        )
     return parser
 
 
@@ -615,15 +724,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     overrides = {k: v for k, v in vars(args).items() if k in GRPOConfig.field_names()}
     for key in ("system_prompt", "chat_template", "output_dir", "model_name_or_path", "dataset"):
         if key in overrides and overrides[key] is not None and not isinstance(overrides[key], str):
             overrides[key] = str(overrides[key])
     try:
-        cfg = (GRPOConfig.from_yaml(args.config, **overrides) if args.config
-               else GRPOConfig.from_dict(overrides, where="the command line"))
+        cfg = (
+            GRPOConfig.from_yaml(args.config, **overrides)
+            if args.config
+            else GRPOConfig.from_dict(overrides, where="the command line")
+        )
         summary = train(cfg, resume=args.resume)
     except DrgymError as exc:
         print(f"error: {exc}", file=sys.stderr)

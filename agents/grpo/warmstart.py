@@ -80,9 +80,11 @@ async def collect_demonstrations(
             index = queue.get_nowait()
             try:
                 messages, reward = await _play(env, make_agent(), index)
-            except Exception as exc:  # one broken episode does not stop the collection
+            except Exception as exc:  # noqa: BLE001  # one broken episode does not stop the collection
                 failures += 1
-                logger.warning("warm-start episode of record %d failed: %s: %s", index, type(exc).__name__, exc)
+                logger.warning(
+                    "warm-start episode of record %d failed: %s: %s", index, type(exc).__name__, exc
+                )
                 continue
             played.append((index, messages, reward))
 
@@ -122,8 +124,10 @@ def supervised_warmstart(
     import torch
 
     if not demos:
-        raise ValueError("no demonstrations to learn from: the warm-start agent reached warmstart_min_reward on no "
-                         "episode; lower warmstart_min_reward or raise warmstart_episodes")
+        raise ValueError(
+            "no demonstrations to learn from: the warm-start agent reached warmstart_min_reward on no "
+            "episode; lower warmstart_min_reward or raise warmstart_episodes"
+        )
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.warmstart_learning_rate, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)

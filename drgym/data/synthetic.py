@@ -26,7 +26,28 @@ __all__ = ["SYNTHETIC_SOURCE", "SyntheticTask", "make_synthetic_task"]
 
 SYNTHETIC_SOURCE = "synthetic"
 
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kr", "st", "th", "tr")
+_ONSETS = (
+    "b",
+    "d",
+    "f",
+    "g",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "z",
+    "br",
+    "dr",
+    "kr",
+    "st",
+    "th",
+    "tr",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ai", "ei", "ou")
 _CODAS = ("", "", "", "n", "r", "l", "s", "m", "th", "nd")
 
@@ -57,7 +78,16 @@ class _Person:
     trade: str
 
 
-_TRADES = ("weaver", "potter", "cartographer", "glassblower", "astronomer", "shipwright", "beekeeper", "clockmaker")
+_TRADES = (
+    "weaver",
+    "potter",
+    "cartographer",
+    "glassblower",
+    "astronomer",
+    "shipwright",
+    "beekeeper",
+    "clockmaker",
+)
 
 
 class _Names:
@@ -165,8 +195,9 @@ def make_synthetic_task(
         town = person.birthplace
         question = f"Who founded the town where {person.name} was born?"
         queries = [f"Where was {person.name} born?", f"Who founded {town.name}?"]
-        records.append(_record(seed, "founder_of_birthplace", question, town.founder, 2, [person.id, town.id],
-                               queries))
+        records.append(
+            _record(seed, "founder_of_birthplace", question, town.founder, 2, [person.id, town.id], queries)
+        )
     rng.shuffle(records)
     records = [_renumber(r, seed, i) for i, r in enumerate(records)]
 
@@ -178,8 +209,10 @@ def make_synthetic_task(
 def _check_args(num_questions: Any, two_hop_fraction: Any, kinds: Any, extra_towns: Any) -> None:
     if isinstance(num_questions, bool) or not isinstance(num_questions, int) or num_questions < 1:
         raise ConfigError(f"num_questions must be an integer >= 1, got {num_questions!r}")
-    if isinstance(two_hop_fraction, bool) or not isinstance(two_hop_fraction, (int, float)) or not (
-        0.0 <= two_hop_fraction <= 1.0
+    if (
+        isinstance(two_hop_fraction, bool)
+        or not isinstance(two_hop_fraction, (int, float))
+        or not (0.0 <= two_hop_fraction <= 1.0)
     ):
         raise ConfigError(f"two_hop_fraction must be a number in [0, 1], got {two_hop_fraction!r}")
     if isinstance(extra_towns, bool) or not isinstance(extra_towns, int) or extra_towns < 0:
@@ -217,9 +250,17 @@ def _make_person(rng: random.Random, names: _Names, i: int, towns: list[_Town]) 
 def _record(
     seed: int, kind: str, question: str, answer: str, hops: int, support: list[str], queries: list[str]
 ) -> QARecord:
-    metadata = {"hops": hops, "kind": kind, "support": tuple(support), "queries": tuple(queries), "seed": seed}
+    metadata = {
+        "hops": hops,
+        "kind": kind,
+        "support": tuple(support),
+        "queries": tuple(queries),
+        "seed": seed,
+    }
     return QARecord(question=question, answers=[answer], source=SYNTHETIC_SOURCE, id="", metadata=metadata)
 
 
 def _renumber(record: QARecord, seed: int, index: int) -> QARecord:
-    return QARecord(record.question, record.answers, record.source, f"synthetic:{seed}:{index}", record.metadata)
+    return QARecord(
+        record.question, record.answers, record.source, f"synthetic:{seed}:{index}", record.metadata
+    )

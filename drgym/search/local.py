@@ -307,6 +307,7 @@ class BM25Backend:
         self._indptr: np.ndarray = self._retriever.scores["indptr"]
         self._vocab: dict[str, int] = self._retriever.vocab_dict
         self._num_docs = len(self._passages)
+        self._idf_cache: dict[str, float] = {}
 
     @classmethod
     def from_corpus(
@@ -495,11 +496,17 @@ class BM25Backend:
         )
 
     def _idf(self, term: str) -> float:
+        cached = self._idf_cache.get(term)
+        if cached is not None:
+            return cached
         t = self._vocab.get(term)
         if t is None:
             return 0.0
         df = int(self._indptr[t + 1] - self._indptr[t])
-        return math.log(1 + (self._num_docs - df + 0.5) / (df + 0.5))
+        value = math.log(1 + (self._num_docs - df + 0.5) / (df + 0.5))
+        if len(self._idf_cache) < 100_000:  # bounded: a hostile query stream cannot grow it forever
+            self._idf_cache[term] = value
+        return value
 
     def _snippet(self, text: str, terms: list[str]) -> str:
         """The passage from its best-matching sentence on (or its start), about 300 characters."""

@@ -10,22 +10,39 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from agents.grpo.config import GRPOConfig  # noqa: E402
-from agents.grpo.losses import forward_logprobs, pad_batch  # noqa: E402
-from agents.grpo.rollout import Sample  # noqa: E402
-from agents.scripted.spans import best_span  # noqa: E402
+from agents.grpo.config import GRPOConfig
+from agents.grpo.losses import forward_logprobs, pad_batch
+from agents.grpo.rollout import Sample
+from agents.scripted.spans import best_span
 
-_USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.S)
+_USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
 
 
 def tiny_config(tmp_path: Path, **overrides) -> GRPOConfig:
     """A config that trains in about a second per step on a CPU."""
     values = dict(
-        model_name_or_path="tiny", device="cpu", system_prompt="Search, then answer.", dataset="synthetic",
-        num_train_questions=6, num_eval_questions=0, max_turns=2, results_per_query=2, prompts_per_step=2,
-        num_generations=2, max_completion_length=12, max_prompt_length=256, max_seq_length=1024,
-        learning_rate=1e-3, per_device_train_batch_size=2, max_steps=2, save_steps=2, output_dir=str(tmp_path / "run"),
-        report_to=[], plot=False, progress_bar=False, seed=0,
+        model_name_or_path="tiny",
+        device="cpu",
+        system_prompt="Search, then answer.",
+        dataset="synthetic",
+        num_train_questions=6,
+        num_eval_questions=0,
+        max_turns=2,
+        results_per_query=2,
+        prompts_per_step=2,
+        num_generations=2,
+        max_completion_length=12,
+        max_prompt_length=256,
+        max_seq_length=1024,
+        learning_rate=1e-3,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        save_steps=2,
+        output_dir=str(tmp_path / "run"),
+        report_to=[],
+        plot=False,
+        progress_bar=False,
+        seed=0,
     )
     values.update(overrides)
     return GRPOConfig(**values)
@@ -47,8 +64,11 @@ class ScriptedPolicy:
     def _turn(self, context: str, seed: int) -> str:
         question = _USER.search(context).group(1)
         if "<tool_response>" not in context:
-            return ('<think>search</think><tool_call>{"name": "web_search", "arguments": {"query": ["'
-                    + question + '"]}}</tool_call>')
+            return (
+                '<think>search</think><tool_call>{"name": "web_search", "arguments": {"query": ["'
+                + question
+                + '"]}}</tool_call>'
+            )
         if seed % 2:
             return "<think>unsure</think><answer>broken"
         observation = context.rsplit("<tool_response>", 1)[1]
@@ -64,7 +84,7 @@ class ScriptedPolicy:
             batch = pad_batch([prompt + ids], [[0] * len(prompt) + [1] * len(ids)], 0)
             with torch.no_grad():
                 logp, _, first = forward_logprobs(self.model, *batch)
-            lps = logp[0, len(prompt) - first:].tolist()
+            lps = logp[0, len(prompt) - first :].tolist()
             samples.append(Sample(ids, lps, self.tokenizer.decode(ids), "stop"))
         self.calls.append(samples)
         return samples

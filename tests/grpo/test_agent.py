@@ -30,14 +30,21 @@ def test_agent_by_name_plays_an_episode_from_a_run_directory(run_dir):
     agent = make_agent("grpo", checkpoint=str(run_dir), max_new_tokens=8)
     assert isinstance(agent, GRPOAgent) and agent.checkpoint.name == "checkpoint-000001"
     records, passages = make_synthetic_task(3, seed=1)
-    env = gymnasium.make("drgym/WebResearch-v0", dataset=records,
-                         search=BM25Backend(passages, corpus="synthetic", cache=False), **agent.env_options)
+    env = gymnasium.make(
+        "drgym/WebResearch-v0",
+        dataset=records,
+        search=BM25Backend(passages, corpus="synthetic", cache=False),
+        **agent.env_options,
+    )
     traj = run_episode(env, agent, options={"index": 0})
     env.close()
     assert traj.error is None and traj.turns
     assert traj.turns[0].completion_tokens <= 8
     # It writes with the training system prompt, not the env's.
-    assert agent._messages({"messages": [{"role": "system", "content": "x"}]})[0]["content"] == "Search, then answer."
+    assert (
+        agent._messages({"messages": [{"role": "system", "content": "x"}]})[0]["content"]
+        == "Search, then answer."
+    )
 
 
 def test_agent_needs_a_checkpoint(tmp_path):
@@ -48,7 +55,19 @@ def test_agent_needs_a_checkpoint(tmp_path):
 
 
 def test_drgym_episode_cli_with_the_grpo_agent(run_dir, capsys):
-    code = drgym_main(["episode", "--agent", "grpo", "--checkpoint", str(run_dir / "checkpoint-000001"),
-                       "--agent-arg", "max_new_tokens=6", "--index", "0", "--compact"])
+    code = drgym_main(
+        [
+            "episode",
+            "--agent",
+            "grpo",
+            "--checkpoint",
+            str(run_dir / "checkpoint-000001"),
+            "--agent-arg",
+            "max_new_tokens=6",
+            "--index",
+            "0",
+            "--compact",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["agent"] == "grpo" and out["turns"]

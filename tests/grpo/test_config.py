@@ -52,15 +52,18 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("learning_rat: 1.0e-5\n", "unknown setting `learning_rat` in {path}. Did you mean `learning_rate`?"),
         ("num_generations: 1\n", "GRPO needs at least 2 generations per question"),
         ("num_generations: four\n", "`num_generations` must be int, got 'four'"),
-        ("loss_type: token-mean\n", "`loss_type` must be one of 'token_mean', 'seq_mean', got 'token-mean'. "
-                                    "Did you mean `token_mean`?"),
+        (
+            "loss_type: token-mean\n",
+            "`loss_type` must be one of 'token_mean', 'seq_mean', got 'token-mean'. "
+            "Did you mean `token_mean`?",
+        ),
         ("epsilon: 1.5\n", "`epsilon` (the PPO clip range) must be in (0, 1), got 1.5"),
         ("gradient_accumulation_steps: 3\n", "must split into whole optimizer steps"),
         ("max_prompt_length: 40000\n", "`max_prompt_length` (40000) must be below `max_seq_length` (32768)"),
         ("- a\n- b\n", "must hold a mapping of settings, got list"),
         ("a: [\n", "is not readable YAML"),
         ("stop: ['</answer>', '']\n", "`stop` must be a list of non-empty strings"),
-        ("report_to: [wandb]\n", "`report_to` accepts only \"tensorboard\""),
+        ("report_to: [wandb]\n", '`report_to` accepts only "tensorboard"'),
         ("dataset: demo\ntwo_hop_fraction: 0.5\n", "`two_hop_fraction` only applies to dataset: synthetic"),
     ],
 )
@@ -77,7 +80,12 @@ def test_missing_config_file():
 
 
 def test_round_trip_through_yaml(tmp_path):
-    cfg = GRPOConfig(num_generations=3, prompts_per_step=5, tiny_config={"hidden_size": 32}, data_source=["nq"],
-                     dataset="demo")
+    cfg = GRPOConfig(
+        num_generations=3,
+        prompts_per_step=5,
+        tiny_config={"hidden_size": 32},
+        data_source=["nq"],
+        dataset="demo",
+    )
     cfg.to_yaml(tmp_path / "c.yaml")
     assert GRPOConfig.from_yaml(tmp_path / "c.yaml") == cfg

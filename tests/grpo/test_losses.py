@@ -8,13 +8,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from agents.grpo.losses import (  # noqa: E402
+from agents.grpo.losses import (
     KL_CLAMP,
     aggregate,
     clip_fraction,
     entropy_from_logits,
-    grpo_loss,
     group_advantages,
+    grpo_loss,
     k3_kl,
     masked_mean,
     policy_loss_per_token,
@@ -141,8 +141,15 @@ def test_micro_batches_with_a_global_normaliser_add_up_to_the_full_batch(loss_ty
     full = grpo_loss(logp, old, adv, mask, ref_logprobs=ref, **kw).loss
     norm = mask.sum().item() if loss_type == "token_mean" else float(mask.shape[0])
     parts = sum(
-        grpo_loss(logp[s], old[s], adv[s], mask[s], ref_logprobs=ref[s], normaliser=norm,
-                  **{**kw, "entropy": kw["entropy"][s]}).loss
+        grpo_loss(
+            logp[s],
+            old[s],
+            adv[s],
+            mask[s],
+            ref_logprobs=ref[s],
+            normaliser=norm,
+            **{**kw, "entropy": kw["entropy"][s]},
+        ).loss
         for s in (slice(0, 2), slice(2, 5), slice(5, 6))
     )
     assert parts.item() == pytest.approx(full.item(), rel=1e-5)
@@ -152,16 +159,30 @@ def test_micro_batches_with_a_global_normaliser_add_up_to_the_full_batch(loss_ty
 def test_grpo_loss_combines_the_terms(loss_type):
     logp, old, ref, adv, mask = _batch(7)
     ent = torch.rand_like(logp)
-    terms = grpo_loss(logp, old, adv, mask, epsilon=0.2, ref_logprobs=ref, beta=0.3, entropy=ent,
-                      entropy_coef=0.1, loss_type=loss_type)
-    agg = lambda x: aggregate(x, mask, loss_type)  # noqa: E731
+    terms = grpo_loss(
+        logp,
+        old,
+        adv,
+        mask,
+        epsilon=0.2,
+        ref_logprobs=ref,
+        beta=0.3,
+        entropy=ent,
+        entropy_coef=0.1,
+        loss_type=loss_type,
+    )
+    agg = lambda x: aggregate(x, mask, loss_type)
     want = agg(policy_loss_per_token(logp, old, adv, 0.2)) + 0.3 * agg(k3_kl(logp, ref)) - 0.1 * agg(ent)
     assert terms.loss.item() == pytest.approx(want.item(), rel=1e-5)
     assert terms.kl.item() == pytest.approx(masked_mean(k3_kl(logp, ref), mask).item(), rel=1e-5)
     assert terms.entropy.item() == pytest.approx(masked_mean(ent, mask).item(), rel=1e-5)
     # beta = 0 drops the reference term entirely, whatever the reference says
-    no_kl = grpo_loss(logp, old, adv, mask, epsilon=0.2, ref_logprobs=ref * 100, beta=0.0, loss_type=loss_type)
-    assert no_kl.loss.item() == pytest.approx(agg(policy_loss_per_token(logp, old, adv, 0.2)).item(), rel=1e-5)
+    no_kl = grpo_loss(
+        logp, old, adv, mask, epsilon=0.2, ref_logprobs=ref * 100, beta=0.0, loss_type=loss_type
+    )
+    assert no_kl.loss.item() == pytest.approx(
+        agg(policy_loss_per_token(logp, old, adv, 0.2)).item(), rel=1e-5
+    )
 
 
 def test_ratio_one_gives_the_plain_policy_gradient():

@@ -25,20 +25,28 @@ def _play(cfg, generator, fmt, *, envs=None, indices=None, group=None):
     task = build_task(cfg)
     envs = envs or make_envs(task, cfg.rollout_batch_size)
     indices = indices or task.train_indices[: cfg.prompts_per_step]
-    rollouts = asyncio.run(collect_rollouts(envs, generator, fmt, task.records, indices, cfg, step=0,
-                                            group_size=group or cfg.num_generations))
+    rollouts = asyncio.run(
+        collect_rollouts(
+            envs, generator, fmt, task.records, indices, cfg, step=0, group_size=group or cfg.num_generations
+        )
+    )
     return task, envs, rollouts
 
 
 def test_tool_turn_is_what_the_template_renders(tiny):
     _, tok = tiny
     fmt = ChatFormat(tok)
-    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
-                {"role": "assistant", "content": "A"}, {"role": "tool", "content": "R"}]
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A"},
+        {"role": "tool", "content": "R"},
+    ]
     whole = fmt.render(messages, add_generation_prompt=True)
     assert whole == fmt.render(messages[:2], add_generation_prompt=True) + "A" + fmt.tool_turn_text("R")
     assert fmt.tool_turn_text("R") == (
-        "<|im_end|>\n<|im_start|>user\n<tool_response>\nR\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\nR\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
     ids, mask = fmt.episode_ids(messages)
     assert tok.decode(ids) == whole
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "A"
@@ -64,7 +72,9 @@ def test_multi_turn_rollout_tokens_mask_and_reward(tiny, tmp_path):
         messages = fmt.messages(env._episode.messages)
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         assert messages[last]["content"] == r.turns[-1]
-        assert tok.decode(r.input_ids) == fmt.render(messages[:last], add_generation_prompt=True) + r.turns[-1]
+        assert (
+            tok.decode(r.input_ids) == fmt.render(messages[:last], add_generation_prompt=True) + r.turns[-1]
+        )
         # Mask 1 exactly on the policy's turns, 0 on the tool turn.
         policy_text = tok.decode([t for t, m in zip(r.completion_ids, r.mask) if m])
         assert policy_text == "".join(r.turns)
@@ -95,22 +105,27 @@ def test_trained_ids_are_the_sampled_ids(tiny, tmp_path):
         assert r.completion_ids[: len(sample.token_ids)] == sample.token_ids
         assert [t for t, m in zip(r.completion_ids, r.mask) if m][: len(sample.token_ids)] == sample.token_ids
     # The trainer's log-probs of those ids (a fresh, padded, uncached forward) agree with the sampler's.
-    ids, attn, tmask = pad_batch([r.input_ids for r in rollouts],
-                                 [[0] * len(r.prompt_ids) + r.mask for r in rollouts], tok.pad_token_id)
+    ids, attn, tmask = pad_batch(
+        [r.input_ids for r in rollouts],
+        [[0] * len(r.prompt_ids) + r.mask for r in rollouts],
+        tok.pad_token_id,
+    )
     with torch.no_grad():
         logp, _, first = forward_logprobs(model, ids, attn, tmask)
     for b, r in enumerate(rollouts):
         start = len(r.prompt_ids) - first
-        got = logp[b, start:start + len(r.completion_ids)]
+        got = logp[b, start : start + len(r.completion_ids)]
         want = torch.tensor(r.sampling_logprobs)
-        assert torch.allclose(got * tmask[b, first + start:first + start + len(want)], want, atol=1e-4)
+        assert torch.allclose(got * tmask[b, first + start : first + start + len(want)], want, atol=1e-4)
 
 
 def test_sampling_is_seeded_and_resumable(tiny):
     model, tok = tiny
     gen = HFGenerator(model, tok, stop=["</answer>"])
-    prompts = [tok("hello", add_special_tokens=False)["input_ids"], tok("a longer prompt", add_special_tokens=False)[
-        "input_ids"]]
+    prompts = [
+        tok("hello", add_special_tokens=False)["input_ids"],
+        tok("a longer prompt", add_special_tokens=False)["input_ids"],
+    ]
     a = gen.generate(prompts, [10, 6], temperature=1.0, seeds=[1, 2])
     b = gen.generate(prompts, [10, 6], temperature=1.0, seeds=[1, 2])
     c = gen.generate(prompts[:1], [10], temperature=1.0, seeds=[1])
@@ -169,8 +184,11 @@ def test_an_episode_that_errors_gets_the_format_reward_and_the_batch_goes_on(tin
     poison = task.records[indices[0]].question
     task.env_kwargs["search"] = _FlakyBackend(task.env_kwargs["search"], poison)
     envs = make_envs(task, 4)
-    rollouts = asyncio.run(collect_rollouts(envs, ScriptedPolicy(model, tok), fmt, task.records, indices, cfg,
-                                            step=0, group_size=2))
+    rollouts = asyncio.run(
+        collect_rollouts(
+            envs, ScriptedPolicy(model, tok), fmt, task.records, indices, cfg, step=0, group_size=2
+        )
+    )
     for r in rollouts[:2]:
         assert "backend exploded" in r.error and r.reward == -1.0 and r.policy_tokens > 0
     for r in rollouts[2:]:

@@ -26,8 +26,11 @@ def _scripted_rollouts(run):
     policy = ScriptedPolicy(run.model, run.tokenizer)
     indices = data_indices(run.task.train_indices, run.cfg.prompts_per_step, 0, run.cfg.seed)
     cfg = run.cfg
-    return asyncio.run(collect_rollouts(run.envs, policy, run.fmt, run.task.records, indices, cfg, step=0,
-                                        group_size=cfg.num_generations))
+    return asyncio.run(
+        collect_rollouts(
+            run.envs, policy, run.fmt, run.task.records, indices, cfg, step=0, group_size=cfg.num_generations
+        )
+    )
 
 
 def test_two_steps_then_resume_continue_exactly_like_one_run(tmp_path):
@@ -40,10 +43,20 @@ def test_two_steps_then_resume_continue_exactly_like_one_run(tmp_path):
     assert first["steps"] == 2 and [p.name for p in checkpoint_dirs(out)] == ["checkpoint-000002"]
     rows = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("rollout/reward_mean", "rollout/f1", "rollout/format_error_rate", "rollout/tool_calls",
-                "rollout/response_tokens", "losses/kl", "losses/entropy", "losses/clip_fraction",
-                "losses/grad_norm", "charts/rollout_tokens_per_second", "charts/rollout_seconds",
-                "charts/update_seconds"):
+    for key in (
+        "rollout/reward_mean",
+        "rollout/f1",
+        "rollout/format_error_rate",
+        "rollout/tool_calls",
+        "rollout/response_tokens",
+        "losses/kl",
+        "losses/entropy",
+        "losses/clip_fraction",
+        "losses/grad_norm",
+        "charts/rollout_tokens_per_second",
+        "charts/rollout_seconds",
+        "charts/update_seconds",
+    ):
         assert key in rows[0], key
     ckpt = out / "checkpoint-000002"
     assert {p.name for p in ckpt.iterdir()} == {"model", "tokenizer", "trainer_state.pt", "config.yaml"}
@@ -149,9 +162,16 @@ def test_out_of_memory_names_the_setting_to_lower(tmp_path):
 
 
 def test_warmstart_imitates_scripted_episodes_and_becomes_the_reference(tmp_path):
-    cfg = tiny_config(tmp_path, warmstart_steps=2, warmstart_episodes=6, warmstart_min_reward=0.0,
-                      warmstart_batch_size=2, warmstart_agent_kwargs={"pages_to_read": 0}, beta=0.01,
-                      max_completion_length=200)
+    cfg = tiny_config(
+        tmp_path,
+        warmstart_steps=2,
+        warmstart_episodes=6,
+        warmstart_min_reward=0.0,
+        warmstart_batch_size=2,
+        warmstart_agent_kwargs={"pages_to_read": 0},
+        beta=0.01,
+        max_completion_length=200,
+    )
     run = asyncio.run(setup(cfg))
     rows = read_metrics(run.metrics.path)
     assert rows[0]["step"] == 0 and rows[0]["warmstart/demonstrations"] >= 1

@@ -1,0 +1,75 @@
+"""The synthetic research task: deterministic, answerable through search, and checked arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from drgym.data.records import Passage, QARecord
+from drgym.data.synthetic import SYNTHETIC_SOURCE, make_synthetic_task
+from drgym.errors import ConfigError
+from drgym.search.local import BM25Backend
+
+
+def test_same_seed_same_task_and_other_seed_other_task():
+    a = make_synthetic_task(20, seed=3, two_hop_fraction=0.3)
+    b = make_synthetic_task(20, seed=3, two_hop_fraction=0.3)
+    c = make_synthetic_task(20, seed=4, two_hop_fraction=0.3)
+    assert a == b
+    assert [r.question for r in a.records] != [r.question for r in c.records]
+    records, passages = a  # unpacks as a pair
+    assert all(isinstance(r, QARecord) for r in records) and all(isinstance(p, Passage) for p in passages)
+
+
+def test_records_and_passages_are_consistent():
+    records, passages = make_synthetic_task(40, seed=0, two_hop_fraction=0.25)
+    by_id = {p.id: p for p in passages}
+    assert len(records) == 40 and len(by_id) == len(passages)
+    assert len({r.id for r in records}) == 40 and len({r.question for r in records}) == 40
+    assert sum(r.metadata["hops"] == 2 for r in records) == 10
+    for r in records:
+        assert r.source == SYNTHETIC_SOURCE and len(r.answers) == 1 and r.answers[0]
+        support = [by_id[pid] for pid in r.metadata["support"]]
+        assert r.answers[0] in support[-1].text  # the last hop's passage holds the answer
+        assert len(r.metadata["queries"]) == r.metadata["hops"]
+        if r.metadata["hops"] == 2:
+            bridge = re.search(r"born in (\w+)", support[0].text).group(1)
+            assert bridge == support[1].title and bridge not in r.question
+
+
+def test_each_hop_query_finds_its_passage_first():
+    records, passages = make_synthetic_task(30, seed=2, two_hop_fraction=0.3)
+    backend = BM25Backend(passages, corpus="synthetic", cache=False)
+
+    async def top(query: str) -> str:
+        return (await backend.search(query, 1))[0].url
+
+    for r in records:
+        for query, pid in zip(r.metadata["queries"], r.metadata["support"]):
+            assert asyncio.run(top(query)).endswith(f"/synthetic/{pid}"), (query, pid)
+
+
+def test_kinds_restrict_the_questions():
+    records, _ = make_synthetic_task(12, seed=0, kinds=("founder",))
+    assert {r.metadata["kind"] for r in records} == {"founder"}
+    assert all(r.question.startswith("Who founded ") for r in records)
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_questions": 0}, "num_questions must be an integer >= 1, got 0"),
+        (
+            {"num_questions": 5, "two_hop_fraction": 1.5},
+            "two_hop_fraction must be a number in [0, 1], got 1.5",
+        ),
+        ({"num_questions": 5, "kinds": ("colour",)}, "unknown question kind(s) ['colour']"),
+        ({"num_questions": 5, "kinds": "founder"}, "kinds must be a non-empty list"),
+        ({"num_questions": 5, "extra_towns": -1}, "extra_towns must be an integer >= 0, got -1"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        make_synthetic_task(**kwargs)
