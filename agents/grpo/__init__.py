@@ -1,5 +1,5 @@
-"""GRPO training of a research policy inside ``drgym/WebResearch-v0`` (DeepResearcher's recipe), and the trained
-policy as an agent.
+"""GRPO training of a research policy inside ``drgym/WebResearch-v0`` (DeepResearcher's recipe), and the
+trained policy as an agent.
 
 Train: ``python -m agents.grpo.train --config agents/grpo/configs/tiny-cpu.yaml``. Play:
 ``drgym episode --agent grpo --checkpoint runs/grpo-tiny-cpu``. Importing this package imports no torch.

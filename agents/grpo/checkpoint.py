@@ -1,4 +1,5 @@
-"""Model construction and checkpoints: weights, tokenizer, optimizer, scheduler, RNG states, data position, config.
+"""Model construction and checkpoints: weights, tokenizer, optimizer, scheduler, RNG states, data position and
+config.
 
 A checkpoint is a directory ``<output_dir>/checkpoint-<step>/`` holding ``model/`` (``save_pretrained``),
 ``tokenizer/`` (kept apart: a byte tokenizer saved next to a Qwen2 ``config.json`` would be reloaded as the
@@ -120,7 +121,8 @@ def check_architecture(directory: str | Path, expected: Any) -> None:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"checkpoint {directory} has no readable model config ({exc})") from exc
     diffs = [
-        f"{key}: {getattr(saved, key, None)!r} in the checkpoint, {getattr(expected, key, None)!r} in this run"
+        f"{key}: {getattr(saved, key, None)!r} in the checkpoint, "
+        f"{getattr(expected, key, None)!r} in this run"
         for key in ARCHITECTURE_KEYS
         if getattr(saved, key, None) != getattr(expected, key, None)
     ]

@@ -1,4 +1,5 @@
-"""Every GRPO setting in one dataclass: documented once (the ``help`` of each field, also the ``--help`` text),
+"""Every GRPO setting in one dataclass: documented once (the ``help`` of each field, also the ``--help``
+text),
 loadable from YAML, checked in ``__post_init__`` with messages that name the field and what to change.
 
 Names follow TRL's ``GRPOConfig`` where one exists (``num_generations``, ``beta``, ``epsilon``,
@@ -33,7 +34,7 @@ def _f(default: Any, help: str) -> Any:  # `help` reads best at the call sites
 
 @dataclass
 class GRPOConfig:
-    """Settings of a GRPO run (see each field's help). Build with ``GRPOConfig(...)`` or ``from_yaml(path)``."""
+    """Settings of a GRPO run (see each field's help): ``GRPOConfig(...)`` or ``from_yaml(path)``."""
 
     # ---------------------------------------------------------------- model
     model_name_or_path: str = _f(
@@ -328,7 +329,8 @@ class GRPOConfig:
         if self.max_prompt_length >= self.max_seq_length:
             raise ConfigError(
                 f"`max_prompt_length` ({self.max_prompt_length}) must be below `max_seq_length` "
-                f"({self.max_seq_length}) to leave room for the policy's turns; lower it or raise max_seq_length."
+                f"({self.max_seq_length}) to leave room for the policy's turns; lower it or raise "
+                "max_seq_length."
             )
         if not all(isinstance(s, str) and s for s in self.stop):
             raise ConfigError(f"`stop` must be a list of non-empty strings, got {self.stop!r}")
@@ -349,14 +351,15 @@ class GRPOConfig:
         per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
         if self.rollout_batch_size % per_step:
             raise ConfigError(
-                f"the rollout batch (prompts_per_step x num_generations = {self.rollout_batch_size} episodes) must "
-                f"split into whole optimizer steps of per_device_train_batch_size x gradient_accumulation_steps = "
-                f"{per_step} episodes; change gradient_accumulation_steps (or null: one optimizer step per batch)"
+                f"the rollout batch (prompts_per_step x num_generations = {self.rollout_batch_size} "
+                "episodes) must split into whole optimizer steps of per_device_train_batch_size x "
+                f"gradient_accumulation_steps = {per_step} episodes; change gradient_accumulation_steps (or "
+                "null: one optimizer step per batch)"
             )
 
 
 def _matches(value: Any, hint: Any) -> bool:
-    """Whether ``value`` fits a simple annotation (``int``, ``str | None``, ``list[str]``, ``dict[str, Any]``)."""
+    """Whether ``value`` fits a simple annotation (``int``, ``str | None``, ``list[str]``, ``dict``)."""
     origin = typing.get_origin(hint)
     if hint is Any:
         return True

@@ -139,8 +139,8 @@ def aggregate(
 
     ``token_mean`` (default): the sum over every policy token divided by the number of policy tokens, so each
     token weighs the same and long episodes contribute in proportion to their length (DAPO, veRL's default);
-    no length bias towards short wrong answers. ``seq_mean``: each episode's token mean, averaged over episodes
-    (the original GRPO), so each episode weighs the same.
+    no length bias towards short wrong answers. ``seq_mean``: each episode's token mean, averaged over
+    episodes (the original GRPO), so each episode weighs the same.
 
     Args:
         normaliser: For gradient accumulation: the number of policy tokens (``token_mean``) or episodes

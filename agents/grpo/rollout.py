@@ -1,14 +1,16 @@
-"""Rollouts: many multi-turn episodes of ``WebResearch-v0`` played at once, kept as the exact token ids sampled.
+"""Rollouts: many multi-turn episodes of ``WebResearch-v0`` played at once, kept as the exact ids sampled.
 
 A step plays ``num_generations`` episodes of each of its questions concurrently on one event loop. Turn by
 turn, the next turns of all live episodes are generated together (one batched decode, in a worker thread),
 then every env runs its tool call concurrently, and each tool result is appended to its episode as the token
 ids of the chat template's tool turn. The sequence of an episode is therefore built incrementally:
 
-    prompt ids (template of system + user, with the generation prompt)
-    + sampled ids of turn 1                                                  mask 1
-    + ids of "<|im_end|>\\n<|im_start|>user\\n<tool_response>\\n...</tool_response><|im_end|>\\n<|im_start|>assistant\\n"   mask 0
-    + sampled ids of turn 2 ...                                              mask 1
+    prompt ids (template of system + user, with the generation prompt)                 mask 0
+    + sampled ids of turn 1                                                            mask 1
+    + ids of the tool turn, e.g. (Qwen2.5 renders a tool turn as a user turn)          mask 0
+      "<|im_end|>\\n<|im_start|>user\\n<tool_response>\\n...\\n</tool_response><|im_end|>\\n"
+      "<|im_start|>assistant\\n"
+    + sampled ids of turn 2 ...                                                        mask 1
 
 and is never re-tokenised: the ids the loss is computed on are the ids the policy sampled, and the mask is 1
 exactly on them.
@@ -103,12 +105,12 @@ class ChatFormat:
         return self.encode(self.render(self.messages(messages[:2]), add_generation_prompt=True))
 
     def tool_turn_text(self, content: str) -> str:
-        """What follows a policy turn that called a tool: end of turn, the tool turn, the next generation prompt."""
+        """What follows a policy turn that called a tool: end of turn, tool turn, next generation prompt."""
         return self._tool_before + content + self._tool_after
 
     def tool_turn_ids(self, content: str, last_sampled_id: int | None = None) -> list[int]:
-        """Ids of :meth:`tool_turn_text`. When the policy ended its turn with an EOS token that is the template's
-        end-of-turn marker (Qwen's ``<|im_end|>``), that marker is not repeated."""
+        """Ids of :meth:`tool_turn_text`. When the policy ended its turn with an EOS token that is the
+        template's end-of-turn marker (Qwen's ``<|im_end|>``), that marker is not repeated."""
         text = self.tool_turn_text(content)
         if last_sampled_id is not None and last_sampled_id in self.eos_token_ids:
             eos_text = self.tokenizer.decode([last_sampled_id], skip_special_tokens=False)
@@ -140,7 +142,7 @@ class ChatFormat:
         ]
         try:
             text = self.render(base + [{"role": "tool", "content": _MARK_T}], add_generation_prompt=True)
-        except Exception as exc:  # noqa: BLE001  # any Jinja error of a foreign template
+        except Exception as exc:  # any Jinja error of a foreign template
             raise ConfigError(
                 f"the chat template cannot render a tool turn after an assistant turn: {exc}"
             ) from exc
@@ -406,7 +408,8 @@ class VLLMGenerator:
                 self.llm.reset_prefix_cache()
             return
         raise ConfigError(
-            "cannot reach the vLLM engine's model to update its weights (this vLLM version keeps it in another "
+            "cannot reach the vLLM engine's model to update its weights (this vLLM version keeps it in "
+            "another "
             "process); use generation_backend: hf, or a vLLM version with in-process V1 workers"
         )
 
@@ -463,7 +466,7 @@ def failure_reward(reward_mode: str) -> float:
 
 
 def sample_seed(seed: int, *parts: int) -> int:
-    """A 63-bit seed derived from the run seed and a position (step, episode, turn): resumable, no global RNG."""
+    """A 63-bit seed from the run seed and a position (step, episode, turn): resumable, no global RNG."""
     return int(np.random.SeedSequence([seed, *parts]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 

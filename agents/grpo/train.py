@@ -106,7 +106,7 @@ class Run:
 
 
 def data_indices(pool: Sequence[int], per_step: int, step: int, seed: int) -> list[int]:
-    """The questions of ``step``: consecutive slices of a seeded permutation of ``pool``, reshuffled each pass.
+    """The questions of ``step``: consecutive slices of a seeded permutation of ``pool``, new each pass.
 
     A pure function of its arguments, so a resumed run poses exactly the questions the original would have.
     """
@@ -162,7 +162,7 @@ def _autocast_dtype(cfg: GRPOConfig, device: Any) -> Any:
 
 
 async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
-    """Build the run: model (fresh, warm-started or from the newest checkpoint), reference, optimizer, envs."""
+    """Build the run: model (fresh, warm-started or from the newest checkpoint), reference, optimizer..."""
     import torch
 
     device = resolve_device(cfg.device)
@@ -312,7 +312,7 @@ class _Item:
 
 
 def _items(rollouts: Sequence[Rollout], advantages: Sequence[float]) -> list[_Item]:
-    """Sequences with at least one policy token, their masks and sampler log-probs aligned to token positions."""
+    """Sequences with a policy token, with their masks and sampler log-probs aligned to token positions."""
     items = []
     for r, adv in zip(rollouts, advantages):
         if r.policy_tokens == 0:
@@ -462,7 +462,8 @@ def _optimizer_step(
         if run.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
             raise TrainingError(
                 f"{run.nonfinite_in_a_row} optimizer steps in a row had a NaN/inf loss or gradient; lower "
-                f"learning_rate (now {cfg.learning_rate}), check the rewards for NaN, or raise max_nonfinite_steps"
+                f"learning_rate (now {cfg.learning_rate}), check the rewards for NaN, or raise "
+                "max_nonfinite_steps"
             )
         return
     run.optimizer.step()

@@ -20,30 +20,30 @@ _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
 
 def tiny_config(tmp_path: Path, **overrides) -> GRPOConfig:
     """A config that trains in about a second per step on a CPU."""
-    values = dict(
-        model_name_or_path="tiny",
-        device="cpu",
-        system_prompt="Search, then answer.",
-        dataset="synthetic",
-        num_train_questions=6,
-        num_eval_questions=0,
-        max_turns=2,
-        results_per_query=2,
-        prompts_per_step=2,
-        num_generations=2,
-        max_completion_length=12,
-        max_prompt_length=256,
-        max_seq_length=1024,
-        learning_rate=1e-3,
-        per_device_train_batch_size=2,
-        max_steps=2,
-        save_steps=2,
-        output_dir=str(tmp_path / "run"),
-        report_to=[],
-        plot=False,
-        progress_bar=False,
-        seed=0,
-    )
+    values = {
+        "model_name_or_path": "tiny",
+        "device": "cpu",
+        "system_prompt": "Search, then answer.",
+        "dataset": "synthetic",
+        "num_train_questions": 6,
+        "num_eval_questions": 0,
+        "max_turns": 2,
+        "results_per_query": 2,
+        "prompts_per_step": 2,
+        "num_generations": 2,
+        "max_completion_length": 12,
+        "max_prompt_length": 256,
+        "max_seq_length": 1024,
+        "learning_rate": 1e-3,
+        "per_device_train_batch_size": 2,
+        "max_steps": 2,
+        "save_steps": 2,
+        "output_dir": str(tmp_path / "run"),
+        "report_to": [],
+        "plot": False,
+        "progress_bar": False,
+        "seed": 0,
+    }
     values.update(overrides)
     return GRPOConfig(**values)
 
@@ -51,9 +51,9 @@ def tiny_config(tmp_path: Path, **overrides) -> GRPOConfig:
 class ScriptedPolicy:
     """A policy with fixed behaviour, written through a real tiny model.
 
-    Turn 1 searches the question; turn 2 answers with the scripted agent's best span of the search results (even
-    seeds) or writes a broken answer (odd seeds), so rewards differ within a group. The ids are the tokens of that
-    text and the logprobs the model's own log-probs of them (at temperature 1), as a sampler would report.
+    Turn 1 searches the question; turn 2 answers with the scripted agent's best span of the search results
+    (even seeds) or writes a broken answer (odd seeds), so rewards differ within a group. The ids are the
+    tokens of that text and the logprobs the model's own log-probs of them (temperature 1), as a sampler's.
     """
 
     def __init__(self, model, tokenizer) -> None:

@@ -54,8 +54,8 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("num_generations: four\n", "`num_generations` must be int, got 'four'"),
         (
             "loss_type: token-mean\n",
-            "`loss_type` must be one of 'token_mean', 'seq_mean', got 'token-mean'. "
-            "Did you mean `token_mean`?",
+            ("`loss_type` must be one of 'token_mean', 'seq_mean', got 'token-mean'. Did you mean "
+             "`token_mean`?"),
         ),
         ("epsilon: 1.5\n", "`epsilon` (the PPO clip range) must be in (0, 1), got 1.5"),
         ("gradient_accumulation_steps: 3\n", "must split into whole optimizer steps"),

@@ -137,7 +137,8 @@ def test_token_mean_and_seq_mean_against_reference():
 @pytest.mark.parametrize("loss_type", ["token_mean", "seq_mean"])
 def test_micro_batches_with_a_global_normaliser_add_up_to_the_full_batch(loss_type):
     logp, old, ref, adv, mask = _batch(6)
-    kw = dict(epsilon=0.2, beta=0.01, entropy=torch.rand_like(logp), entropy_coef=0.05, loss_type=loss_type)
+    kw = {"epsilon": 0.2, "beta": 0.01, "entropy": torch.rand_like(logp), "entropy_coef": 0.05,
+          "loss_type": loss_type}
     full = grpo_loss(logp, old, adv, mask, ref_logprobs=ref, **kw).loss
     norm = mask.sum().item() if loss_type == "token_mean" else float(mask.shape[0])
     parts = sum(

@@ -63,7 +63,7 @@ def test_multi_turn_rollout_tokens_mask_and_reward(tiny, tmp_path):
     cfg = tiny_config(tmp_path, max_completion_length=200)
     fmt = ChatFormat(tok, system_prompt=cfg.system_prompt)
     policy = ScriptedPolicy(model, tok)
-    task, envs, rollouts = _play(cfg, policy, fmt)
+    _, envs, rollouts = _play(cfg, policy, fmt)
     assert [r.group for r in rollouts] == [0, 0, 1, 1]
     for r, env in zip(rollouts, envs):
         assert r.error is None and len(r.turns) == 2 and r.tool_calls == 1

@@ -1,4 +1,4 @@
-"""Training runs on a CPU with the tiny model: steps, checkpoints, resume, the update, and failure handling."""
+"""Training runs on a CPU with the tiny model: steps, checkpoints, resume, the update, failure handling."""
 
 from __future__ import annotations
 
