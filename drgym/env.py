@@ -52,7 +52,7 @@ from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, R
 from drgym.data.records import QARecord
 from drgym.errors import BudgetExceededError, ConfigError, DrgymError
 from drgym.llm.base import ChatClient
-from drgym.reward import REWARD_MODES, Score, score_episode, split_gold
+from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
 from drgym.search.metering import EpisodeView
 from drgym.search.stack import SearchConfig, build_stack
@@ -84,6 +84,8 @@ class _Episode:
     tool_errors: int = 0
     backend_errors: int = 0
     budget_errors: int = 0
+    answer: str | None = None  # the policy's answer, once it gave one
+    format_problem: str | None = None  # why a scored turn broke the format (ends the episode in "end" mode)
     backend_time_s: float = 0.0
     done: bool = False
 
@@ -247,6 +249,7 @@ class WebResearchEnv(gym.Env[str, str]):
             ep.format_errors += 1
             if self.on_format_error == "end":
                 ep.policy_turns.append(action)
+                ep.format_problem = f"turn {ep.turn}: {parsed.error or 'the turn broke the format'}"
                 content, terminated = protocol.render_error(parsed.error or "the turn broke the format"), True
             else:
                 content = protocol.render_error(
@@ -255,6 +258,7 @@ class WebResearchEnv(gym.Env[str, str]):
         else:
             ep.policy_turns.append(action)
             if parsed.kind == "answer":
+                ep.answer = parsed.answer
                 content, terminated = "", True
             elif parsed.kind == "tool_error":
                 ep.tool_errors += 1
@@ -267,8 +271,11 @@ class WebResearchEnv(gym.Env[str, str]):
         truncated = not terminated and ep.turn >= self.max_turns
         score: Score | None = None
         if terminated or truncated:
-            score = score_episode(
-                ep.policy_turns, ep.record.answers, mode=self.reward_mode, max_chars=self.max_action_chars
+            # Every scored turn was parsed once already; the verdict collected on the way is the paper's format
+            # rule (tests check it equals ``score_episode`` on the policy's turns), so nothing is parsed again.
+            problem = ep.format_problem or (None if ep.answer is not None else "no turn ends with an <answer>")
+            score = score_answer(
+                ep.answer, ep.record.answers, self.reward_mode, format_ok=problem is None, reason=problem
             )
             reward = float(score.reward)
             ep.done = True

@@ -15,7 +15,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
@@ -33,6 +33,7 @@ __all__ = [
     "f1_squad",
     "normalize_paper",
     "normalize_squad",
+    "score_answer",
     "score_episode",
     "split_gold",
 ]
@@ -272,8 +273,11 @@ class Score:
     reason: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict, ready for JSON."""
-        return asdict(self)
+        """A plain dict, ready for JSON (built by hand: ``asdict`` is slow on the env's hot path)."""
+        return {f: getattr(self, f) for f in _SCORE_FIELDS}
+
+
+_SCORE_FIELDS = ("reward", "f1", "em", "squad_f1", "squad_em", "format_ok", "answer", "reason")
 
 
 def score_episode(
@@ -293,13 +297,30 @@ def score_episode(
     Raises:
         ConfigError: ``mode`` is unknown, or there is no gold answer.
     """
+    _check_mode(mode)
+    format_ok, reason = check_format(policy_turns, max_chars=max_chars)
+    return score_answer(extract_answer(policy_turns), golds, mode, format_ok=format_ok, reason=reason)
+
+
+def _check_mode(mode: str) -> None:
     if mode not in REWARD_MODES:
         close = difflib.get_close_matches(str(mode), REWARD_MODES, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         raise ConfigError(f"unknown reward mode {mode!r}; valid modes: {', '.join(REWARD_MODES)}.{hint}")
+
+
+def score_answer(
+    answer: str | None,
+    golds: str | Sequence[str],
+    mode: str = "paper",
+    *,
+    format_ok: bool = True,
+    reason: str | None = None,
+) -> Score:
+    """Score an answer whose format verdict is already known (the env tracks it turn by turn while parsing,
+    so the end of an episode need not parse every turn again). ``score_episode`` is this plus the check."""
+    _check_mode(mode)
     gold_list = _golds_or_raise(golds)
-    format_ok, reason = check_format(policy_turns, max_chars=max_chars)
-    answer = extract_answer(policy_turns)
     if not format_ok:
         return Score(-1.0 if mode == "paper" else 0.0, 0.0, 0.0, 0.0, 0.0, False, answer, reason)
     metrics = {

@@ -7,6 +7,8 @@ import json
 
 import gymnasium as gym
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
 
@@ -270,3 +272,44 @@ def test_tool_steps_are_deterministic_for_check_env():
 
     first, second = play(), play()
     assert data_equivalence(first, second, exact=True)
+
+
+_TURN_PARTS = st.sampled_from(
+    [
+        search_turn("Tollmere founder"),
+        browse_turn("https://local.drgym/demo/x"),
+        "<think>done</think><answer>Ilse Varrow</answer>",
+        "<think>hm</think><answer>the Tollmere</answer>",
+        "<think>unclosed",
+        "<think>a</think>",
+        '<think>a</think><tool_call>{"name": "nope", "arguments": {}}</tool_call>',
+        "<answer>x</answer><answer>y",
+        "plain text",
+        "<think>x</think><tool_call>{broken</tool_call>",
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(turns=st.lists(_TURN_PARTS, min_size=1, max_size=5), mode=st.sampled_from(["end", "continue"]))
+def test_env_reward_equals_scoring_the_policy_turns(env_factory, turns, mode):
+    """The env scores from what it parsed turn by turn; that must equal the paper's rule on the whole text."""
+    from drgym.reward import score_episode
+
+    e = env_factory(mode)
+    e.reset(options={"question": "Who founded Tollmere?", "answers": ["Ilse Varrow"]})
+    scored: list[str] = []
+    for turn in turns:
+        _, reward, terminated, truncated, info = e.step(turn)
+        if info["format_ok"] or mode == "end":
+            scored.append(turn)
+        if terminated or truncated:
+            expected = score_episode(scored, ["Ilse Varrow"], max_chars=e.unwrapped.max_action_chars)
+            assert (reward, info["f1"], info["em"]) == (expected.reward, expected.f1, expected.em)
+            return
+
+
+@pytest.fixture
+def env_factory():
+    made = {m: drgym.WebResearchEnv(dataset="demo", on_format_error=m, max_turns=3) for m in ("end", "continue")}
+    return made.__getitem__

@@ -69,6 +69,11 @@ class GRPOConfig:
     )
     num_eval_questions: int = _f(0, "Held-out questions scored greedily before, during and after training.")
     two_hop_fraction: float = _f(0.0, "Synthetic task: fraction of questions that need two searches.")
+    synthetic_kinds: list[str] | None = field(
+        default=None,
+        metadata={"help": "Synthetic task: one-hop question kinds to draw from (null: all; e.g. [founder, "
+                  "founding_year, river, population, birthplace, birth_year, trade])."},
+    )
     search: str = _f("local", "Search backend name (the synthetic task always uses its own local corpus).")
     corpus: str | None = _f(None, "Corpus of the local search backend (default: the dataset's).")
     max_turns: int = _f(10, "Policy turns per episode (paper: 10, so at most 9 tool calls and an answer).")
@@ -340,9 +345,9 @@ class GRPOConfig:
                 f'`report_to` accepts only "tensorboard" (metrics.jsonl is always written), got {unknown}'
             )
         self._check_batching()
-        if self.dataset != "synthetic" and self.two_hop_fraction:
+        if self.dataset != "synthetic" and (self.two_hop_fraction or self.synthetic_kinds is not None):
             raise ConfigError(
-                "`two_hop_fraction` only applies to dataset: synthetic; remove it or set it to 0"
+                "`two_hop_fraction` and `synthetic_kinds` only apply to dataset: synthetic; remove them"
             )
 
     def _check_batching(self) -> None:

@@ -1,4 +1,5 @@
-"""The GRPO math as small pure functions on tensors, so each term can be tested against a plain reference.
+"""The GRPO math as small pure functions on tensors, so each term can be tested against a plain reference,
+and the per-token log-probs of a model that feed it.
 
 Shapes: ``B`` episodes, ``T`` token positions, ``V`` vocabulary. A ``mask`` is 1 exactly on tokens the policy
 sampled (tool responses and padding are 0), so nothing the environment wrote ever receives a gradient.

@@ -624,8 +624,9 @@ def build_task(cfg: GRPOConfig) -> Task:
         from drgym.search.local import BM25Backend
 
         n_train = cfg.num_train_questions or 256
+        kinds = tuple(cfg.synthetic_kinds) if cfg.synthetic_kinds is not None else None
         records, passages = make_synthetic_task(
-            n_train + n_eval, seed=cfg.seed, two_hop_fraction=cfg.two_hop_fraction
+            n_train + n_eval, seed=cfg.seed, two_hop_fraction=cfg.two_hop_fraction, kinds=kinds
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
     else:

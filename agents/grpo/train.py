@@ -32,7 +32,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,17 @@ from agents.grpo.rollout import (
 )
 from drgym.errors import ConfigError, DrgymError
 
-__all__ = ["TrainingError", "data_indices", "main", "train", "update_policy"]
+__all__ = [
+    "Run",
+    "TrainingError",
+    "atrain",
+    "data_indices",
+    "evaluate",
+    "main",
+    "setup",
+    "train",
+    "update_policy",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +104,6 @@ class Run:
     nonfinite_in_a_row: int = 0
     autocast_dtype: Any = None
     metrics: MetricsLogger | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
 
     def autocast(self) -> Any:
         """The autocast context of forward passes (a no-op unless ``bf16``)."""
@@ -646,7 +655,6 @@ async def atrain(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
             if run.task.eval_indices and (finishing or (cfg.eval_steps and run.step % cfg.eval_steps == 0)):
                 metrics |= await evaluate(run)
             run.metrics.log(run.step, metrics)
-            run.history.append(metrics)
             bar.update(1)
             bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}", f1=f"{metrics['rollout/f1']:.3f}")
             if finishing or run.step % cfg.save_steps == 0:
@@ -729,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
     overrides = {k: v for k, v in vars(args).items() if k in GRPOConfig.field_names()}
     for key in ("system_prompt", "chat_template", "output_dir", "model_name_or_path", "dataset"):
         if key in overrides and overrides[key] is not None and not isinstance(overrides[key], str):
