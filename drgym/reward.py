@@ -15,7 +15,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from drgym.errors import ConfigError
@@ -274,10 +274,7 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, ready for JSON (built by hand: ``asdict`` is slow on the env's hot path)."""
-        return {f: getattr(self, f) for f in _SCORE_FIELDS}
-
-
-_SCORE_FIELDS = ("reward", "f1", "em", "squad_f1", "squad_em", "format_ok", "answer", "reason")
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def score_episode(
