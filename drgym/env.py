@@ -216,7 +216,7 @@ class WebResearchEnv(gym.Env[str, str]):
         return self._begin(options)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Play the policy's turn (see the module docstring); runs the tool on drgym's background loop."""
+        """Play the policy's turn (see the module docstring); the tool runs on this thread's drgym loop."""
         return run_sync(self.astep(action))
 
     # ------------------------------------------------------------------ async API
@@ -301,6 +301,11 @@ class WebResearchEnv(gym.Env[str, str]):
         except DrgymError as exc:  # tool and infrastructure failures alike become the observation
             ep.backend_errors += 1
             return protocol.render_error(str(exc)), str(exc)
+        except Exception as exc:  # noqa: BLE001  (a backend bug must not kill the episode, nor a batch of them)
+            logger.exception("search backend %s failed unexpectedly", getattr(self.backend, "name", "?"))
+            ep.backend_errors += 1
+            message = f"the tool failed unexpectedly ({type(exc).__name__}); try again or answer"
+            return protocol.render_error(message), message
         finally:
             ep.backend_time_s += time.perf_counter() - started
 
@@ -322,7 +327,7 @@ class WebResearchEnv(gym.Env[str, str]):
                 failures.append(f'search for "{query}" failed: {outcome}')
                 continue
             if isinstance(outcome, BaseException):
-                raise outcome
+                raise outcome  # handled by _run_tool
             for result in outcome:
                 ep.seen_urls.setdefault(result.url, query)
             per_query.append((query, outcome))

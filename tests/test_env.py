@@ -313,3 +313,27 @@ def test_env_reward_equals_scoring_the_policy_turns(env_factory, turns, mode):
 def env_factory():
     made = {m: drgym.WebResearchEnv(dataset="demo", on_format_error=m, max_turns=3) for m in ("end", "continue")}
     return made.__getitem__
+
+
+class _BrokenBackend:
+    """A backend with a bug (not a typed drgym error): the episode must survive it."""
+
+    name = "broken"
+
+    async def search(self, query: str, k: int = 10):
+        raise ZeroDivisionError("bug")
+
+    async def open(self, url: str):
+        raise KeyError(url)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_backend_bug_becomes_an_error_observation():
+    e = drgym.WebResearchEnv(dataset="demo", search=_BrokenBackend())
+    e.reset(options={"index": 0})
+    obs, reward, terminated, truncated, info = e.step(search_turn("x"))
+    assert not terminated and "failed unexpectedly" in obs and info["backend_errors"] == 1
+    *_, terminated, _, info = e.step("<think>ok</think><answer>a</answer>")
+    assert terminated
