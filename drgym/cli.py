@@ -156,15 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _extra_commands(sub: argparse._SubParsersAction) -> dict[str, Any]:
+    """Subcommands that live beside their subsystem (web tools, the cache, the mini-web)."""
+    from drgym import cli_cache, cli_web
+
+    return {**cli_web.register(sub), **cli_cache.register(sub)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         return _cmd_bench(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    extra = _extra_commands(sub)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
     from drgym.errors import DrgymError
 
-    handlers = {"episode": _cmd_episode, "search": _cmd_search, "data": _cmd_data, "agents": _cmd_agents}
+    handlers = {"episode": _cmd_episode, "search": _cmd_search, "data": _cmd_data, "agents": _cmd_agents, **extra}
     try:
         return handlers[args.cmd](args)
     except DrgymError as exc:
