@@ -92,6 +92,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {}
     if args.backend == "local":
         kwargs["name"] = args.corpus
+    elif args.backend == "miniweb":  # the corpus served; result URLs point at a site that ends with the command
+        kwargs["corpus"] = args.corpus
 
     async def go() -> list[Any]:
         backend = make_backend(args.backend, **kwargs)
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="query a search backend and print the results as JSON")
     s.add_argument("query")
     s.add_argument("--backend", default="local")
-    s.add_argument("--corpus", default="wiki-local", help="corpus of the local backend")
+    s.add_argument("--corpus", default="wiki-local", help="corpus of the local and miniweb backends")
     s.add_argument("-k", type=int, default=10)
     d = sub.add_parser("data", help="list or download datasets and corpora")
     dsub = d.add_subparsers(dest="data_cmd", required=True)

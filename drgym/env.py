@@ -55,6 +55,7 @@ from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
 from drgym.search.metering import EpisodeView
+from drgym.search.replay import recording_episode
 from drgym.search.stack import SearchConfig, build_stack
 from drgym.spaces import UnicodeText
 
@@ -107,6 +108,7 @@ class WebResearchEnv(gym.Env[str, str]):
         search_budget_per_episode: int | None = None,
         search_budget_global: int | None = None,
         cache_path: str | None = None,
+        cache_mode: str | None = None,
         record_path: str | None = None,
         replay_path: str | None = None,
         reader: Reader | ChatClient | str | None = None,
@@ -136,9 +138,14 @@ class WebResearchEnv(gym.Env[str, str]):
             search_kwargs: extra arguments for the named backend (for a chain: ``{name: {...}}``).
             search_budget_per_episode: live search calls one episode may make (then an error observation).
             search_budget_global: live search calls all episodes of the process may make together.
-            cache_path: a SQLite file caching live search results and pages (7-day TTL).
-            record_path: record every search and page read to this SQLite file, for exact replay.
-            replay_path: answer only from a recorded file (no network; a miss is an error observation).
+            cache_path: the SQLite file of the search/page store (``cache_mode`` says how it is used; alone it
+                means ``"read-write"``).
+            cache_mode: ``"off"``, ``"read-write"`` (a cache of live answers: 7-day TTL, 1 GiB cap, least
+                recently used evicted), ``"record"`` (keep everything each episode saw, keyed to its
+                ``record_id``) or ``"replay"`` (answer only from the file: no network, a miss is an error
+                observation). Default: inferred from the paths, else ``"off"``.
+            record_path: the same as ``cache_mode="record", cache_path=record_path``.
+            replay_path: the same as ``cache_mode="replay", cache_path=replay_path``.
             reader: how ``browse_webpage`` reads a page: ``"lexical"`` (default, no LLM), a ``Reader``
                 (e.g. ``drgym.browse.BrowsingAgent(client)``), a chat client (wrapped in the paper's LLM
                 browsing agent), or an LLM spec string such as ``"openai:http://localhost:8000/v1"``.
@@ -185,6 +192,7 @@ class WebResearchEnv(gym.Env[str, str]):
                 budget_per_episode=search_budget_per_episode,
                 budget_global=search_budget_global,
                 cache_path=cache_path,
+                cache_mode=cache_mode,
                 record_path=record_path,
                 replay_path=replay_path,
             ),
@@ -266,7 +274,8 @@ class WebResearchEnv(gym.Env[str, str]):
             else:
                 assert parsed.tool_call is not None
                 ep.tool_calls += 1
-                content, error = await self._run_tool(ep, parsed.tool_call)
+                with recording_episode(ep.record.id):  # record mode keys what the tool reads to this episode
+                    content, error = await self._run_tool(ep, parsed.tool_call)
 
         truncated = not terminated and ep.turn >= self.max_turns
         score: Score | None = None

@@ -84,13 +84,17 @@ def _dtype(cfg: GRPOConfig, device: Any) -> Any:
 
 
 def build_model(cfg: GRPOConfig, device: Any) -> tuple[Any, Any]:
-    """The initial policy and its tokenizer: the tiny random model, or a pretrained one by name or path."""
+    """The initial policy and its tokenizer: the tiny random model, a drgym checkpoint or warm-start directory
+    (``model/`` and ``tokenizer/`` inside), or a pretrained model by hub name or path."""
     _, transformers = _imports()
     dtype = _dtype(cfg, device)
+    own = Path(cfg.model_name_or_path)
     if cfg.model_name_or_path == "tiny":
         from drgym.llm.tiny import tiny_causal_lm
 
         model, tokenizer = tiny_causal_lm(seed=cfg.seed, **cfg.tiny_config)
+    elif (own / "model").is_dir() and (own / "tokenizer").is_dir():
+        model, tokenizer = load_model(own, device, dtype)
     else:
         name = cfg.model_name_or_path
         try:

@@ -1,9 +1,13 @@
 """``MiniWebBackend``: the whole live search-and-read path, offline, against the mini-web site on loopback.
 
-A search goes through the real :class:`~drgym.search.searxng.SearxngBackend` (HTTP, JSON schema, retries)
-to the site's SearxNG-compatible API; a page read goes through a real :class:`~drgym.web.opener.PageOpener`:
+A search goes through a real provider client (HTTP, JSON schema, retries): by default
+:class:`~drgym.search.searxng.SearxngBackend` against the site's SearxNG-compatible API, or with
+``search_api="serper"`` :class:`~drgym.search.serper.SerperBackend` against its Serper-compatible one. A page
+read goes through a real :class:`~drgym.web.opener.PageOpener`:
 the SSRF-guarded :class:`~drgym.web.fetch.Fetcher`, then HTML extraction. Nothing is faked, so an env on
-``search="miniweb"`` exercises what a live provider does, with no internet and deterministic content.
+``search="miniweb"`` exercises what a live provider does, with no internet and deterministic content. With
+``faults=FaultConfig(...)`` the site also adds latency and fails some requests (429, 503, resets, slow
+drip), as the live web does.
 
 Event loops: aiohttp servers and sessions belong to the loop that made them. The site is started lazily on
 the running loop at first use (or by ``await start()``), and **each event loop that uses the backend gets its
@@ -39,11 +43,15 @@ from yarl import URL
 
 from drgym.data.records import Passage
 from drgym.errors import BackendError, BlockedURLError, ConfigError
+from drgym.miniweb.faults import FaultConfig
 from drgym.miniweb.render import article_path
-from drgym.miniweb.site import MiniWiki, build_app
+from drgym.miniweb.site import MiniWiki, build_app, load_wiki
 from drgym.ratelimit import TokenBucket
+from drgym.retry import RetryPolicy
+from drgym.search._http import HttpSearchBackend
 from drgym.search.base import Document, Result
 from drgym.search.searxng import SearxngBackend
+from drgym.search.serper import SerperBackend
 from drgym.web.fetch import FetchConfig
 from drgym.web.opener import PageOpener
 
@@ -52,6 +60,8 @@ __all__ = ["MiniWebBackend"]
 logger = logging.getLogger(__name__)
 
 _CROSS_LOOP_CLOSE_S = 5.0
+SEARCH_APIS = ("searxng", "serper")
+_SERPER_KEY = "miniweb"  # the site accepts any key; the client insists on having one
 
 
 @dataclass
@@ -63,7 +73,7 @@ class _Site:
     sock: socket.socket
     base_url: str
     port: int
-    search: SearxngBackend
+    search: HttpSearchBackend
     opener: PageOpener
 
 
@@ -78,10 +88,15 @@ class MiniWebBackend:
         port: The port; 0 (default) picks a free one per event loop. A fixed port gives stable URLs across
             runs (useful with ``cache_path``) but serves one event loop at a time.
         results_per_page: Results per search (SearxNG pages hold about 10; the env asks for 10).
+        search_api: Which API of the site searches go through: ``"searxng"`` (default) or ``"serper"``.
+        faults: Latency and faults the site injects (none by default); see
+            :class:`~drgym.miniweb.faults.FaultConfig`.
         fetch_config: Limits of the page fetcher; its ``allow_hosts`` is replaced by ``{host}``. By default no
-            per-host rate limit (the site is local) and no redirects (the site never redirects).
+            per-host rate limit and up to 256 connections to the site (it stands for the whole web, not one
+            host), and no redirects (the site never redirects).
         search_timeout_s: Limit for one search request.
-        search_rps: Searches per second (a private bucket, not the shared ``searxng`` quota).
+        search_rps: Searches per second (a private bucket, not the shared provider quota).
+        search_retry: Retry policy of the search client (its default: a few attempts within 30 s).
 
     Raises:
         ConfigError: ``host`` is not a loopback address, or another bad option.
@@ -97,9 +112,12 @@ class MiniWebBackend:
         host: str = "127.0.0.1",
         port: int = 0,
         results_per_page: int = 10,
+        search_api: str = "searxng",
+        faults: FaultConfig | None = None,
         fetch_config: FetchConfig | None = None,
         search_timeout_s: float = 20.0,
         search_rps: float = 1000.0,
+        search_retry: RetryPolicy | None = None,
     ) -> None:
         if not isinstance(corpus, str) or not corpus.strip():
             raise ConfigError(f"miniweb: corpus must be a corpus name, got {corpus!r}")
@@ -121,7 +139,14 @@ class MiniWebBackend:
             raise ConfigError(
                 f"miniweb: results_per_page must be a positive integer, got {results_per_page!r}"
             )
+        if search_api not in SEARCH_APIS:
+            raise ConfigError(f"miniweb: search_api must be one of {', '.join(SEARCH_APIS)}, got {search_api!r}")
+        if faults is not None and not isinstance(faults, FaultConfig):
+            raise ConfigError(f"miniweb: faults must be a FaultConfig, got {type(faults).__name__}")
         self.corpus = corpus
+        self.search_api = search_api
+        self.faults = faults
+        self.search_retry = search_retry
         self.host = str(address)
         self.port = port
         self.results_per_page = results_per_page
@@ -132,7 +157,9 @@ class MiniWebBackend:
         TokenBucket(search_rps)  # checks the rate now rather than at the first search
         self.search_timeout_s = float(search_timeout_s)
         self.search_rps = search_rps
-        config = fetch_config or FetchConfig(per_host_rate=None, max_redirects=0)
+        config = fetch_config or FetchConfig(
+            per_host_rate=None, max_redirects=0, max_connections=256, max_connections_per_host=256
+        )
         self.fetch_config = dataclasses.replace(config, allow_hosts=frozenset({self.host}))
         self._passages = tuple(passages) if passages is not None else None
         self._wiki: MiniWiki | None = None
@@ -236,18 +263,7 @@ class MiniWebBackend:
                 if self._passages is not None:
                     self._wiki = MiniWiki(self._passages, corpus=self.corpus)
                 else:
-                    # A named corpus shares the process-wide index of the `local` backend (one copy in memory,
-                    # the same on-disk cache).
-                    from drgym.search.local import BM25Backend
-                    from drgym.search.registry import shared_backend
-
-                    index = shared_backend("local", name=self.corpus)
-                    if isinstance(index, BM25Backend):
-                        self._wiki = MiniWiki(index.passages, corpus=self.corpus, index=index)
-                    else:  # `local` re-registered to something else: build our own
-                        from drgym.data import load_corpus
-
-                        self._wiki = MiniWiki(load_corpus(self.corpus), corpus=self.corpus)
+                    self._wiki = load_wiki(self.corpus)
             return self._wiki
 
     async def _site(self) -> _Site:
@@ -276,9 +292,8 @@ class MiniWebBackend:
         sock = _listen(self.host, self.port)
         port = sock.getsockname()[1]
         base_url = f"http://{self.host}:{port}" if ":" not in self.host else f"http://[{self.host}]:{port}"
-        runner = web.AppRunner(
-            build_app(wiki, base_url=base_url, results_per_page=self.results_per_page), access_log=None
-        )
+        app = build_app(wiki, base_url=base_url, results_per_page=self.results_per_page, faults=self.faults)
+        runner = web.AppRunner(app, access_log=None)
         try:
             await runner.setup()
             await web.SockSite(runner, sock).start()
@@ -286,15 +301,20 @@ class MiniWebBackend:
             await runner.cleanup()
             sock.close()
             raise
-        search = SearxngBackend(
-            base_url=base_url,
-            language=None,
-            timeout_s=self.search_timeout_s,
-            limiter=TokenBucket(self.search_rps, max(1.0, self.search_rps)),
-        )
+        search = self._search_client(base_url)
         opener = PageOpener(config=self.fetch_config)
         logger.debug("miniweb: serving %d articles of %r at %s", len(wiki), wiki.corpus, base_url)
         return _Site(loop, runner, sock, base_url, port, search, opener)
+
+    def _search_client(self, base_url: str) -> HttpSearchBackend:
+        common = {
+            "timeout_s": self.search_timeout_s,
+            "limiter": TokenBucket(self.search_rps, max(1.0, self.search_rps)),
+            "retry": self.search_retry,
+        }
+        if self.search_api == "serper":
+            return SerperBackend(api_key=_SERPER_KEY, base_url=base_url + "/serper", **common)
+        return SearxngBackend(base_url=base_url, language=None, **common)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -303,7 +323,7 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(128)
+        sock.listen(1024)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

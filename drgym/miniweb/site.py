@@ -7,7 +7,12 @@ Routes (all ``GET``; ``HEAD`` too):
 * ``/search?q=&format=json&pageno=``: SearxNG's JSON API (``results[]`` with ``title``, ``url``, ``content``,
   ``engine``...), ranked by BM25 over the passages, one result per article; without ``format`` the same
   results as an HTML page;
+* ``POST /serper/search``: Serper's API over the same ranking (``{"q", "num", "page"}`` in the JSON body;
+  ``organic[]`` with ``title``, ``link``, ``snippet``, ``position``); ``X-API-KEY`` is accepted and ignored;
 * ``/robots.txt``, ``/`` (the main page), and a 404 page for anything else.
+
+Latency and faults (429, 503, connection resets, slow drip) can be injected into every route but
+``/robots.txt``, with a seed (:class:`~drgym.miniweb.faults.FaultConfig`).
 
 Pages are gzip/deflate-compressed when the client accepts it, so the fetcher's decompression path runs too.
 The content (:class:`MiniWiki`) is built once and can be served by several apps (one per event loop).
@@ -15,15 +20,18 @@ The content (:class:`MiniWiki`) is built once and can be served by several apps 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
 from drgym.data.records import Passage
 from drgym.errors import ConfigError, DataError
+from drgym.miniweb.faults import FaultConfig, fault_middleware
 from drgym.miniweb.render import (
     ArticleView,
     SearchHit,
@@ -35,7 +43,7 @@ from drgym.miniweb.render import (
 )
 from drgym.search.local import BM25Backend
 
-__all__ = ["ENGINE", "MiniWiki", "build_app", "create_app"]
+__all__ = ["ENGINE", "MiniWiki", "build_app", "create_app", "load_wiki"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,7 @@ _BASE_URL: web.AppKey[str | None] = web.AppKey("miniweb_base_url")
 _PAGE_SIZE: web.AppKey[int] = web.AppKey("miniweb_page_size")
 _RELATED = 3  # sidebar links on each side of an article, in corpus order (neighbours are often related)
 _MAX_PAGENO = 50
+_SERPER_MAX_NUM = 100
 _MAX_QUERY_CHARS = 2048
 _HTML = "text/html"
 _ROBOTS = "User-agent: *\nDisallow: /search\nAllow: /wiki/\n"
@@ -124,8 +133,29 @@ class MiniWiki:
             limit = min(len(self.index), limit * 4)
 
 
+def load_wiki(corpus: str) -> MiniWiki:
+    """The content of a named corpus (``drgym.data.list_corpora()``), sharing the ``local`` backend's index.
+
+    Loading and indexing a large corpus takes seconds: call it from a worker thread in async code.
+    """
+    from drgym.search.local import BM25Backend
+    from drgym.search.registry import shared_backend
+
+    index = shared_backend("local", name=corpus)
+    if isinstance(index, BM25Backend):  # one copy of the index in memory, the same on-disk cache
+        return MiniWiki(index.passages, corpus=corpus, index=index)
+    from drgym.data import load_corpus  # `local` re-registered to something else: build our own
+
+    return MiniWiki(load_corpus(corpus), corpus=corpus)
+
+
 def create_app(
-    passages: Sequence[Passage], *, corpus: str, base_url: str | None = None, results_per_page: int = 10
+    passages: Sequence[Passage],
+    *,
+    corpus: str,
+    base_url: str | None = None,
+    results_per_page: int = 10,
+    faults: FaultConfig | None = None,
 ) -> web.Application:
     """The site for ``passages`` (see the module docstring); builds its content and search index first.
 
@@ -134,24 +164,37 @@ def create_app(
         corpus: Its name.
         base_url: The site's own ``scheme://host:port``, used in result URLs; by default taken from each
             request's ``Host``.
-        results_per_page: Results per page of the search API (SearxNG serves about 10).
+        results_per_page: Results per page of the SearxNG API (SearxNG serves about 10).
+        faults: Latency and faults to inject (none by default).
     """
-    return build_app(MiniWiki(passages, corpus=corpus), base_url=base_url, results_per_page=results_per_page)
+    return build_app(
+        MiniWiki(passages, corpus=corpus), base_url=base_url, results_per_page=results_per_page, faults=faults
+    )
 
 
-def build_app(wiki: MiniWiki, *, base_url: str | None = None, results_per_page: int = 10) -> web.Application:
+def build_app(
+    wiki: MiniWiki,
+    *,
+    base_url: str | None = None,
+    results_per_page: int = 10,
+    faults: FaultConfig | None = None,
+) -> web.Application:
     """The site for already built content (cheap: many apps can serve one :class:`MiniWiki`)."""
     if isinstance(results_per_page, bool) or not isinstance(results_per_page, int) or results_per_page < 1:
         raise ConfigError(f"results_per_page must be a positive integer, got {results_per_page!r}")
     if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
         raise ConfigError(f"base_url must be an http(s) origin like http://127.0.0.1:8080, got {base_url!r}")
-    app = web.Application()
+    if faults is not None and not isinstance(faults, FaultConfig):
+        raise ConfigError(f"faults must be a drgym.miniweb.FaultConfig, got {type(faults).__name__}")
+    middlewares = [fault_middleware(faults)] if faults is not None and faults.active else []
+    app = web.Application(middlewares=middlewares)
     app[_WIKI] = wiki
     app[_BASE_URL] = base_url.rstrip("/") if base_url else None
     app[_PAGE_SIZE] = results_per_page
     app.router.add_get("/", _home)
     app.router.add_get("/robots.txt", _robots)
     app.router.add_get("/search", _search)
+    app.router.add_post("/serper/search", _serper_search)
     app.router.add_get("/wiki/{title:.*}", _article)
     app.router.add_get("/{tail:.*}", _not_found)
     return app
@@ -240,3 +283,47 @@ async def _search(request: web.Request) -> web.StreamResponse:
         "unresponsive_engines": [],
     }
     return web.json_response(payload)
+
+
+def _serper_error(message: str, status: int) -> web.Response:
+    return web.json_response({"message": message, "statusCode": status}, status=status)
+
+
+def _int_field(body: dict[str, Any], name: str, default: int, top: int) -> int | None:
+    value = body.get(name, default)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        return None
+    return value
+
+
+async def _serper_search(request: web.Request) -> web.Response:
+    """Serper's ``POST /search``: ``{"q", "num", "page", "gl", "hl"}`` → ``organic[]`` (key not checked)."""
+    wiki = request.app[_WIKI]
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return _serper_error("The request body must be a JSON object.", 400)
+    if not isinstance(body, dict):
+        return _serper_error("The request body must be a JSON object.", 400)
+    query = body.get("q")
+    if not isinstance(query, str) or not query.strip():
+        return _serper_error("Query `q` is required.", 400)
+    num = _int_field(body, "num", 10, _SERPER_MAX_NUM)
+    page = _int_field(body, "page", 1, _MAX_PAGENO)
+    if num is None or page is None:
+        return _serper_error(f"`num` must be 1 to {_SERPER_MAX_NUM} and `page` 1 to {_MAX_PAGENO}.", 400)
+    query = query.strip()
+    rows, _ = await wiki.search(query, count=num, page=page)
+    origin = _origin(request)
+    first = (page - 1) * num
+    organic = [
+        {"title": title, "link": origin + article_path(title), "snippet": snippet, "position": first + i}
+        for i, (title, snippet, _) in enumerate(rows, start=1)
+    ]
+    parameters = {"q": query, "type": "search", "num": num, "page": page, "engine": "google"}
+    for key in ("gl", "hl"):
+        if isinstance(body.get(key), str):
+            parameters[key] = body[key]
+    return web.json_response({"searchParameters": parameters, "organic": organic, "credits": 1})

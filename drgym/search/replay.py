@@ -1,28 +1,45 @@
 """Record live searches and pages, replay them exactly, or use the same store as a query cache.
 
-* :class:`RecordingBackend` passes every call to a live backend and stores the answer (or the error).
-* :class:`ReplayBackend` with ``strict=True`` answers only from the store and raises :class:`ReplayMissError`
-  for anything never recorded, so an evaluation can prove it touched no live service. Recorded errors are
-  raised again with the same type and message.
-* :class:`ReplayBackend` with ``strict=False`` is a cache: stored answers younger than ``ttl_s`` are served
-  (and counted as cache hits by an optional :class:`~drgym.search.metering.Meter`), misses go to the inner
-  backend and are stored. Errors are never cached.
+* :class:`RecordingBackend` (record mode) answers from the store when it already holds the request, else asks
+  the live backend and stores the answer (or the error). Every entry an episode saw is pinned and linked to
+  that episode (:func:`recording_episode`); the first answer stored for a request wins, so every recorded
+  episode replays exactly even when several recorded the same query.
+* :class:`ReplayBackend` with ``strict=True`` (replay mode) answers only from the store and raises
+  :class:`ReplayMissError` for anything never recorded, so an evaluation can prove it touched no live service.
+  Recorded errors are raised again with the same type and message. It never writes to the file.
+* :class:`ReplayBackend` with ``strict=False`` (read-write mode) is a cache: stored answers younger than
+  ``ttl_s`` are served (and counted as cache hits by an optional :class:`~drgym.search.metering.Meter`), misses
+  go to the inner backend and are stored, evicting least recently used entries past the store's size cap.
+  Errors are never cached.
+
+Which episode a call belongs to travels in a :mod:`contextvars` variable, set by the env around each step: it
+is per task, so concurrent episodes on one event loop never mix their keys.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from drgym import errors as _errors
 from drgym.errors import BudgetExceededError, ConfigError, ReplayMissError, ToolError
 from drgym.search.base import Document, Result, SearchBackend
-from drgym.search.cache import SearchStore, StoredEntry
+from drgym.search.cache import SearchStore, StoredEntry, options_key
 
 if TYPE_CHECKING:
     from drgym.search.metering import Meter
 
-__all__ = ["DEFAULT_CACHE_TTL_S", "RecordingBackend", "ReplayBackend"]
+__all__ = [
+    "DEFAULT_CACHE_TTL_S",
+    "RecordingBackend",
+    "ReplayBackend",
+    "backend_options",
+    "current_episode",
+    "recording_episode",
+]
 
 DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
 """Cached search answers are reused for 7 days, as in the paper."""
@@ -30,11 +47,65 @@ DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
 # Errors that describe this run (budget, replay), not the web: never recorded.
 _NOT_RECORDED = (BudgetExceededError, ReplayMissError)
 
+# Settings of an HTTP provider that change how it is reached, not what it answers: not part of the key.
+_TRANSPORT = frozenset(
+    {"name", "base_url", "timeout_s", "queue_timeout_s", "max_response_bytes", "retry", "limiter", "page_opener"}
+)
 
-def _open_store(store: SearchStore | str | os.PathLike[str], *, create: bool) -> tuple[SearchStore, bool]:
+_EPISODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drgym_recording_episode", default=None)
+
+
+@contextlib.contextmanager
+def recording_episode(episode_id: str | None) -> Iterator[None]:
+    """Link what record mode stores inside this block to ``episode_id`` (per task: safe with concurrent episodes)."""
+    token = _EPISODE.set(episode_id)
+    try:
+        yield
+    finally:
+        _EPISODE.reset(token)
+
+
+def current_episode() -> str | None:
+    """The recording episode of the running task, if any."""
+    return _EPISODE.get()
+
+
+def backend_options(backend: SearchBackend) -> dict[str, Any]:
+    """The provider settings that change a backend's answers, for the cache key.
+
+    A backend may say so itself with a ``cache_options`` attribute (a mapping, or a method returning one).
+    Wrappers (metering, caches) are looked through; a failover chain gives ``{name: options}`` per member; an
+    HTTP provider gives its own public settings (``gl``, ``hl``, ``search_depth``, ...) minus transport ones
+    (endpoint, timeouts, limits). Any other backend has none.
+    """
+    explicit = getattr(backend, "cache_options", None)
+    if explicit is not None:
+        return dict(explicit() if callable(explicit) else explicit)
+    members = getattr(backend, "backends", None)
+    if isinstance(members, (list, tuple)):
+        return {member.name: backend_options(member) for member in members}
+    inner = getattr(backend, "inner", None)
+    if inner is not None and isinstance(inner, SearchBackend):
+        return backend_options(inner)
+    from drgym.search._http import HttpSearchBackend
+
+    if not isinstance(backend, HttpSearchBackend):
+        return {}
+    return {
+        name: value
+        for name, value in sorted(vars(backend).items())
+        if not name.startswith("_")
+        and name not in _TRANSPORT
+        and (value is None or isinstance(value, (str, int, float, bool)))
+    }
+
+
+def _open_store(
+    store: SearchStore | str | os.PathLike[str], *, create: bool, owns: bool | None
+) -> tuple[SearchStore, bool]:
     if isinstance(store, SearchStore):
-        return store, False
-    return SearchStore(store, create=create), True
+        return store, bool(owns)
+    return SearchStore(store, create=create), True if owns is None else owns
 
 
 def _raise_recorded(entry: StoredEntry) -> None:
@@ -44,51 +115,84 @@ def _raise_recorded(entry: StoredEntry) -> None:
     raise cls(entry.error_message or "")
 
 
+def _serve(entry: StoredEntry) -> Any:
+    if entry.is_error:
+        _raise_recorded(entry)
+    return entry.value
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
 class RecordingBackend:
-    """Passes calls to ``inner`` and records each answer (or raised ``ToolError``) in ``store``.
+    """Record mode: answers already stored are served; the rest are asked live and stored, pinned.
 
     Args:
         inner: The live backend.
         store: A :class:`SearchStore` or a path to one (created if missing).
         record_errors: Also record calls that raised, so replay fails the same way.
+        ttl_s: Unpinned entries (left by the cache) older than this are asked again; ``None``: never stale.
+            Recorded entries never expire.
+        options: Provider options of the key; default :func:`backend_options` of ``inner``.
+        close_store: Close the store with this backend (default: only when it opened it from a path).
     """
 
     def __init__(
-        self, inner: SearchBackend, store: SearchStore | str | os.PathLike[str], *, record_errors: bool = True
+        self,
+        inner: SearchBackend,
+        store: SearchStore | str | os.PathLike[str],
+        *,
+        record_errors: bool = True,
+        ttl_s: float | None = None,
+        options: Mapping[str, Any] | None = None,
+        close_store: bool | None = None,
     ) -> None:
+        if ttl_s is not None and not ttl_s > 0:
+            raise ConfigError(f"ttl_s must be > 0 or None, got {ttl_s!r}")
         self.inner = inner
-        self.store, self._owns_store = _open_store(store, create=True)
+        self.store, self._owns_store = _open_store(store, create=True, owns=close_store)
         self.name = inner.name
         self.record_errors = record_errors
+        self.ttl_s = ttl_s
+        self.options = options_key(backend_options(inner) if options is None else options)
 
     async def search(self, query: str, k: int = 10) -> list[Result]:
-        """Search live and record the answer."""
+        """The recorded answer, or a live search that is recorded (pinned, linked to the current episode)."""
+        where = {"options": self.options, "record": True, "episode": _EPISODE.get()}
+        entry = await self.store.get_search(self.name, query, k, self.ttl_s, touch=True, **where)
+        if entry is not None:
+            return _serve(entry)
         try:
             results = await self.inner.search(query, k)
         except ToolError as exc:
             if self.record_errors and not isinstance(exc, _NOT_RECORDED):
-                await self.store.put_search(self.name, query, k, error=exc)
+                kept = await self.store.put_search(self.name, query, k, error=exc, **where)
+                if kept is not None:  # another episode recorded this request first: serve what it saw
+                    return _serve(kept)
             raise
-        await self.store.put_search(self.name, query, k, results)
-        return results
+        kept = await self.store.put_search(self.name, query, k, results, **where)
+        return results if kept is None else _serve(kept)
 
     async def open(self, url: str) -> Document:
-        """Open live and record the document."""
+        """The recorded document, or a live read that is recorded."""
+        where = {"record": True, "episode": _EPISODE.get()}
+        entry = await self.store.get_document(self.name, url, self.ttl_s, touch=True, **where)
+        if entry is not None:
+            return _serve(entry)
         try:
             document = await self.inner.open(url)
         except ToolError as exc:
             if self.record_errors and not isinstance(exc, _NOT_RECORDED):
-                await self.store.put_document(self.name, url, error=exc)
+                kept = await self.store.put_document(self.name, url, error=exc, **where)
+                if kept is not None:
+                    return _serve(kept)
             raise
-        await self.store.put_document(self.name, url, document)
-        return document
+        kept = await self.store.put_document(self.name, url, document, **where)
+        return document if kept is None else _serve(kept)
 
     async def aclose(self) -> None:
-        """Close the inner backend (and the store, if this backend opened it)."""
+        """Close the inner backend (and the store, if this backend owns it)."""
         await self.inner.aclose()
         if self._owns_store:
             await self.store.aclose()
@@ -105,10 +209,13 @@ class ReplayBackend:
             the only backend recorded in the store.
         ttl_s: Cache mode only: entries older than this are refreshed from ``inner`` (``None`` = never stale).
         meter: Counts answers served from the store as cache hits.
+        options: Provider options of the key; default :func:`backend_options` of ``inner``, or in strict mode
+            the only option set recorded for ``name``.
+        close_store: Close the store with this backend (default: only when it opened it from a path).
 
     Raises:
         ConfigError: inconsistent options (strict with an inner backend, cache mode without one, an ambiguous
-            or missing name).
+            or missing name or option set).
     """
 
     def __init__(
@@ -120,6 +227,8 @@ class ReplayBackend:
         name: str | None = None,
         ttl_s: float | None = None,
         meter: Meter | None = None,
+        options: Mapping[str, Any] | None = None,
+        close_store: bool | None = None,
     ) -> None:
         if strict and inner is not None:
             raise ConfigError(
@@ -130,12 +239,18 @@ class ReplayBackend:
             raise ConfigError("cache mode (strict=False) needs an inner backend to answer misses")
         if ttl_s is not None and not ttl_s > 0:
             raise ConfigError(f"ttl_s must be > 0 or None, got {ttl_s!r}")
-        self.store, self._owns_store = _open_store(store, create=not strict)
+        self.store, self._owns_store = _open_store(store, create=not strict, owns=close_store)
         self.strict = strict
         self.inner = inner
         self.ttl_s = None if strict else ttl_s
         self.meter = meter
         self.name = name or (inner.name if inner is not None else self._only_backend())
+        if options is not None:
+            self.options = options_key(options)
+        elif inner is not None:
+            self.options = options_key(backend_options(inner))
+        else:
+            self.options = self._only_options()
 
     def _only_backend(self) -> str:
         names = self.store.backends_sync()
@@ -148,45 +263,61 @@ class ReplayBackend:
             f"pass name=... to choose one"
         )
 
+    def _only_options(self) -> str:
+        recorded = self.store.search_options_sync(self.name)
+        if len(recorded) <= 1:
+            return recorded[0] if recorded else options_key(None)
+        raise ConfigError(
+            f"the recording {self.store.path} holds searches of {self.name!r} made with several provider "
+            f"option sets ({'; '.join(recorded)}); pass options=... to choose one"
+        )
+
     def _hit(self) -> None:
         if self.meter is not None:
             self.meter.record_cache_hit(self.name)
 
     async def search(self, query: str, k: int = 10) -> list[Result]:
         """The stored results for ``(query, k)``; in cache mode a miss is searched live and stored."""
-        entry = await self.store.get_search(self.name, query, k, self.ttl_s)
-        if entry is not None and (self.strict or not entry.is_error):
+        if self.strict:
+            entry = await self.store.get_search(self.name, query, k, options=self.options)
+            if entry is None:
+                raise ReplayMissError(
+                    f"replay miss: no recorded search for {_short(query)!r} (k={k}, backend {self.name!r}) in "
+                    f"{self.store.path}; record it first, or replay with strict=False to allow live calls"
+                )
             self._hit()
-            if entry.is_error:
-                _raise_recorded(entry)
+            return _serve(entry)
+        entry = await self.store.get_search(
+            self.name, query, k, self.ttl_s, options=self.options, touch=True, serve_errors=False
+        )
+        if entry is not None:
+            self._hit()
             return entry.value
-        if self.strict or self.inner is None:
-            raise ReplayMissError(
-                f"replay miss: no recorded search for {_short(query)!r} (k={k}, backend {self.name!r}) in "
-                f"{self.store.path}; record it first, or replay with strict=False to allow live calls"
-            )
+        assert self.inner is not None
         results = await self.inner.search(query, k)
-        await self.store.put_search(self.name, query, k, results)
+        await self.store.put_search(self.name, query, k, results, options=self.options, evict=True)
         return results
 
     async def open(self, url: str) -> Document:
         """The stored document for ``url``; in cache mode a miss is opened live and stored."""
-        entry = await self.store.get_document(self.name, url, self.ttl_s)
-        if entry is not None and (self.strict or not entry.is_error):
-            if entry.is_error:
-                _raise_recorded(entry)
+        if self.strict:
+            entry = await self.store.get_document(self.name, url)
+            if entry is None:
+                raise ReplayMissError(
+                    f"replay miss: no recorded page for {_short(url)!r} (backend {self.name!r}) in "
+                    f"{self.store.path}; record it first, or replay with strict=False to allow live calls"
+                )
+            return _serve(entry)
+        entry = await self.store.get_document(self.name, url, self.ttl_s, touch=True, serve_errors=False)
+        if entry is not None:
             return entry.value
-        if self.strict or self.inner is None:
-            raise ReplayMissError(
-                f"replay miss: no recorded page for {_short(url)!r} (backend {self.name!r}) in "
-                f"{self.store.path}; record it first, or replay with strict=False to allow live calls"
-            )
+        assert self.inner is not None
         document = await self.inner.open(url)
-        await self.store.put_document(self.name, url, document)
+        await self.store.put_document(self.name, url, document, evict=True)
         return document
 
     async def aclose(self) -> None:
-        """Close the inner backend (and the store, if this backend opened it)."""
+        """Close the inner backend (and the store, if this backend owns it)."""
         if self.inner is not None:
             await self.inner.aclose()
         if self._owns_store:
