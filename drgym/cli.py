@@ -94,6 +94,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         kwargs["name"] = args.corpus
     elif args.backend == "miniweb":  # the corpus served; result URLs point at a site that ends with the command
         kwargs["corpus"] = args.corpus
+    elif args.base_url is not None:  # e.g. a self-hosted SearxNG, or `drgym miniweb serve`'s Serper endpoint
+        kwargs["base_url"] = args.base_url
 
     async def go() -> list[Any]:
         backend = make_backend(args.backend, **kwargs)
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="local")
     s.add_argument("--corpus", default="wiki-local", help="corpus of the local and miniweb backends")
     s.add_argument("-k", type=int, default=10)
+    s.add_argument("--base-url", default=None, help="API base URL of a live backend (default: the provider's)")
     d = sub.add_parser("data", help="list or download datasets and corpora")
     dsub = d.add_subparsers(dest="data_cmd", required=True)
     dsub.add_parser("list", help="list datasets and corpora")

@@ -20,25 +20,45 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
     """Add this module's subcommands to ``sub``; return ``{command: handler}`` (a handler returns the exit code)."""
     p = sub.add_parser("cache", help="inspect, export, import or prune a search/page cache or recording")
     csub = p.add_subparsers(dest="cache_cmd", required=True)
-    s = csub.add_parser("stats", help="entries by kind and backend, size, age range, episodes, hits and misses")
+    s = csub.add_parser(
+        "stats", help="entries by kind and backend, size, age range, episodes, hits and misses"
+    )
     s.add_argument("path", help="the store's SQLite file")
     s.add_argument("--json", action="store_true", help="print the figures as JSON")
-    e = csub.add_parser("export", help="write the store (or one episode's entries) to a portable .jsonl.gz file")
+    e = csub.add_parser(
+        "export", help="write the store (or one episode's entries) to a portable .jsonl.gz file"
+    )
     e.add_argument("path", help="the store's SQLite file")
     e.add_argument("out", help="the export file to write (replaced if it exists)")
     e.add_argument("--episode", default=None, help="only the entries this episode (its record_id) saw")
-    i = csub.add_parser("import", help="merge an export file into a store (created if missing), all or nothing")
+    i = csub.add_parser(
+        "import", help="merge an export file into a store (created if missing), all or nothing"
+    )
     i.add_argument("file", help="the export file")
     i.add_argument("path", help="the store's SQLite file")
-    r = csub.add_parser("prune", help="drop expired cache entries (and optionally errors), evict to a size cap")
+    r = csub.add_parser(
+        "prune", help="drop expired cache entries (and optionally errors), evict to a size cap"
+    )
     r.add_argument("path", help="the store's SQLite file")
-    r.add_argument("--ttl", type=float, default=None, metavar="SECONDS",
-                   help="drop unpinned entries older than this (default: 7 days)")
-    r.add_argument("--max-bytes", type=int, default=None,
-                   help="evict unpinned entries, least recently used first, down to this (default: 1 GiB)")
+    r.add_argument(
+        "--ttl",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="drop unpinned entries older than this (default: 7 days)",
+    )
+    r.add_argument(
+        "--max-bytes",
+        type=int,
+        default=None,
+        help="evict unpinned entries, least recently used first, down to this (default: 1 GiB)",
+    )
     r.add_argument("--max-entries", type=int, default=None, help="evict unpinned entries down to this many")
-    r.add_argument("--errors", action="store_true",
-                   help="also drop stored errors, recorded ones included (to record those calls again)")
+    r.add_argument(
+        "--errors",
+        action="store_true",
+        help="also drop stored errors, recorded ones included (to record those calls again)",
+    )
     r.add_argument("--vacuum", action="store_true", help="give the freed space back to the disk")
     return {"cache": _cmd_cache}
 
@@ -67,18 +87,24 @@ def _stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
         return 0
     print(f"store      {stats['path']}")
-    print(f"entries    {stats['entries']} ({stats['searches']} searches, {stats['documents']} documents; "
-          f"{stats['pinned']} recorded)")
+    print(
+        f"entries    {stats['entries']} ({stats['searches']} searches, {stats['documents']} documents; "
+        f"{stats['pinned']} recorded)"
+    )
     print(f"size       {_size(stats['bytes'])} stored, {_size(stats['disk_bytes'])} on disk")
     print(f"age        oldest {_when(stats['oldest'])}, newest {_when(stats['newest'])}")
     print(f"episodes   {stats['episodes']} recorded")
     print(f"lookups    {stats['hits']} hits, {stats['misses']} misses")
     if stats["by_backend"]:
-        print(f"\n{'backend':24} {'kind':9} {'entries':>8} {'bytes':>10} {'errors':>7} {'recorded':>8} {'hits':>7}")
+        print(
+            f"\n{'backend':24} {'kind':9} {'entries':>8} {'bytes':>10} {'errors':>7} {'recorded':>8} {'hits':>7}"
+        )
         for backend, kinds in stats["by_backend"].items():
             for kind, row in kinds.items():
-                print(f"{backend:24} {kind:9} {row['entries']:>8} {_size(row['bytes']):>10} {row['errors']:>7} "
-                      f"{row['pinned']:>8} {row['hits']:>7}")
+                print(
+                    f"{backend:24} {kind:9} {row['entries']:>8} {_size(row['bytes']):>10} {row['errors']:>7} "
+                    f"{row['pinned']:>8} {row['hits']:>7}"
+                )
     return 0
 
 
@@ -101,9 +127,11 @@ def _import(args: argparse.Namespace) -> int:
         done = store.import_sync(args.file)
     finally:
         store.close()
-    print(f"imported {done['entries']} entries from {args.file} into {args.path}: {done['added']} added, "
-          f"{done['updated']} updated, {done['kept']} kept ({done['conflicts']} conflicts kept as they were), "
-          f"{done['episodes']} episodes")
+    print(
+        f"imported {done['entries']} entries from {args.file} into {args.path}: {done['added']} added, "
+        f"{done['updated']} updated, {done['kept']} kept ({done['conflicts']} conflicts kept as they were), "
+        f"{done['episodes']} episodes"
+    )
     return 0
 
 
@@ -123,8 +151,10 @@ def _prune(args: argparse.Namespace) -> int:
         after = store.stats_sync()
     finally:
         store.close()
-    print(f"pruned {args.path}: {done['expired']} expired, {done['errors']} errors, {done['evicted']} evicted; "
-          f"{after['entries']} entries left ({_size(before['disk_bytes'])} -> {_size(after['disk_bytes'])} on disk)")
+    print(
+        f"pruned {args.path}: {done['expired']} expired, {done['errors']} errors, {done['evicted']} evicted; "
+        f"{after['entries']} entries left ({_size(before['disk_bytes'])} -> {_size(after['disk_bytes'])} on disk)"
+    )
     return 0
 
 

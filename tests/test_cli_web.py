@@ -289,3 +289,33 @@ def test_read_with_the_llm_browsing_agent(site: str, capsys: pytest.CaptureFixtu
     # The tiny model has random weights: the mechanics are checked, not what it says.
     assert notes["title"] == "Tidal clock" and notes["segments_total"] > 2 and 1 <= notes["segments_read"] <= 2
     assert notes["error"] is None and len(notes["notes"]) <= 2 * 2000
+
+
+def test_env_runs_the_live_serper_path_against_the_served_miniweb(site: str) -> None:
+    import gymnasium as gym
+
+    import drgym  # noqa: F401  (registers the env ids)
+    from agents.scripted import ScriptedAgent
+    from drgym._loop import run_sync
+    from drgym.ratelimit import TokenBucket
+    from drgym.runner import run_episode
+    from drgym.web.fetch import FetchConfig
+    from drgym.web.opener import PageOpener
+
+    opener = PageOpener(config=FetchConfig(allow_hosts=frozenset({"127.0.0.1"}), per_host_rate=None))
+    env = gym.make(
+        "drgym/WebResearch-v0",
+        dataset="demo",
+        search="serper",
+        search_kwargs={"base_url": site + "/serper", "api_key": "any", "page_opener": opener,
+                       "limiter": TokenBucket(1000.0, burst=100)},
+    )
+    try:
+        trajs = [run_episode(env, ScriptedAgent(), options={"index": i}) for i in range(6)]
+    finally:
+        run_sync(env.unwrapped.backend.aclose())
+        run_sync(opener.aclose())
+        env.close()
+    assert all(t.error is None and t.terminated and t.pages_read >= 1 for t in trajs)
+    assert all(site in t.turns[1].observation for t in trajs), "pages were read from the served site"
+    assert sum(t.f1 for t in trajs) > 0

@@ -397,11 +397,7 @@ async def test_invalid_html_is_read(env: gym.Env, hostile: HostileWeb) -> None:
 
 async def test_deeply_nested_html_returns_in_time(env: gym.Env, hostile: HostileWeb) -> None:
     obs, info, elapsed = await read_page(env, hostile, "deep-html")
-    assert "Page 1:" in obs or "Page 1\n" in obs
-    if info["pages_read"] == 1:
-        assert "Marta Quell" in obs and "<div>" not in obs
-    else:
-        assert page_error(obs)
+    assert info["pages_read"] == 1 and "Marta Quell" in obs and "<div>" not in obs
     assert elapsed < 2.0
 
 

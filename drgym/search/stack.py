@@ -96,9 +96,9 @@ class SearchConfig:
 
     def key(self) -> str:
         search = self.search if isinstance(self.search, (str, tuple)) else f"instance:{id(self.search)}"
+        store = resolve_cache_mode(self.cache_mode, self.cache_path, self.record_path, self.replay_path)
         return repr((search, self.corpus, sorted(self.search_kwargs.items()), self.budget_per_episode,
-                     self.budget_global, self.cache_path, self.cache_ttl_s, self.record_path, self.replay_path,
-                     self.cache_mode, self.cache_max_bytes, self.cache_max_entries))
+                     self.budget_global, store, self.cache_ttl_s, self.cache_max_bytes, self.cache_max_entries))
 
 
 def resolve_cache_mode(

@@ -20,14 +20,25 @@ _MARKUP_TYPES = ("text/html", "application/xhtml+xml")
 class PageOpener:
     """``await opener(url) -> Document``. One shared ``Fetcher`` (and its HTTP session) per opener."""
 
-    def __init__(self, fetcher: Fetcher | None = None, *, config: FetchConfig | None = None, links: bool = False):
+    def __init__(
+        self,
+        fetcher: Fetcher | None = None,
+        *,
+        config: FetchConfig | None = None,
+        links: bool = False,
+        max_html_chars: int = 2_000_000,
+    ):
+        """``max_html_chars`` bounds the CPU one page can cost: extraction of a page made of many small
+        elements grows with its size, and the browse time budget ends the step but not a worker thread."""
         self.fetcher = fetcher if fetcher is not None else Fetcher(config)
         self.links = links
+        self.max_html_chars = max_html_chars
 
     async def __call__(self, url: str) -> Document:
         page = await self.fetcher.fetch(url)
         if page.content_type in _MARKUP_TYPES or page.content_type.endswith("+xml") and "<html" in page.text[:2048]:
-            content = await asyncio.to_thread(extract, page.text, page.url, links=self.links)
+            html = page.text[: self.max_html_chars]
+            content = await asyncio.to_thread(extract, html, page.url, links=self.links)
         else:
             content = page.text  # plain text, or text already extracted from a PDF
         title = _title_of(content) or page.url

@@ -26,6 +26,7 @@ from drgym.errors import ConfigError, DataError, FetchError, ReplayMissError
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
 from drgym.search.base import Document, Result
+from drgym.search.brave import BraveBackend
 from drgym.search.cache import SearchStore, normalize_query, normalize_url, options_key
 from drgym.search.failover import FailoverBackend
 from drgym.search.metering import Meter, MeteredBackend
@@ -77,8 +78,11 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DriftServer]:
             edition = next(srv.editions)
             slug = providers_server._slug(query)
             return [
-                {"title": f"{query} result {i} (edition {edition})", "url": srv.page_url(f"{slug}-{i}"),
-                 "snippet": f"Edition {edition} about {query}, hit {i}."}
+                {
+                    "title": f"{query} result {i} (edition {edition})",
+                    "url": srv.page_url(f"{slug}-{i}"),
+                    "snippet": f"Edition {edition} about {query}, hit {i}.",
+                }
                 for i in range(1, n + 1)
             ]
 
@@ -96,8 +100,14 @@ async def opener() -> AsyncIterator[PageOpener]:
 @pytest.fixture
 def serper(server: DriftServer, opener: PageOpener) -> Callable[..., SerperBackend]:
     def make(**kwargs: Any) -> SerperBackend:
-        return SerperBackend(api_key=KEYS["serper"], base_url=server.base_url("serper"), retry=RETRY,
-                             limiter=TokenBucket(1000, 100), page_opener=opener, **kwargs)
+        return SerperBackend(
+            api_key=KEYS["serper"],
+            base_url=server.base_url("serper"),
+            retry=RETRY,
+            limiter=TokenBucket(1000, 100),
+            page_opener=opener,
+            **kwargs,
+        )
 
     return make
 
@@ -152,7 +162,11 @@ def test_equivalent_requests_share_an_entry(tmp_path: Path) -> None:
     store.put_document_sync("b", "HTTP://Docs.Example:80/A#top", Document("u", "t", "c"))
     assert store.get_document_sync("b", "http://docs.example/A").value.content == "c"
     assert store.get_document_sync("b", "http://docs.example/a") is None  # the path keeps its case
-    assert options_key({"hl": "en", "gl": "us"}) == options_key({"gl": "us", "hl": "en"}) == '{"gl":"us","hl":"en"}'
+    assert (
+        options_key({"hl": "en", "gl": "us"})
+        == options_key({"gl": "us", "hl": "en"})
+        == '{"gl":"us","hl":"en"}'
+    )
     store.close()
 
 
@@ -162,9 +176,7 @@ async def test_provider_options_are_part_of_the_key(
     us, de = serper(gl="us"), serper(gl="de")
     assert backend_options(us) == {"gl": "us", "hl": "en"}  # not base_url, timeouts or the key
     metered = MeteredBackend(de, Meter())
-    assert backend_options(metered) == {"gl": "de", "hl": "en"}
-    assert backend_options(FailoverBackend([MeteredBackend(us, Meter()), metered])) == {
-        "serper": {"gl": "us", "hl": "en"}, "serper2": {}} or True  # names must be distinct: checked below
+    assert backend_options(metered) == {"gl": "de", "hl": "en"}  # wrappers are looked through
     store = SearchStore(tmp_path / "cache.sqlite")
     cache_us = ReplayBackend(store, strict=False, inner=us)
     cache_de = ReplayBackend(store, strict=False, inner=metered)
@@ -183,22 +195,15 @@ async def test_provider_options_are_part_of_the_key(
     store.close()
 
 
-def test_failover_options_are_per_member() -> None:
-    class Named:
-        def __init__(self, name: str, options: dict[str, str]) -> None:
-            self.name, self.cache_options = name, options
-
-        async def search(self, query: str, k: int = 10) -> list[Result]:
-            raise AssertionError("not called")
-
-        async def open(self, url: str) -> Document:
-            raise AssertionError("not called")
-
-        async def aclose(self) -> None:
-            return None
-
-    chain = FailoverBackend([Named("a", {"x": "1"}), Named("b", {})])
-    assert backend_options(chain) == {"a": {"x": "1"}, "b": {}}
+async def test_failover_options_are_per_member(server: DriftServer) -> None:
+    brave = BraveBackend(api_key=KEYS["brave"], base_url=server.base_url("brave"), country="de")
+    serper = SerperBackend(api_key=KEYS["serper"], base_url=server.base_url("serper"), hl="fr")
+    chain = FailoverBackend([MeteredBackend(serper, Meter()), MeteredBackend(brave, Meter())])
+    assert backend_options(chain) == {
+        "serper": {"gl": "us", "hl": "fr"},
+        "brave": {"country": "de", "search_lang": None},
+    }
+    await chain.aclose()
 
 
 # ----------------------------------------------------------------------------- TTL and the size cap
@@ -228,9 +233,10 @@ def test_size_cap_evicts_least_recently_used_and_never_recorded(tmp_path: Path) 
     assert store.get_search_sync("b", "q1", 1) is None, "q1 was the least recently used"
     assert all(store.get_search_sync("b", f"q{i}", 1) is not None for i in (0, 2, 3))
     for i in range(5):  # recordings are complete: pinned entries are never evicted, even past the cap
-        store.put_search_sync("b", f"rec{i}", 1, [], record=True, episode="e", evict=True)
-    store.put_search_sync("b", "q4", 1, [], evict=True)
-    assert store.counts_sync()["searches"] == 5 + 1
+        store.put_search_sync("b", f"rec{i}", 1, [], record=True, episode="e")  # record mode never evicts
+    assert store.counts_sync()["searches"] == 5 + 3
+    store.put_search_sync("b", "q4", 1, [], evict=True)  # the cap counts every entry: the cache part is gone
+    assert store.counts_sync()["searches"] == 5
     assert all(store.get_search_sync("b", f"rec{i}", 1) is not None for i in range(5))
     store.close()
 
@@ -242,11 +248,18 @@ def test_size_cap_evicts_least_recently_used_and_never_recorded(tmp_path: Path) 
         assert stats["bytes"] <= 35_000
     assert store.counts_sync()["documents"] == 3
     assert [store.get_document_sync("b", f"https://a.example/{i}") is not None for i in range(6)] == [
-        False, False, False, True, True, True
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
     ]
     with sqlite3.connect(store.path) as conn:  # the running totals match the table
         assert conn.execute("SELECT COUNT(*), SUM(size) FROM entries").fetchone() == (
-            stats["entries"], stats["bytes"])
+            stats["entries"],
+            stats["bytes"],
+        )
     conn.close()
     store.close()
 
@@ -314,17 +327,21 @@ async def test_concurrent_episodes_keep_their_own_keys_and_see_one_answer(
     conn.close()
     keys = {(ep, kind, bytes(key).decode()) for ep, kind, key in rows}
     assert keys == {
-        ("alpha", "search", "shared query"), ("alpha", "search", "alpha only"),
-        ("alpha", "document", own_a[0].url), ("beta", "search", "shared query"),
-        ("beta", "search", "beta only"), ("beta", "document", own_b[0].url),
+        ("alpha", "search", "shared query"),
+        ("alpha", "search", "alpha only"),
+        ("alpha", "document", own_a[0].url),
+        ("beta", "search", "shared query"),
+        ("beta", "search", "beta only"),
+        ("beta", "document", own_b[0].url),
     }
 
     # A third episode asking the same again is served from the recording: no live call, the same answer.
-    before = len(server.requests)
+    before = len(server.requests) + len(server.page_requests)
     with recording_episode("gamma"):
         again = await recorder.search("shared query", 3)
         assert await recorder.open(own_a[0].url) == page_a
-    assert titles(again) == titles(shared_a) and len(server.requests) == before
+    assert titles(again) == titles(shared_a)
+    assert len(server.requests) + len(server.page_requests) == before
     assert store.episodes_sync() == ["alpha", "beta", "gamma"]
     await recorder.aclose()
 
@@ -365,8 +382,16 @@ def test_cache_mode_resolution_and_aliases(tmp_path: Path) -> None:
     assert CACHE_MODES == ("off", "read-write", "record", "replay")
     assert resolve_cache_mode(None) == ("off", None, None)
     assert resolve_cache_mode(None, cache_path=p) == ("read-write", p, None)
-    assert resolve_cache_mode(None, record_path=p) == resolve_cache_mode("record", cache_path=p) == ("record", p, None)
-    assert resolve_cache_mode(None, replay_path=p) == resolve_cache_mode("replay", cache_path=p) == ("replay", p, None)
+    assert (
+        resolve_cache_mode(None, record_path=p)
+        == resolve_cache_mode("record", cache_path=p)
+        == ("record", p, None)
+    )
+    assert (
+        resolve_cache_mode(None, replay_path=p)
+        == resolve_cache_mode("replay", cache_path=p)
+        == ("replay", p, None)
+    )
     assert resolve_cache_mode("record", record_path=p) == ("record", p, None)
     assert resolve_cache_mode(None, cache_path=q, record_path=p) == ("record", p, q)  # record over a cache
     with pytest.raises(ConfigError, match="must be one of 'off', 'read-write', 'record', 'replay', got 'rw'"):
@@ -389,8 +414,10 @@ def test_record_mode_on_the_local_backend_via_the_alias(tmp_path: Path) -> None:
     path = tmp_path / "local.sqlite"
     env = gym.make("drgym/WebResearch-v0", dataset="demo", record_path=str(path))
     _, info = env.reset(options={"index": 0})
-    env.step('<think>s</think><tool_call>{"name": "web_search", "arguments": {"query": ["tidal clock"]}}'
-             "</tool_call>")
+    env.step(
+        '<think>s</think><tool_call>{"name": "web_search", "arguments": {"query": ["tidal clock"]}}'
+        "</tool_call>"
+    )
     env.close()
     store = SearchStore(path, create=False)
     assert store.episodes_sync() == [info["record_id"]] and store.counts_sync()["searches"] == 1
@@ -398,11 +425,11 @@ def test_record_mode_on_the_local_backend_via_the_alias(tmp_path: Path) -> None:
 
 
 def search_turn(*queries: str) -> str:
-    return f'<think>s</think><tool_call>{json.dumps({"name": "web_search", "arguments": {"query": list(queries)}})}</tool_call>'
+    return f"<think>s</think><tool_call>{json.dumps({'name': 'web_search', 'arguments': {'query': list(queries)}})}</tool_call>"
 
 
 def browse_turn(*urls: str) -> str:
-    return f'<think>r</think><tool_call>{json.dumps({"name": "browse_webpage", "arguments": {"url_list": list(urls)}})}</tool_call>'
+    return f"<think>r</think><tool_call>{json.dumps({'name': 'browse_webpage', 'arguments': {'url_list': list(urls)}})}</tool_call>"
 
 
 DATASET = [
@@ -412,10 +439,15 @@ DATASET = [
 
 
 async def test_env_record_export_import_replay_is_byte_identical(
-    tmp_path: Path, server: DriftServer, serper: Callable[..., SerperBackend], opener: PageOpener
+    tmp_path: Path, server: DriftServer, opener: PageOpener
 ) -> None:
-    kwargs = {"base_url": server.base_url("serper"), "api_key": KEYS["serper"], "retry": RETRY,
-              "limiter": TokenBucket(1000, 100), "page_opener": opener}
+    kwargs = {
+        "base_url": server.base_url("serper"),
+        "api_key": KEYS["serper"],
+        "retry": RETRY,
+        "limiter": TokenBucket(1000, 100),
+        "page_opener": opener,
+    }
     path = tmp_path / "record.sqlite"
     options = {"dataset": DATASET, "search": "serper", "search_kwargs": kwargs}
     alpha = gym.make("drgym/WebResearch-v0", **options, cache_mode="record", cache_path=str(path)).unwrapped
@@ -451,8 +483,13 @@ async def test_env_record_export_import_replay_is_byte_identical(
     await server.__aexit__(None, None, None)  # no live service from here on
     requests = len(server.requests)
 
-    replayer = gym.make("drgym/WebResearch-v0", dataset=DATASET, search="serper", cache_mode="replay",
-                        cache_path=str(tmp_path / "imported.sqlite")).unwrapped
+    replayer = gym.make(
+        "drgym/WebResearch-v0",
+        dataset=DATASET,
+        search="serper",
+        cache_mode="replay",
+        cache_path=str(tmp_path / "imported.sqlite"),
+    ).unwrapped
     await replayer.areset(options={"index": 0})
     replayed = [await replayer.astep(a) for a in actions_a]
     assert [s[0] for s in replayed] == [s[0] for s in steps_a]  # byte-identical observations
@@ -460,7 +497,9 @@ async def test_env_record_export_import_replay_is_byte_identical(
     assert replayed[-1][4]["messages"] == steps_a[-1][4]["messages"]
     await replayer.areset(options={"index": 1})
     obs, _, term, _, info = await replayer.astep(search_turn("beta tidal clock"))
-    assert not term and "replay miss" in obs and info["backend_errors"] == 1, "beta's entries were not exported"
+    assert not term and "replay miss" in obs and info["backend_errors"] == 1, (
+        "beta's entries were not exported"
+    )
     assert len(server.requests) == requests
     await replayer.backend.aclose()
 
@@ -471,13 +510,28 @@ async def test_env_record_export_import_replay_is_byte_identical(
 def _filled_store(path: Path) -> SearchStore:
     store = SearchStore(path)
     weird = "lone \ud800, NUL \x00, emoji \U0001f600"
-    store.put_search_sync("serper", weird, 3, [Result(weird, "https://a.example/" + weird, weird, {"s": 0.5})],
-                          options={"gl": "us"}, record=True, episode="e1")
-    store.put_search_sync("serper", "plain", 3, [Result("t", "https://a.example/", "s")], record=True, episode="e2")
-    store.put_document_sync("serper", "https://a.example/doc", Document("https://a.example/doc", "T", weird * 50),
-                            record=True, episode="e1")
-    store.put_document_sync("serper", "https://a.example/gone", error=FetchError("HTTP 404 for it"),
-                            record=True, episode="e2")
+    store.put_search_sync(
+        "serper",
+        weird,
+        3,
+        [Result(weird, "https://a.example/" + weird, weird, {"s": 0.5})],
+        options={"gl": "us"},
+        record=True,
+        episode="e1",
+    )
+    store.put_search_sync(
+        "serper", "plain", 3, [Result("t", "https://a.example/", "s")], record=True, episode="e2"
+    )
+    store.put_document_sync(
+        "serper",
+        "https://a.example/doc",
+        Document("https://a.example/doc", "T", weird * 50),
+        record=True,
+        episode="e1",
+    )
+    store.put_document_sync(
+        "serper", "https://a.example/gone", error=FetchError("HTTP 404 for it"), record=True, episode="e2"
+    )
     store.put_search_sync("brave", "cached", 5, [Result("c", "https://c.example/", "s")])
     return store
 
@@ -487,16 +541,25 @@ def test_export_import_round_trip_is_exact(tmp_path: Path) -> None:
     assert store.export_sync(tmp_path / "all.jsonl.gz") == 5
     copy = SearchStore(tmp_path / "copy.sqlite")
     done = copy.import_sync(tmp_path / "all.jsonl.gz")
-    assert done == {"entries": 5, "added": 5, "updated": 0, "kept": 0, "conflicts": 0, "episodes": 2, "evicted": 0}
+    assert done == {
+        "entries": 5,
+        "added": 5,
+        "updated": 0,
+        "kept": 0,
+        "conflicts": 0,
+        "episodes": 2,
+        "evicted": 0,
+    }
     assert copy.episodes_sync() == ["e1", "e2"]
     copy.export_sync(tmp_path / "again.jsonl.gz")
-    first = gzip.open(tmp_path / "all.jsonl.gz").read().splitlines()[1:]
-    second = gzip.open(tmp_path / "again.jsonl.gz").read().splitlines()[1:]
+    first, second = _lines(tmp_path / "all.jsonl.gz")[1:], _lines(tmp_path / "again.jsonl.gz")[1:]
     assert first == second, "entries, keys, payloads and links survive byte for byte"
     weird = "lone \ud800, NUL \x00, emoji \U0001f600"
     assert copy.get_search_sync("serper", weird, 3, options={"gl": "us"}).value[0].extras == {"s": 0.5}
     # Importing again merges: nothing new, nothing duplicated.
-    assert copy.import_sync(tmp_path / "all.jsonl.gz")["kept"] == 5 and copy.counts_sync() == store.counts_sync()
+    assert (
+        copy.import_sync(tmp_path / "all.jsonl.gz")["kept"] == 5 and copy.counts_sync() == store.counts_sync()
+    )
     # An entry recorded differently here is kept and reported as a conflict.
     other = SearchStore(tmp_path / "other.sqlite")
     other.put_search_sync("serper", "plain", 3, [Result("different", "https://b.example/", "s")], record=True)
@@ -507,11 +570,14 @@ def test_export_import_round_trip_is_exact(tmp_path: Path) -> None:
         s.close()
 
 
-def test_export_one_episode(tmp_path: Path) -> None:
+async def test_export_one_episode(tmp_path: Path) -> None:
     store = _filled_store(tmp_path / "src.sqlite")
     assert store.export_sync(tmp_path / "e2.jsonl.gz", episode="e2") == 2
-    with pytest.raises(DataError, match=r"no episode 'e3' recorded in .*src\.sqlite; recorded episodes include: "
-                                        r"'e1', 'e2'"):
+    with pytest.raises(
+        DataError,
+        match=r"no episode 'e3' recorded in .*src\.sqlite; recorded episodes include: "
+        r"'e1', 'e2'",
+    ):
         store.export_sync(tmp_path / "e3.jsonl.gz", episode="e3")
     assert not (tmp_path / "e3.jsonl.gz").exists()
     assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind"
@@ -519,14 +585,15 @@ def test_export_one_episode(tmp_path: Path) -> None:
     copy.import_sync(tmp_path / "e2.jsonl.gz")
     replay = ReplayBackend(copy)
     with pytest.raises(FetchError, match="HTTP 404 for it"):
-        asyncio.run(replay.open("https://a.example/gone"))
+        await replay.open("https://a.example/gone")
     assert copy.episodes_sync() == ["e2"] and copy.counts_sync() == {"searches": 1, "documents": 1}
     store.close()
     copy.close()
 
 
 def _lines(path: Path) -> list[bytes]:
-    return gzip.open(path).read().splitlines(keepends=True)
+    with gzip.open(path) as f:
+        return f.read().splitlines(keepends=True)
 
 
 def _write(path: Path, lines: list[bytes]) -> Path:
@@ -543,11 +610,18 @@ def _write(path: Path, lines: list[bytes]) -> Path:
         (lambda p, ls: _write(p, ls[:-1]), "truncated: no end line after 5 entries"),
         (lambda p, ls: _write(p, ls[:3] + ls[-1:]), "the file holds 2 entries, its header says 5"),
         (lambda p, ls: _write(p, ls[:2] + [b'{"kind": "search"\n'] + ls[2:]), "line 3 is not JSON"),
-        (lambda p, ls: _write(p, ls[:2] + [ls[2].replace(b'"kind":"search"', b'"kind":"video"')] + ls[3:]),
-         "line 3: missing or invalid 'kind'"),
-        (lambda p, ls: _write(p, [ls[0].replace(b'"version":1', b'"version":99')] + ls[1:]),
-         "export format version 99; this drgym reads versions 1 to 1"),
-        (lambda p, ls: _write(p, [b'{"format": "something else"}\n'] + ls[1:]), "not a drgym search-store export"),
+        (
+            lambda p, ls: _write(p, ls[:2] + [ls[2].replace(b'"kind":"search"', b'"kind":"video"')] + ls[3:]),
+            "line 3: missing or invalid 'kind'",
+        ),
+        (
+            lambda p, ls: _write(p, [ls[0].replace(b'"version":1', b'"version":99')] + ls[1:]),
+            "export format version 99; this drgym reads versions 1 to 1",
+        ),
+        (
+            lambda p, ls: _write(p, [b'{"format": "something else"}\n'] + ls[1:]),
+            "not a drgym search-store export",
+        ),
         (lambda p, ls: _write(p, [*ls, b'{"kind": "search"}\n']), "data after the end line"),
     ],
     ids=["cut", "not-gzip", "no-end", "count", "bad-json", "bad-field", "version", "foreign", "trailing"],
@@ -581,10 +655,14 @@ def test_schema_1_files_are_upgraded_in_place(tmp_path: Path) -> None:
             "CREATE TABLE documents (backend TEXT NOT NULL, url BLOB NOT NULL, payload TEXT NOT NULL,"
             " created REAL NOT NULL, PRIMARY KEY (backend, url));"
         )
-        conn.execute("INSERT INTO searches VALUES ('serper', ?, 10, ?, 1.0)",
-                     ("old  query".encode(), '{"value":[{"title":"t","url":"u","snippet":"s","extras":{}}]}'))
-        conn.execute("INSERT INTO documents VALUES ('serper', ?, ?, 2.0)",
-                     (b"HTTP://Old.example/x", '{"error":{"type":"FetchError","message":"HTTP 500"}}'))
+        conn.execute(
+            "INSERT INTO searches VALUES ('serper', ?, 10, ?, 1.0)",
+            (b"old  query", '{"value":[{"title":"t","url":"u","snippet":"s","extras":{}}]}'),
+        )
+        conn.execute(
+            "INSERT INTO documents VALUES ('serper', ?, ?, 2.0)",
+            (b"HTTP://Old.example/x", '{"error":{"type":"FetchError","message":"HTTP 500"}}'),
+        )
     conn.close()
     store = SearchStore(path)
     assert store.get_search_sync("serper", "old query", 10).value == [Result("t", "u", "s")]
