@@ -10,7 +10,7 @@ import asyncio
 
 from drgym.search.base import Document
 from drgym.web.extract import extract
-from drgym.web.fetch import Fetcher, FetchConfig
+from drgym.web.fetch import FetchConfig, Fetcher
 
 __all__ = ["PageOpener"]
 
