@@ -14,14 +14,14 @@ from gymnasium.envs.registration import register, registry
 __version__ = "0.1.0"
 
 __all__ = [
-    "WebResearchEnv",
     "Agent",
     "BaseAgent",
     "Trajectory",
-    "run_episode",
+    "WebResearchEnv",
+    "__version__",
     "arun_episode",
     "arun_episodes",
-    "__version__",
+    "run_episode",
 ]
 
 if "drgym/WebResearch-v0" not in registry:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from drgym.errors import ConfigError
 
-__all__ = ["Agent", "BaseAgent", "AGENTS", "agent_names", "make_agent"]
+__all__ = ["AGENTS", "Agent", "BaseAgent", "agent_names", "make_agent"]
 
 AGENTS: dict[str, str] = {
     "scripted": "agents.scripted:ScriptedAgent",

@@ -310,7 +310,7 @@ class WebResearchEnv(gym.Env[str, str]):
         except DrgymError as exc:  # tool and infrastructure failures alike become the observation
             ep.backend_errors += 1
             return protocol.render_error(str(exc)), str(exc)
-        except Exception as exc:  # noqa: BLE001  (a backend bug must not kill the episode, nor a batch of them)
+        except Exception as exc:
             logger.exception("search backend %s failed unexpectedly", getattr(self.backend, "name", "?"))
             ep.backend_errors += 1
             message = f"the tool failed unexpectedly ({type(exc).__name__}); try again or answer"

@@ -8,22 +8,22 @@ which the environment turns into an error observation and counts in ``info``.
 from __future__ import annotations
 
 __all__ = [
-    "DrgymError",
+    "BackendError",
+    "BlockedURLError",
+    "BudgetExceededError",
+    "ChecksumError",
     "ConfigError",
     "DataError",
-    "ChecksumError",
-    "DownloadError",
-    "IndexCorruptError",
-    "ToolError",
-    "BackendError",
-    "RateLimitedError",
-    "BudgetExceededError",
-    "ReplayMissError",
-    "FetchError",
-    "BlockedURLError",
-    "UnsupportedContentError",
-    "LLMError",
     "DependencyNotInstalled",
+    "DownloadError",
+    "DrgymError",
+    "FetchError",
+    "IndexCorruptError",
+    "LLMError",
+    "RateLimitedError",
+    "ReplayMissError",
+    "ToolError",
+    "UnsupportedContentError",
 ]
 
 

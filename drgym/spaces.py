@@ -34,7 +34,7 @@ class UnicodeText(Text):
     def __repr__(self) -> str:
         return f"UnicodeText({self.min_length}, {self.max_length})"
 
-    def __eq__(self, other: Any) -> bool:
+    def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, UnicodeText)
             and self.min_length == other.min_length

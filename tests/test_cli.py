@@ -11,7 +11,7 @@ import pytest
 
 def drgym(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "drgym.cli", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "drgym.cli", *args], check=False, capture_output=True, text=True, timeout=120
     )
     if check:
         assert proc.returncode == 0, proc.stderr

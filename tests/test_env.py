@@ -7,10 +7,10 @@ import json
 
 import gymnasium as gym
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from gymnasium.error import ResetNeeded
 from gymnasium.utils.env_checker import check_env
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import drgym
 from agents.scripted import ScriptedAgent
@@ -127,7 +127,7 @@ def test_format_error_ends_with_minus_one(env):
 def test_format_error_continue_mode_lets_the_policy_recover():
     e = gym.make("drgym/WebResearch-v0", dataset="demo", on_format_error="continue")
     e.reset(options={"question": "q?", "answers": ["yes"]})
-    obs, reward, terminated, truncated, info = e.step("<think>unclosed")
+    obs, reward, terminated, _truncated, info = e.step("<think>unclosed")
     assert not terminated and reward == 0.0 and info["format_errors"] == 1 and "Error" in obs
     *_, reward, terminated, _, info = e.step("<think>ok</think><answer>yes</answer>")
     assert terminated and reward == 1.0
@@ -158,7 +158,7 @@ def test_turn_limit_truncates_with_no_answer_penalty():
 )
 def test_malformed_turns_never_raise(env, text):
     env.reset(seed=1)
-    obs, reward, terminated, truncated, info = env.step(text)
+    obs, reward, _terminated, _truncated, info = env.step(text)
     assert isinstance(obs, str) and env.observation_space.contains(obs)
     assert -1.0 <= reward <= 1.0
     assert isinstance(info["format_ok"], bool)
@@ -333,7 +333,7 @@ class _BrokenBackend:
 def test_a_backend_bug_becomes_an_error_observation():
     e = drgym.WebResearchEnv(dataset="demo", search=_BrokenBackend())
     e.reset(options={"index": 0})
-    obs, reward, terminated, truncated, info = e.step(search_turn("x"))
+    obs, _reward, terminated, _truncated, info = e.step(search_turn("x"))
     assert not terminated and "failed unexpectedly" in obs and info["backend_errors"] == 1
     *_, terminated, _, info = e.step("<think>ok</think><answer>a</answer>")
     assert terminated

@@ -14,7 +14,7 @@ import time
 
 import gymnasium as gym
 
-import drgym  # noqa: F401
+import drgym
 from agents.scripted import ScriptedAgent
 
 

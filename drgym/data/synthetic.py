@@ -3,13 +3,14 @@
 Every fact is made up (towns, people, founders, years, rivers), so no model can answer from memory: the
 answer has to be found with the search tool and copied from the result. A one-hop question needs one search;
 a two-hop question ("Who founded the town where X was born?") needs a search for the bridge entity first. The
-task is seeded and fully deterministic, needs no download, and is small enough for a tiny model to learn on a
+task is seeded and fully deterministic, needs no download, and is small enough for a tiny model to train on a
 CPU, which makes it the training task of the CPU demo and a debugging task for any policy.
 
->>> task = make_synthetic_task(8, seed=0)
->>> records, passages = task
->>> env = gymnasium.make("drgym/WebResearch-v0", dataset=records,
-...                      search=BM25Backend(passages, corpus="synthetic", cache=False))
+Example::
+
+    records, passages = make_synthetic_task(64, seed=0, two_hop_fraction=0.25)
+    env = gymnasium.make("drgym/WebResearch-v0", dataset=records,
+                         search=BM25Backend(passages, corpus="synthetic", cache=False))
 """
 
 from __future__ import annotations

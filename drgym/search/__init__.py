@@ -4,10 +4,10 @@ from drgym.search.base import Document, Result, SearchBackend
 from drgym.search.registry import BACKENDS, backend_names, close_shared_backends, make_backend, shared_backend
 
 __all__ = [
+    "BACKENDS",
     "Document",
     "Result",
     "SearchBackend",
-    "BACKENDS",
     "backend_names",
     "close_shared_backends",
     "make_backend",

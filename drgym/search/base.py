@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Result", "Document", "SearchBackend"]
+__all__ = ["Document", "Result", "SearchBackend"]
 
 
 @dataclass(frozen=True)

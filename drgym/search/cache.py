@@ -1,48 +1,57 @@
 """A SQLite store of search answers and opened documents, for recording, replay and the query cache.
 
-One file (WAL mode) holds every entry in one table, keyed by a *normalised* request:
-
-* searches by ``(backend, query, k, options)``: the query stripped with its whitespace collapsed (case, accents
-  and punctuation are kept: most engines ignore case, but not all, and a miss costs less than a wrong answer);
-  ``options`` is the canonical JSON of the provider settings that change the answer (``gl``/``hl`` for Serper,
-  ``search_depth`` for Tavily, ...), so two configurations never share an entry;
-* documents by ``(backend, url)``: scheme and host lowercased, default port and fragment dropped, an empty path
-  written ``/``; path and query are kept exactly (they are case-sensitive on most servers).
-
-Values are JSON written with ASCII escapes, so any Python string (lone surrogates and NULs included) comes back
-exactly as it went in: replay is byte-for-byte. Besides answers, a recording may hold the *error* a call raised,
-so a replayed episode fails where the recorded one failed, with the same message.
+One file (WAL mode) holds every entry in one table, keyed by a *normalised* request (see
+:mod:`drgym.search._cache_codec`): searches by ``(backend, query, k, options)``, documents by
+``(backend, url)``. ``options`` is the canonical JSON of the provider settings that change the answer
+(``gl``/``hl`` for Serper, ``search_depth`` for Tavily, ...), so two configurations never share an entry.
+Values come back byte-for-byte; besides answers, a recording may hold the *error* a call raised, so a replayed
+episode fails where the recorded one failed, with the same message.
 
 Entries written in record mode are *pinned*: linked to the episodes that saw them, never evicted, never
 overwritten (the first answer wins, so every recorded episode replays exactly). Cache entries are evicted least
 recently used first once the store passes its size cap. Totals are kept by triggers inside each transaction, so
 they stay right under concurrent writers in several processes and after a crash.
 
-SQLite runs in worker threads (:func:`asyncio.to_thread`) so the event loop never waits on the disk; one
-connection per store is shared behind a lock. Writes are ``BEGIN IMMEDIATE`` transactions retried while another
-process holds the lock; a process killed mid-write loses only its uncommitted transaction (WAL recovery on the
-next open).
+SQLite runs in worker threads (:func:`asyncio.to_thread`) so the event loop never waits on the disk. The parts:
+
+* :mod:`drgym.search._cache_codec`: keys and values (normalisation, exact JSON, :class:`StoredEntry`);
+* :mod:`drgym.search._cache_schema`: the tables and upgrades from older schemas;
+* :mod:`drgym.search._cache_db`: the connection, transactions retried under lock contention, error mapping;
+* :mod:`drgym.search.cache_io`: portable export and all-or-nothing import;
+* this module: the store (lookups, writes, eviction, maintenance), and the public names of all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gzip
-import json
 import os
 import sqlite3
-import threading
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
 from drgym.errors import ConfigError, DataError
+from drgym.search._cache_codec import (
+    KINDS,
+    StoredEntry,
+    decode_entry,
+    doc_to_obj,
+    encode_payload,
+    is_error_payload,
+    normalize_query,
+    normalize_url,
+    options_key,
+    results_from_json,
+    results_to_json,
+    results_to_obj,
+    search_key,
+    url_key,
+)
+from drgym.search._cache_db import StoreFile
+from drgym.search._cache_schema import COLUMNS, WHERE_KEY, bump, link
 from drgym.search.base import Document, Result
+from drgym.search.cache_io import EXPORT_FORMAT, EXPORT_VERSION, merge_export, write_export
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -60,203 +69,6 @@ __all__ = [
 
 DEFAULT_MAX_BYTES = 1 << 30
 """Default size cap of a cache (1 GiB of stored answers); pinned (recorded) entries are never evicted."""
-
-KINDS = ("search", "document")
-EXPORT_FORMAT = "drgym-search-store"
-EXPORT_VERSION = 1
-
-_T = TypeVar("_T")
-_SCHEMA_VERSION = "2"
-_MIGRATES = ("1",)
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS drgym_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS entries (
-        id INTEGER PRIMARY KEY,
-        kind TEXT NOT NULL,
-        backend TEXT NOT NULL,
-        key BLOB NOT NULL,
-        k INTEGER NOT NULL,
-        options TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        is_error INTEGER NOT NULL,
-        size INTEGER NOT NULL,
-        created REAL NOT NULL,
-        accessed REAL NOT NULL,
-        hits INTEGER NOT NULL DEFAULT 0,
-        pinned INTEGER NOT NULL DEFAULT 0,
-        UNIQUE (kind, backend, key, k, options))""",
-    "CREATE INDEX IF NOT EXISTS entries_lru ON entries (pinned, accessed)",
-    """CREATE TABLE IF NOT EXISTS episode_entries (
-        episode TEXT NOT NULL, entry INTEGER NOT NULL, PRIMARY KEY (episode, entry)) WITHOUT ROWID""",
-    "CREATE INDEX IF NOT EXISTS episode_entries_entry ON episode_entries (entry)",
-    """CREATE TABLE IF NOT EXISTS totals (
-        id INTEGER PRIMARY KEY CHECK (id = 1), entries INTEGER NOT NULL, bytes INTEGER NOT NULL)""",
-    "INSERT OR IGNORE INTO totals (id, entries, bytes) VALUES (1, 0, 0)",
-    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    # Totals move with every insert, delete and resize inside the same transaction, so they are always right.
-    """CREATE TRIGGER IF NOT EXISTS entries_ai AFTER INSERT ON entries BEGIN
-        UPDATE totals SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 1; END""",
-    """CREATE TRIGGER IF NOT EXISTS entries_ad AFTER DELETE ON entries BEGIN
-        UPDATE totals SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 1;
-        DELETE FROM episode_entries WHERE entry = OLD.id; END""",
-    """CREATE TRIGGER IF NOT EXISTS entries_au AFTER UPDATE OF size ON entries BEGIN
-        UPDATE totals SET bytes = bytes - OLD.size + NEW.size WHERE id = 1; END""",
-)
-_COLUMNS = "id, payload, created, is_error, pinned"
-_WHERE_KEY = "kind = ? AND backend = ? AND key = ? AND k = ? AND options = ?"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-@dataclass(frozen=True)
-class StoredEntry:
-    """One stored answer: ``value`` (results or a document) or the error the call raised."""
-
-    value: Any
-    error_type: str | None
-    error_message: str | None
-    created: float
-    pinned: bool = False
-    error_base: str | None = None
-    """The nearest class of :mod:`drgym.errors` the recorded error belongs to (what replay raises)."""
-
-    @property
-    def is_error(self) -> bool:
-        """True when the recorded call raised instead of answering."""
-        return self.error_type is not None
-
-
-# --------------------------------------------------------------------------- keys
-
-
-def normalize_query(query: str) -> str:
-    """The cache key of a query: stripped, whitespace runs collapsed to one space; case is kept."""
-    return " ".join(query.split())
-
-
-def normalize_url(url: str) -> str:
-    """The cache key of an http(s) URL: scheme/host lowercased, default port and fragment dropped.
-
-    Anything that is not a well-formed http(s) URL is only stripped, never rejected: the store keys what the
-    backend was asked, hostile strings included.
-    """
-    text = url.strip()
-    try:
-        parts = urlsplit(text)
-        scheme = parts.scheme.lower()
-        if scheme not in _DEFAULT_PORTS or not parts.netloc:
-            return text
-        host, port = parts.hostname, parts.port
-    except ValueError:  # a bad port or bracket: keep the text as it came
-        return text
-    if not host:
-        return text
-    userinfo, _, _ = parts.netloc.rpartition("@")
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None and port != _DEFAULT_PORTS[scheme]:
-        netloc = f"{netloc}:{port}"
-    if userinfo:
-        netloc = f"{userinfo}@{netloc}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-
-
-def options_key(options: Mapping[str, Any] | str | None) -> str:
-    """Canonical JSON of provider options (sorted keys); a ``str`` is taken as already canonical."""
-    if isinstance(options, str):
-        return options
-    return json.dumps(
-        dict(options or {}), sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=_json_default
-    )
-
-
-def _key(text: str) -> bytes:
-    # Keys are stored as bytes so that any str (even one with lone surrogates) can be a key.
-    return text.encode("utf-8", "surrogatepass")
-
-
-def _search_key(query: str) -> bytes:
-    return _key(normalize_query(query))
-
-
-def _url_key(url: str) -> bytes:
-    return _key(normalize_url(url))
-
-
-# --------------------------------------------------------------------------- values
-
-
-def _json_default(value: Any) -> Any:
-    # numpy scalars (BM25 scores) become Python numbers; anything else is a bug in the backend's extras.
-    item = getattr(value, "item", None)
-    if callable(item):
-        return item()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"cannot store a {type(value).__name__} in search results: extras must be JSON values")
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=True, default=_json_default, separators=(",", ":"))
-
-
-def _results_to_obj(results: list[Result]) -> list[dict[str, Any]]:
-    return [{"title": r.title, "url": r.url, "snippet": r.snippet, "extras": r.extras} for r in results]
-
-
-def _results_from_obj(items: list[dict[str, Any]]) -> list[Result]:
-    return [Result(d["title"], d["url"], d["snippet"], d.get("extras") or {}) for d in items]
-
-
-def results_to_json(results: list[Result]) -> str:
-    """Serialise results exactly (extras included), as the store does."""
-    return _dumps(_results_to_obj(results))
-
-
-def results_from_json(text: str) -> list[Result]:
-    """Inverse of :func:`results_to_json`."""
-    return _results_from_obj(json.loads(text))
-
-
-def _doc_to_obj(doc: Document) -> dict[str, str]:
-    return {
-        "url": doc.url,
-        "title": doc.title,
-        "content": doc.content,
-        "content_type": doc.content_type,
-        "source": doc.source,
-    }
-
-
-def _error_base(error: BaseException) -> str | None:
-    from drgym import errors
-
-    for cls in type(error).__mro__:
-        if getattr(errors, cls.__name__, None) is cls:
-            return cls.__name__
-    return None
-
-
-def _payload(value: Any, error: BaseException | None) -> str:
-    if error is not None:
-        err = {"type": type(error).__name__, "base": _error_base(error), "message": str(error)}
-        return _dumps({"error": err})
-    try:
-        return _dumps({"value": value})
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
-_DECODERS: dict[str, Callable[[Any], Any]] = {
-    "search": _results_from_obj,
-    "document": lambda v: Document(**v),
-}
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
-
-
-# --------------------------------------------------------------------------- the store
 
 
 class SearchStore:
@@ -297,196 +109,11 @@ class SearchStore:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.busy_timeout_s = float(busy_timeout_s)
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        with self._lock:
-            self._conn = self._open_connection(setup=True)
-
-    # ----------------------------------------------------------------- connection
-
-    def _corrupt(self, exc: BaseException) -> DataError:
-        return DataError(
-            f"search store {self.path} is not a readable SQLite database ({exc}). If it is a cache, delete "
-            f"the file (and its -wal/-shm files) and it will be rebuilt; if it is a recording, restore it "
-            f"from a copy."
-        )
-
-    def _failure(self, exc: sqlite3.DatabaseError) -> DataError:
-        # An operational failure (disk full, read-only file, I/O error) is not a corrupt file: say which it is.
-        if isinstance(exc, sqlite3.OperationalError):
-            return DataError(f"search store {self.path} could not be used: {exc}")
-        return self._corrupt(exc)
-
-    def _retry(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn`` again while another process holds the lock (SQLite's own wait covers most of it)."""
-        deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.005
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise DataError(
-                        f"search store {self.path} stayed locked by another process for "
-                        f"{self.busy_timeout_s:g} s: {exc}"
-                    ) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 0.25)
-
-    def _open_connection(self, *, setup: bool) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path,
-                check_same_thread=False,
-                isolation_level=None,
-                timeout=min(5.0, self.busy_timeout_s),
-            )
-        except (sqlite3.Error, OSError) as exc:
-            raise DataError(f"cannot open search store {self.path}: {exc}") from exc
-        try:
-            if setup:
-                self._retry(lambda: self._setup(conn))
-            else:
-                conn.execute(f"PRAGMA busy_timeout = {int(min(5.0, self.busy_timeout_s) * 1000)}")
-        except DataError:
-            conn.close()
-            raise
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise self._failure(exc) from exc
-        return conn
-
-    def _setup(self, conn: sqlite3.Connection) -> None:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if tables and "drgym_meta" not in tables:
-            raise DataError(
-                f"{self.path} is a SQLite database of another program "
-                f"(tables: {', '.join(sorted(tables))}), not a drgym search store; point the store at "
-                f"another file"
-            )
-        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if self._schema(conn, tables) == _SCHEMA_VERSION:
-            return  # the common case: no write, so many processes open the file at once without waiting
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            version = self._schema(conn, tables)  # again, under the lock: another process may have set it up
-            if version in _MIGRATES:
-                self._migrate_v1(conn)
-            elif version not in (None, _SCHEMA_VERSION):
-                readable = " or ".join(f"version {v}" for v in (*_MIGRATES, _SCHEMA_VERSION))
-                raise DataError(
-                    f"search store {self.path} has schema version {version}, this drgym reads {readable} "
-                    f"(older ones are upgraded in place); use a new file (or the drgym version that wrote it)"
-                )
-            _create_schema(conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO drgym_meta (key, value) VALUES ('schema', ?)", (_SCHEMA_VERSION,)
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-
-    @staticmethod
-    def _schema(conn: sqlite3.Connection, tables: set[str]) -> str | None:
-        if "drgym_meta" not in tables:
-            return None
-        row = conn.execute("SELECT value FROM drgym_meta WHERE key = 'schema'").fetchone()
-        return None if row is None else str(row[0])
-
-    def _migrate_v1(self, conn: sqlite3.Connection) -> None:
-        """Schema 1 (two tables, raw keys, no options) to 2; old entries are kept pinned, as recordings."""
-        _create_schema(conn)
-        insert = (
-            "INSERT OR IGNORE INTO entries (kind, backend, key, k, options, payload, is_error, size, created, "
-            "accessed, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
-        )
-        for backend, query, k, payload, created in conn.execute(
-            "SELECT backend, query, k, payload, created FROM searches"
-        ).fetchall():
-            key = _search_key(bytes(query).decode("utf-8", "surrogatepass"))
-            is_error = int(payload.startswith('{"error"'))
-            row = (
-                "search",
-                backend,
-                key,
-                k,
-                "{}",
-                payload,
-                is_error,
-                len(payload) + len(key),
-                created,
-                created,
-            )
-            conn.execute(insert, row)
-        for backend, url, payload, created in conn.execute(
-            "SELECT backend, url, payload, created FROM documents"
-        ).fetchall():
-            key = _url_key(bytes(url).decode("utf-8", "surrogatepass"))
-            is_error = int(payload.startswith('{"error"'))
-            row = (
-                "document",
-                backend,
-                key,
-                0,
-                "",
-                payload,
-                is_error,
-                len(payload) + len(key),
-                created,
-                created,
-            )
-            conn.execute(insert, row)
-        conn.execute("DROP TABLE searches")
-        conn.execute("DROP TABLE documents")
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise DataError(f"search store {self.path} is closed")
-        return self._conn
-
-    def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                return self._retry(lambda: conn.execute(sql, args).fetchall())
-            except sqlite3.DatabaseError as exc:
-                raise self._failure(exc) from exc
-
-    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction: all of it is committed, or none of it."""
-        with self._lock:
-            conn = self._connection()
-
-            def attempt() -> _T:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    out = fn(conn)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-                return out
-
-            try:
-                return self._retry(attempt)
-            except sqlite3.DatabaseError as exc:
-                raise self._failure(exc) from exc
+        self._db = StoreFile(self.path, self.busy_timeout_s)
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     async def aclose(self) -> None:
         """Close the connection (async spelling)."""
@@ -498,18 +125,11 @@ class SearchStore:
     # ----------------------------------------------------------------- entries (sync; run in worker threads)
 
     def _decode(self, kind: str, row: tuple[Any, ...]) -> StoredEntry:
-        _, payload, created, _, pinned = row
+        _, text, created, _, pinned = row
         try:
-            data = json.loads(payload)
-            if "error" in data:
-                err = data["error"]
-                base = err.get("base")
-                return StoredEntry(
-                    None, str(err["type"]), str(err["message"]), created, bool(pinned), base and str(base)
-                )
-            return StoredEntry(_DECODERS[kind](data["value"]), None, None, created, bool(pinned))
+            return decode_entry(kind, text, created, bool(pinned))
         except (ValueError, KeyError, TypeError) as exc:
-            raise self._corrupt(exc) from exc
+            raise self._db.corrupt(exc) from exc
 
     def _get(
         self,
@@ -534,13 +154,13 @@ class SearchStore:
             return bool(row[4]) or max_age_s is None or now - row[2] <= max_age_s
 
         if not (touch or record):
-            rows = self._read(f"SELECT {_COLUMNS} FROM entries WHERE {_WHERE_KEY}", args)
+            rows = self._db.read(f"SELECT {COLUMNS} FROM entries WHERE {WHERE_KEY}", args)
             return self._decode(kind, rows[0]) if rows and usable(rows[0]) else None
 
         def tx(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
-            row = conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE {_WHERE_KEY}", args).fetchone()
+            row = conn.execute(f"SELECT {COLUMNS} FROM entries WHERE {WHERE_KEY}", args).fetchone()
             if not usable(row):
-                _bump(conn, f"{kind}_misses")
+                bump(conn, f"{kind}_misses")
                 return None
             pin = 1 if record else row[4]
             conn.execute(
@@ -548,10 +168,10 @@ class SearchStore:
                 (now, pin, row[0]),
             )
             if record and episode is not None:
-                _link(conn, episode, row[0])
+                link(conn, episode, row[0])
             return (*row[:4], pin)
 
-        found = self._write(tx)
+        found = self._db.write(tx)
         return None if found is None else self._decode(kind, found)
 
     def _put(
@@ -569,7 +189,7 @@ class SearchStore:
     ) -> StoredEntry | None:
         now = time.time()
         args = (kind, backend, key, k, options)
-        is_error = int(payload.startswith('{"error"'))
+        is_error = int(is_error_payload(payload))
 
         def tx(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             # An existing pinned entry is never overwritten: it is what a recorded episode saw.
@@ -585,16 +205,16 @@ class SearchStore:
             if got:
                 entry_id = got[0][0]
             else:
-                kept = conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE {_WHERE_KEY}", args).fetchone()
+                kept = conn.execute(f"SELECT {COLUMNS} FROM entries WHERE {WHERE_KEY}", args).fetchone()
                 entry_id = kept[0]
                 conn.execute("UPDATE entries SET accessed = ? WHERE id = ?", (now, entry_id))
             if record and episode is not None:
-                _link(conn, episode, entry_id)
+                link(conn, episode, entry_id)
             if evict:
                 self._evict(conn)
             return kept
 
-        kept = self._write(tx)
+        kept = self._db.write(tx)
         return None if kept is None else self._decode(kind, kept)
 
     def _evict(self, conn: sqlite3.Connection) -> int:
@@ -655,7 +275,7 @@ class SearchStore:
         return self._get(
             "search",
             backend,
-            _search_key(query),
+            search_key(query),
             k,
             options_key(options),
             max_age_s=max_age_s,
@@ -690,10 +310,10 @@ class SearchStore:
         return self._put(
             "search",
             backend,
-            _search_key(query),
+            search_key(query),
             k,
             options_key(options),
-            _payload(_results_to_obj(results or []), error),
+            encode_payload(results_to_obj(results or []), error),
             record=record,
             episode=episode,
             evict=evict,
@@ -714,7 +334,7 @@ class SearchStore:
         return self._get(
             "document",
             backend,
-            _url_key(url),
+            url_key(url),
             0,
             "",
             max_age_s=max_age_s,
@@ -736,14 +356,14 @@ class SearchStore:
         evict: bool = False,
     ) -> StoredEntry | None:
         """Store a document, or the error opening it raised; returns as :meth:`put_search_sync`."""
-        value = _doc_to_obj(document) if document is not None else None
+        value = doc_to_obj(document) if document is not None else None
         return self._put(
             "document",
             backend,
-            _url_key(url),
+            url_key(url),
             0,
             "",
-            _payload(value, error),
+            encode_payload(value, error),
             record=record,
             episode=episode,
             evict=evict,
@@ -753,11 +373,11 @@ class SearchStore:
 
     def backends_sync(self) -> list[str]:
         """Names of the backends with anything stored."""
-        return [row[0] for row in self._read("SELECT DISTINCT backend FROM entries ORDER BY backend")]
+        return [row[0] for row in self._db.read("SELECT DISTINCT backend FROM entries ORDER BY backend")]
 
     def search_options_sync(self, backend: str) -> list[str]:
         """The distinct provider-option keys that ``backend``'s searches were stored with."""
-        rows = self._read(
+        rows = self._db.read(
             "SELECT DISTINCT options FROM entries WHERE kind = 'search' AND backend = ? ORDER BY options",
             (backend,),
         )
@@ -765,18 +385,20 @@ class SearchStore:
 
     def episodes_sync(self) -> list[str]:
         """Ids of the episodes recorded in the store."""
-        return [row[0] for row in self._read("SELECT DISTINCT episode FROM episode_entries ORDER BY episode")]
+        return [
+            row[0] for row in self._db.read("SELECT DISTINCT episode FROM episode_entries ORDER BY episode")
+        ]
 
     def counts_sync(self) -> dict[str, int]:
         """How many searches and documents are stored."""
-        rows = dict(self._read("SELECT kind, COUNT(*) FROM entries GROUP BY kind"))
+        rows = dict(self._db.read("SELECT kind, COUNT(*) FROM entries GROUP BY kind"))
         return {"searches": rows.get("search", 0), "documents": rows.get("document", 0)}
 
     def purge_sync(self, max_age_s: float, *, keep_recorded: bool = True) -> int:
         """Delete entries older than ``max_age_s`` seconds (unpinned ones only by default); return how many."""
         cutoff = time.time() - max_age_s
         pinned = "AND pinned = 0" if keep_recorded else ""
-        return self._write(
+        return self._db.write(
             lambda c: c.execute(f"DELETE FROM entries WHERE created < ? {pinned}", (cutoff,)).rowcount
         )
 
@@ -801,21 +423,15 @@ class SearchStore:
             done["evicted"] = self._evict(conn)
             return done
 
-        done = self._write(tx)
+        done = self._db.write(tx)
         if vacuum:
-            with self._lock:
-                conn = self._connection()
-                try:
-                    self._retry(lambda: conn.execute("VACUUM"))
-                    self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
-                except sqlite3.DatabaseError as exc:
-                    raise self._failure(exc) from exc
+            self._db.vacuum()
         return done
 
     def stats_sync(self) -> dict[str, Any]:
         """Entries by kind and backend, bytes, age range, episodes, hit and miss counts, size on disk."""
         by_backend: dict[str, dict[str, Any]] = {}
-        rows = self._read(
+        rows = self._db.read(
             "SELECT backend, kind, COUNT(*), SUM(size), SUM(is_error), SUM(pinned), SUM(hits) "
             "FROM entries GROUP BY backend, kind ORDER BY backend, kind"
         )
@@ -827,12 +443,12 @@ class SearchStore:
                 "pinned": n_pinned,
                 "hits": hits,
             }
-        ((count, total),) = self._read("SELECT entries, bytes FROM totals WHERE id = 1")
-        oldest, newest, hits, pinned = self._read(
+        ((count, total),) = self._db.read("SELECT entries, bytes FROM totals WHERE id = 1")
+        oldest, newest, hits, pinned = self._db.read(
             "SELECT MIN(created), MAX(created), COALESCE(SUM(hits), 0), COALESCE(SUM(pinned), 0) FROM entries"
         )[0]
-        counters = dict(self._read("SELECT name, value FROM counters"))
-        episodes = self._read("SELECT COUNT(DISTINCT episode) FROM episode_entries")[0][0]
+        counters = dict(self._db.read("SELECT name, value FROM counters"))
+        episodes = self._db.read("SELECT COUNT(DISTINCT episode) FROM episode_entries")[0][0]
         disk = sum(
             p.stat().st_size
             for p in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
@@ -870,86 +486,13 @@ class SearchStore:
             DataError: ``episode`` was never recorded here, or ``out`` cannot be written.
         """
         target = Path(out).expanduser()
-        conn = self._open_connection(setup=False)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        conn = self._db.connect(setup=False)  # a connection of its own: the snapshot does not block the store
         try:
-            conn.execute("BEGIN")  # one snapshot for every query below
-            where, args = ("", ())
-            if episode is not None:
-                if (
-                    conn.execute(
-                        "SELECT 1 FROM episode_entries WHERE episode = ? LIMIT 1", (episode,)
-                    ).fetchone()
-                    is None
-                ):
-                    known = [
-                        r[0] for r in conn.execute("SELECT DISTINCT episode FROM episode_entries LIMIT 6")
-                    ]
-                    raise DataError(
-                        f"no episode {episode!r} recorded in {self.path}; recorded episodes include: "
-                        f"{', '.join(map(repr, known[:5])) or 'none'}"
-                    )
-                where, args = " WHERE id IN (SELECT entry FROM episode_entries WHERE episode = ?)", (episode,)
-            links: dict[int, list[str]] = {}
-            link_sql = "SELECT entry, episode FROM episode_entries" + (
-                " WHERE episode = ?" if episode else ""
-            )
-            for entry_id, ep in conn.execute(link_sql + " ORDER BY episode", args):
-                links.setdefault(entry_id, []).append(ep)
-            count = conn.execute(f"SELECT COUNT(*) FROM entries{where}", args).fetchone()[0]
-            header = {
-                "format": EXPORT_FORMAT,
-                "version": EXPORT_VERSION,
-                "entries": count,
-                "episode": episode,
-                "exported": time.time(),
-            }
-            with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-                gz.write((_dumps(header) + "\n").encode("ascii"))
-                rows = conn.execute(
-                    "SELECT id, kind, backend, key, k, options, payload, created, accessed, hits, pinned "
-                    f"FROM entries{where} ORDER BY id",
-                    args,
-                )
-                for (
-                    entry_id,
-                    kind,
-                    backend,
-                    key,
-                    k,
-                    options,
-                    payload,
-                    created,
-                    accessed,
-                    hits,
-                    pinned,
-                ) in rows:
-                    line = {
-                        "kind": kind,
-                        "backend": backend,
-                        "key": bytes(key).decode("utf-8", "surrogatepass"),
-                        "k": k,
-                        "options": options,
-                        "payload": payload,
-                        "created": created,
-                        "accessed": accessed,
-                        "hits": hits,
-                        "pinned": bool(pinned),
-                        "episodes": links.get(entry_id, []),
-                    }
-                    gz.write((_dumps(line) + "\n").encode("ascii"))
-                gz.write((_dumps({"end": True, "entries": count}) + "\n").encode("ascii"))
-            conn.execute("COMMIT")
-            os.replace(tmp, target)
-            return count
-        except OSError as exc:
-            raise DataError(f"cannot write the export {target}: {exc}") from exc
+            return write_export(conn, target, episode=episode, store=self.path)
         except sqlite3.DatabaseError as exc:
-            raise self._failure(exc) from exc
+            raise self._db.failure(exc) from exc
         finally:
             conn.close()
-            with contextlib.suppress(OSError):
-                tmp.unlink()
 
     def import_sync(self, source: str | os.PathLike[str]) -> dict[str, int]:
         """Merge an export file into this store, in one transaction: all of it, or nothing.
@@ -968,33 +511,11 @@ class SearchStore:
             raise DataError(f"cannot import {path}: no such file")
 
         def tx(conn: sqlite3.Connection) -> dict[str, int]:
-            done = {
-                "entries": 0,
-                "added": 0,
-                "updated": 0,
-                "kept": 0,
-                "conflicts": 0,
-                "episodes": 0,
-                "evicted": 0,
-            }
-            episodes: set[str] = set()
-            for item in _read_export(path):
-                done["entries"] += 1
-                outcome, entry_id = _merge(conn, item)
-                done[outcome] += 1
-                if outcome == "kept" and item["_differs"]:
-                    done["conflicts"] += 1
-                for ep in item["episodes"]:
-                    _link(conn, ep, entry_id)
-                    episodes.add(ep)
-            done["episodes"] = len(episodes)
+            done = merge_export(conn, path)
             done["evicted"] = self._evict(conn)
             return done
 
-        try:
-            return self._write(tx)
-        except _BadExport as exc:
-            raise DataError(f"cannot import {path}: {exc}; nothing was imported") from None
+        return self._db.write(tx)
 
     # ----------------------------------------------------------------- async API
 
@@ -1036,134 +557,3 @@ class SearchStore:
     async def purge(self, max_age_s: float) -> int:
         """Async :meth:`purge_sync`."""
         return await asyncio.to_thread(self.purge_sync, max_age_s)
-
-
-# --------------------------------------------------------------------------- transaction helpers
-
-
-def _create_schema(conn: sqlite3.Connection) -> None:
-    # Statement by statement: ``executescript`` would commit the open transaction first.
-    for statement in _SCHEMA:
-        conn.execute(statement)
-
-
-def _bump(conn: sqlite3.Connection, name: str) -> None:
-    conn.execute(
-        "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",
-        (name,),
-    )
-
-
-def _link(conn: sqlite3.Connection, episode: str, entry_id: int) -> None:
-    conn.execute("INSERT OR IGNORE INTO episode_entries (episode, entry) VALUES (?, ?)", (episode, entry_id))
-
-
-class _BadExport(Exception):
-    """An export file that cannot be imported (the message says why)."""
-
-
-def _read_export(path: Path) -> Iterator[dict[str, Any]]:
-    """Validated entries of an export file; raises :class:`_BadExport` on anything wrong, even at the end."""
-    try:
-        with gzip.open(path, "rb") as gz:
-            lines = iter(gz)
-            header = _parse_line(next(lines, b""), 1)
-            if header.get("format") != EXPORT_FORMAT:
-                raise _BadExport(f"not a drgym search-store export (header {str(header)[:120]})")
-            version = header.get("version")
-            if not isinstance(version, int) or version > EXPORT_VERSION or version < 1:
-                raise _BadExport(
-                    f"export format version {version!r}; this drgym reads versions 1 to {EXPORT_VERSION}"
-                )
-            count = 0
-            for number, raw in enumerate(lines, start=2):
-                item = _parse_line(raw, number)
-                if item.get("end") is True:
-                    if item.get("entries") != count or header.get("entries") != count:
-                        raise _BadExport(
-                            f"the file holds {count} entries, its header says {header.get('entries')!r}"
-                        )
-                    if next(lines, None) is not None:
-                        raise _BadExport(f"data after the end line (line {number})")
-                    return
-                yield _check_entry(item, number)
-                count += 1
-            raise _BadExport(f"truncated: no end line after {count} entries")
-    except _BadExport:
-        raise
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise _BadExport(f"not a readable gzip file ({type(exc).__name__}: {exc})") from None
-
-
-def _parse_line(raw: bytes, number: int) -> dict[str, Any]:
-    try:
-        item = json.loads(raw)
-    except ValueError as exc:
-        raise _BadExport(f"line {number} is not JSON ({exc})") from None
-    if not isinstance(item, dict):
-        raise _BadExport(f"line {number} is not a JSON object")
-    return item
-
-
-def _check_entry(item: dict[str, Any], number: int) -> dict[str, Any]:
-    checks = {
-        "kind": lambda v: v in KINDS,
-        "backend": lambda v: isinstance(v, str),
-        "key": lambda v: isinstance(v, str),
-        "k": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-        "options": lambda v: isinstance(v, str),
-        "payload": lambda v: isinstance(v, str),
-        "created": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "pinned": lambda v: isinstance(v, bool),
-        "episodes": lambda v: isinstance(v, list) and all(isinstance(e, str) for e in v),
-    }
-    for field, ok in checks.items():
-        if field not in item or not ok(item[field]):
-            raise _BadExport(f"line {number}: missing or invalid {field!r}")
-    try:
-        payload = json.loads(item["payload"])
-        if not isinstance(payload, dict) or not ("value" in payload or "error" in payload):
-            raise ValueError("neither a value nor an error")
-        item["_key"] = _key(item["key"])
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise _BadExport(f"line {number}: bad payload or key ({exc})") from None
-    item["_is_error"] = int("error" in payload)
-    accessed = item.get("accessed")
-    item["accessed"] = accessed if isinstance(accessed, (int, float)) else item["created"]
-    hits = item.get("hits")
-    item["hits"] = hits if isinstance(hits, int) and hits >= 0 else 0
-    return item
-
-
-def _merge(conn: sqlite3.Connection, item: dict[str, Any]) -> tuple[str, int]:
-    """Insert or merge one imported entry; return ``(added|updated|kept, entry id)``."""
-    args = (item["kind"], item["backend"], item["_key"], item["k"], item["options"])
-    row = conn.execute(
-        f"SELECT id, payload, created, pinned FROM entries WHERE {_WHERE_KEY}", args
-    ).fetchone()
-    values = (
-        item["payload"],
-        item["_is_error"],
-        len(item["payload"]) + len(item["_key"]),
-        item["created"],
-        item["accessed"],
-        item["hits"],
-        int(item["pinned"]),
-    )
-    item["_differs"] = row is not None and row[1] != item["payload"]
-    if row is None:
-        cursor = conn.execute(
-            "INSERT INTO entries (kind, backend, key, k, options, payload, is_error, size, created, accessed, "
-            "hits, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*args, *values),
-        )
-        return "added", int(cursor.lastrowid or 0)
-    entry_id, _, created, pinned = row
-    if not pinned and (item["pinned"] or item["created"] > created):
-        conn.execute(
-            "UPDATE entries SET payload = ?, is_error = ?, size = ?, created = ?, accessed = ?, hits = ?, "
-            "pinned = ? WHERE id = ?",
-            (*values, entry_id),
-        )
-        return "updated", entry_id
-    return "kept", entry_id

@@ -10,7 +10,8 @@
 * :class:`ReplayBackend` with ``strict=False`` (read-write mode) is a cache: stored answers younger than
   ``ttl_s`` are served (and counted as cache hits by an optional :class:`~drgym.search.metering.Meter`), misses
   go to the inner backend and are stored, evicting least recently used entries past the store's size cap.
-  Errors are never cached.
+  Errors are never cached. Identical requests made at once on one event loop are coalesced: one lookup, at
+  most one live call, one answer for all of them (see :class:`ReplayBackend`).
 
 Which episode a call belongs to travels in a :mod:`contextvars` variable, set by the env around each step: it
 is per task, so concurrent episodes on one event loop never mix their keys.
@@ -18,16 +19,17 @@ is per task, so concurrent episodes on one event loop never mix their keys.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import os
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from drgym import errors as _errors
 from drgym.errors import BudgetExceededError, ConfigError, ReplayMissError, ToolError
 from drgym.search.base import Document, Result, SearchBackend
-from drgym.search.cache import SearchStore, StoredEntry, options_key
+from drgym.search.cache import SearchStore, StoredEntry, normalize_query, normalize_url, options_key
 
 if TYPE_CHECKING:
     from drgym.search.metering import Meter
@@ -62,6 +64,8 @@ _TRANSPORT = frozenset(
 )
 
 _EPISODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drgym_recording_episode", default=None)
+
+_T = TypeVar("_T")
 
 
 @contextlib.contextmanager
@@ -228,6 +232,17 @@ class ReplayBackend:
     Raises:
         ConfigError: inconsistent options (strict with an inner backend, cache mode without one, an ambiguous
             or missing name or option set).
+
+    In cache mode, identical requests (same normalised query and ``k``, or same normalised URL) made while one
+    is in flight on the same event loop are *coalesced*: the first starts one task that looks the request up
+    and, on a miss, makes the live call and stores the answer; the others await that task. So a group of
+    episodes asking the same question at once costs one provider call, and the meter counts every coalesced
+    search as a cache hit (it made no call), besides the usual hits from the store; the store's own hit count
+    sees one lookup. The live call runs in the first caller's context, so it is charged to that episode's
+    budget. Errors reach every waiter and are not cached (the next request asks again), except a
+    :class:`~drgym.errors.BudgetExceededError`: it is the first caller's, so each other waiter then asks on
+    its own budget. A cancelled waiter stops waiting without disturbing the others; the shared task is
+    cancelled only when no caller waits for it any more.
     """
 
     def __init__(
@@ -263,6 +278,8 @@ class ReplayBackend:
             self.options = options_key(backend_options(inner))
         else:
             self.options = self._only_options()
+        # Coalesced requests in flight: per event loop, by normalised key.
+        self._flights: dict[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _Flight]] = {}
 
     def _only_backend(self) -> str:
         names = self.store.backends_sync()
@@ -299,16 +316,14 @@ class ReplayBackend:
                 )
             self._hit()
             return _serve(entry)
-        entry = await self.store.get_search(
-            self.name, query, k, self.ttl_s, options=self.options, touch=True, serve_errors=False
+        results, how = await self._coalesced(
+            ("search", normalize_query(query), k),
+            lambda: self._lookup_search(query, k),
+            lambda: self._live_search(query, k),
         )
-        if entry is not None:
+        if how != "live":
             self._hit()
-            return entry.value
-        assert self.inner is not None
-        results = await self.inner.search(query, k)
-        await self.store.put_search(self.name, query, k, results, options=self.options, evict=True)
-        return results
+        return list(results) if how == "joined" else results  # each waiter gets a list of its own
 
     async def open(self, url: str) -> Document:
         """The stored document for ``url``; in cache mode a miss is opened live and stored."""
@@ -320,13 +335,124 @@ class ReplayBackend:
                     f"{self.store.path}; record it first, or replay with strict=False to allow live calls"
                 )
             return _serve(entry)
+        document, _ = await self._coalesced(
+            ("document", normalize_url(url)),
+            lambda: self._lookup_document(url),
+            lambda: self._live_document(url),
+        )
+        return document
+
+    # ----------------------------------------------------------------- cache mode: one flight per request
+
+    async def _lookup_search(self, query: str, k: int) -> list[Result] | None:
+        entry = await self.store.get_search(
+            self.name, query, k, self.ttl_s, options=self.options, touch=True, serve_errors=False
+        )
+        return None if entry is None else entry.value
+
+    async def _live_search(self, query: str, k: int) -> list[Result]:
+        assert self.inner is not None
+        results = await self.inner.search(query, k)
+        await self.store.put_search(self.name, query, k, results, options=self.options, evict=True)
+        return results
+
+    async def _lookup_document(self, url: str) -> Document | None:
         entry = await self.store.get_document(self.name, url, self.ttl_s, touch=True, serve_errors=False)
-        if entry is not None:
-            return entry.value
+        return None if entry is None else entry.value
+
+    async def _live_document(self, url: str) -> Document:
         assert self.inner is not None
         document = await self.inner.open(url)
         await self.store.put_document(self.name, url, document, evict=True)
         return document
+
+    async def _coalesced(
+        self,
+        key: tuple[Any, ...],
+        lookup: Callable[[], Awaitable[_T | None]],
+        live: Callable[[], Awaitable[_T]],
+    ) -> tuple[_T, str]:
+        """The answer to ``key``, asked once for every caller asking it at once on this loop.
+
+        The first caller looks the store up itself (no task: a hit costs what it did before coalescing); on a
+        miss it starts a task for the live call, which it awaits shielded, as every later caller does. Returns
+        the value and how this caller got it: ``"stored"``, ``"live"`` (it led the live call) or ``"joined"``.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            flights = self._flights.setdefault(loop, {})
+            flight = flights.get(key)
+            leads = flight is None
+            if flight is None:
+                # Registered before any await: every caller that comes after this line joins it.
+                flight = flights[key] = _Flight(loop.create_future())
+                try:
+                    value = await lookup()
+                except asyncio.CancelledError:
+                    flight.waiters -= 1
+                    if flight.waiters:  # callers joined meanwhile: a task of their own answers them
+                        self._start(loop, key, flight, self._ask(lookup, live))
+                    else:
+                        self._land(loop, key, flight)
+                    raise
+                except Exception as exc:
+                    flight.fail(exc)
+                    self._land(loop, key, flight)
+                    raise
+                if value is not None:
+                    flight.answer.set_result(value)
+                    self._land(loop, key, flight)
+                    return value, "stored"
+                self._start(loop, key, flight, live())
+            else:
+                flight.waiters += 1
+            try:
+                # Shielded: a caller's cancellation ends its own wait, not the call the others await.
+                value = await asyncio.shield(flight.answer)
+            except BudgetExceededError:
+                if leads:
+                    raise
+                continue  # the first caller's episode is out of budget, maybe not this one: ask on our own
+            finally:
+                flight.waiters -= 1
+                if flight.waiters == 0 and flight.task is not None and not flight.task.done():
+                    # Nobody waits any more: stop the live call, as a lone caller's cancellation would.
+                    flight.task.cancel()
+                    self._land(loop, key, flight)
+            return value, "live" if leads else "joined"
+
+    @staticmethod
+    async def _ask(lookup: Callable[[], Awaitable[_T | None]], live: Callable[[], Awaitable[_T]]) -> _T:
+        value = await lookup()
+        return value if value is not None else await live()
+
+    def _start(
+        self, loop: asyncio.AbstractEventLoop, key: tuple[Any, ...], flight: _Flight, work: Awaitable[Any]
+    ) -> None:
+        """Run ``work`` in a task (in the current context: the live call is charged to this caller)."""
+
+        async def fly() -> None:
+            try:
+                value = await work
+            except asyncio.CancelledError:
+                flight.answer.cancel()
+                raise
+            except Exception as exc:  # noqa: BLE001  (not lost: every waiter gets it)
+                flight.fail(exc)
+            else:
+                flight.answer.set_result(value)
+            finally:
+                # Landed once the answer is stored: a later request looks it up instead of joining.
+                self._land(loop, key, flight)
+
+        flight.task = loop.create_task(fly())
+
+    def _land(self, loop: asyncio.AbstractEventLoop, key: tuple[Any, ...], flight: _Flight) -> None:
+        flights = self._flights.get(loop)
+        if flights is not None and flights.get(key) is flight:
+            del flights[key]
+            if not flights:
+                del self._flights[loop]
 
     async def aclose(self) -> None:
         """Close the inner backend (and the store, if this backend owns it)."""
@@ -334,3 +460,19 @@ class ReplayBackend:
             await self.inner.aclose()
         if self._owns_store:
             await self.store.aclose()
+
+
+class _Flight:
+    """One coalesced request: the answer its callers await, the task making the live call, how many wait."""
+
+    __slots__ = ("answer", "task", "waiters")
+
+    def __init__(self, answer: asyncio.Future[Any]) -> None:
+        self.answer = answer
+        self.task: asyncio.Task[None] | None = None
+        self.waiters = 1  # the caller that starts it
+
+    def fail(self, exc: BaseException) -> None:
+        """Give every waiter ``exc``; marked retrieved, so none left waiting is no "never retrieved" warning."""
+        self.answer.set_exception(exc)
+        self.answer.exception()
