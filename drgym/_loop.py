@@ -11,6 +11,8 @@ thread instead. Async users never touch either: they ``await env.astep(...)`` on
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -28,7 +30,25 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _local.loop = loop
+        if threading.current_thread() is threading.main_thread():
+            atexit.register(_close_on_exit, loop)
     return loop
+
+
+def _close_on_exit(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the shared search stacks (HTTP sessions, stores, local servers) the sync API opened on ``loop``,
+    so a script that never closes them exits without "Unclosed client session" warnings."""
+    if loop.is_closed() or loop.is_running():
+        return
+    from drgym.search.registry import close_shared_backends
+
+    try:
+        loop.run_until_complete(close_shared_backends())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    except Exception:
+        logging.getLogger(__name__).debug("closing drgym's search stacks at exit failed", exc_info=True)
+    finally:
+        loop.close()
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:

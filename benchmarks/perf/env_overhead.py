@@ -16,11 +16,13 @@ import gymnasium as gym
 
 import drgym
 from agents.scripted import ScriptedAgent
+from drgym._loop import run_sync
+from drgym.search import close_shared_backends
 
 
-def measure(dataset: str, episodes: int, *, use_async: bool = False) -> dict[str, float]:
+def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str = "local") -> dict[str, float]:
     """Play ``episodes`` one after another; with ``use_async`` through ``astep`` on this thread's loop."""
-    env = gym.make("drgym/WebResearch-v0", dataset=dataset)
+    env = gym.make("drgym/WebResearch-v0", dataset=dataset, search=search)
     base = env.unwrapped
     if use_async:
         loop = asyncio.new_event_loop()
@@ -52,8 +54,12 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False) -> dict[str
             done = term or trunc
     wall = time.perf_counter() - started
     env.close()
+    # sessions and servers opened by this phase end with its loop
     if use_async:
+        loop.run_until_complete(close_shared_backends())
         loop.close()
+    else:
+        run_sync(close_shared_backends())
     return {
         "episodes": episodes,
         "steps": steps,
@@ -64,13 +70,15 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False) -> dict[str
     }
 
 
-async def _measure_async(dataset: str, episodes: int, concurrency: int) -> dict[str, float]:
+async def _measure_async(dataset: str, episodes: int, concurrency: int, search: str) -> dict[str, float]:
     started = time.perf_counter()
     trajs = await drgym.arun_episodes(
-        lambda: gym.make("drgym/WebResearch-v0", dataset=dataset), ScriptedAgent, episodes=episodes, seed=0,
+        lambda: gym.make("drgym/WebResearch-v0", dataset=dataset, search=search), ScriptedAgent,
+        episodes=episodes, seed=0,
         concurrency=concurrency,
     )
     wall = time.perf_counter() - started
+    await close_shared_backends()  # sessions and servers opened on this loop end with it
     steps = sum(len(t.turns) for t in trajs)
     return {"episodes": episodes, "steps": steps, "steps_per_s": steps / wall}
 
@@ -79,13 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="hotpotqa-dev500")
     parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--search", default="local", help="backend: local (in-memory BM25) or miniweb (HTTP)")
     parser.add_argument("--quick", action="store_true", help="a few episodes on the demo set")
     args = parser.parse_args(argv)
     dataset, episodes = ("demo", 10) if args.quick else (args.dataset, args.episodes)
-    sync = measure(dataset, episodes)
-    seq = measure(dataset, episodes, use_async=True)
-    conc = asyncio.run(_measure_async(dataset, episodes, concurrency=16))
-    print(f"env overhead on {dataset} ({episodes} scripted episodes)")
+    sync = measure(dataset, episodes, search=args.search)
+    seq = measure(dataset, episodes, use_async=True, search=args.search)
+    conc = asyncio.run(_measure_async(dataset, episodes, concurrency=16, search=args.search))
+    print(f"env overhead on {dataset} over {args.search} ({episodes} scripted episodes)")
     print("| mode | steps | steps/s | step ms | backend ms | env overhead |")
     print("|---|---|---|---|---|---|")
     print(f"| sync | {sync['steps']} | {sync['steps_per_s']:.1f} | {sync['step_ms']:.2f} | "
