@@ -147,7 +147,22 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path) -> Path | None:
         if not points:
             continue
         ax = axes[0] if "reward" in label else axes[1]
-        ax.plot(*zip(*points), marker="o" if label.startswith("eval") else None, markersize=4, label=label)
+        evaluation = label.startswith("eval")
+        line = ax.plot(
+            *zip(*points),
+            marker="o" if evaluation else None,
+            markersize=4,
+            label=label,
+            alpha=1.0 if evaluation or len(points) < 20 else 0.35,
+        )[0]
+        if not evaluation and len(points) >= 20:  # one step is noisy: add a moving average
+            steps, values = zip(*points)
+            width = max(5, len(points) // 10)
+            smooth = [
+                sum(values[max(0, i - width + 1) : i + 1]) / len(values[max(0, i - width + 1) : i + 1])
+                for i in range(len(values))
+            ]
+            ax.plot(steps, smooth, color=line.get_color(), label=f"{label} (mean of {width})")
         drawn = True
     if not drawn:
         plt.close(fig)

@@ -733,11 +733,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     import json
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets itself to DEBUG on import
+    level = getattr(logging, str(args.log_level).upper(), logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    import bm25s  # noqa: F401  # it sets its own logger to DEBUG when imported: import it, then level it
+
+    logging.getLogger("bm25s").setLevel(level)
     overrides = {k: v for k, v in vars(args).items() if k in GRPOConfig.field_names()}
     for key in ("system_prompt", "chat_template", "output_dir", "model_name_or_path", "dataset"):
         if key in overrides and overrides[key] is not None and not isinstance(overrides[key], str):

@@ -234,8 +234,8 @@ class ReplayBackend:
             or missing name or option set).
 
     In cache mode, identical requests (same normalised query and ``k``, or same normalised URL) made while one
-    is in flight on the same event loop are *coalesced*: the first starts one task that looks the request up
-    and, on a miss, makes the live call and stores the answer; the others await that task. So a group of
+    is in flight on the same event loop are *coalesced*: the first looks the store up and, on a miss, starts
+    one task that makes the live call and stores the answer; the others await that answer. So a group of
     episodes asking the same question at once costs one provider call, and the meter counts every coalesced
     search as a cache hit (it made no call), besides the usual hits from the store; the store's own hit count
     sees one lookup. The live call runs in the first caller's context, so it is charged to that episode's
@@ -396,7 +396,6 @@ class ReplayBackend:
                         self._land(loop, key, flight)
                     raise
                 except Exception as exc:
-                    flight.fail(exc)
                     self._land(loop, key, flight)
                     raise
                 if value is not None:

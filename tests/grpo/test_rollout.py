@@ -16,8 +16,8 @@ from agents.grpo.rollout import (
     make_envs,
     sample_seed,
 )
+from drgym.env import WebResearchEnv
 from drgym.errors import ConfigError
-from drgym.search.base import Document, Result
 from tests.grpo.conftest import ScriptedPolicy, tiny_config
 
 
@@ -155,24 +155,17 @@ def test_too_long_prompt_fails_only_that_episode(tiny, tmp_path):
     assert all(r.policy_tokens == 0 for r in rollouts)
 
 
-class _FlakyBackend:
-    """A search backend whose searches for one question crash (a bug, not a ToolError)."""
+class _CrashingEnv(WebResearchEnv):
+    """The real env, except that the second step of one question raises (a bug, not a tool fault the env
+    turns into an observation)."""
 
-    name = "flaky"
+    poison = ""
 
-    def __init__(self, inner, poison: str) -> None:
-        self.inner, self.poison = inner, poison
-
-    async def search(self, query: str, k: int = 10) -> list[Result]:
-        if query == self.poison:
-            raise RuntimeError("backend exploded")
-        return await self.inner.search(query, k)
-
-    async def open(self, url: str) -> Document:
-        return await self.inner.open(url)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+    async def astep(self, action: str):
+        episode = self._episode
+        if episode is not None and episode.record.question == self.poison and episode.turn >= 1:
+            raise RuntimeError("env exploded")
+        return await super().astep(action)
 
 
 def test_an_episode_that_errors_gets_the_format_reward_and_the_batch_goes_on(tiny, tmp_path):
@@ -181,15 +174,12 @@ def test_an_episode_that_errors_gets_the_format_reward_and_the_batch_goes_on(tin
     fmt = ChatFormat(tok, system_prompt=cfg.system_prompt)
     task = build_task(cfg)
     indices = task.train_indices[:2]
-    poison = task.records[indices[0]].question
-    task.env_kwargs["search"] = _FlakyBackend(task.env_kwargs["search"], poison)
-    envs = make_envs(task, 4)
-    rollouts = asyncio.run(
-        collect_rollouts(
-            envs, ScriptedPolicy(model, tok), fmt, task.records, indices, cfg, step=0, group_size=2
-        )
-    )
+    _CrashingEnv.poison = task.records[indices[0]].question
+    envs = make_envs(task, 4, factory=_CrashingEnv)
+    policy = ScriptedPolicy(model, tok)
+    played = collect_rollouts(envs, policy, fmt, task.records, indices, cfg, step=0, group_size=2)
+    rollouts = asyncio.run(played)
     for r in rollouts[:2]:
-        assert "backend exploded" in r.error and r.reward == -1.0 and r.policy_tokens > 0
+        assert "env exploded" in r.error and r.reward == -1.0 and len(r.turns) == 2 and r.policy_tokens > 0
     for r in rollouts[2:]:
         assert r.error is None and len(r.turns) == 2

@@ -210,3 +210,17 @@ def test_command_line_run_writes_metrics_tensorboard_and_plot(tmp_path, capsys):
 
     assert main(["--config", str(path), "--num_generations", "1"]) == 2
     assert "GRPO needs at least 2 generations" in capsys.readouterr().err
+
+
+def test_a_run_can_start_from_another_runs_checkpoint(tmp_path):
+    train(tiny_config(tmp_path / "first", max_steps=1, save_steps=1))
+    ckpt = tmp_path / "first" / "run" / "checkpoint-000001"
+    cfg = tiny_config(tmp_path / "second", model_name_or_path=str(ckpt), synthetic_kinds=["founder"])
+    run = asyncio.run(setup(cfg))
+    from agents.grpo.checkpoint import load_model
+
+    saved, _ = load_model(ckpt, "cpu")
+    for a, b in zip(saved.parameters(), run.model.parameters()):
+        assert torch.equal(a, b)
+    assert all(run.task.records[i].metadata["kind"] == "founder" for i in run.task.train_indices)
+    run.metrics.close()
