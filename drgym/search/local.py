@@ -98,6 +98,16 @@ def corpus_fingerprint(passages: Sequence[Passage], *, tokenizer: str, params: d
     return digest.hexdigest()[:20]
 
 
+def _bm25s():
+    """Import bm25s, undoing its import-time ``setLevel(DEBUG)`` so it does not flood the user's logs."""
+    import bm25s
+
+    bm25s_logger = logging.getLogger("bm25s")
+    if bm25s_logger.level == logging.DEBUG:
+        bm25s_logger.setLevel(logging.NOTSET)
+    return bm25s
+
+
 def load_index(path: str | Path, *, fingerprint: str, num_docs: int) -> bm25s.BM25:
     """Load and verify a cached index directory.
 
@@ -110,8 +120,7 @@ def load_index(path: str | Path, *, fingerprint: str, num_docs: int) -> bm25s.BM
         IndexCorruptError: The directory is partial, garbled or belongs to other passages; the message names
             it and says how to rebuild.
     """
-    import bm25s
-
+    bm25s = _bm25s()
     path = Path(path)
 
     def corrupt(why: str) -> IndexCorruptError:
@@ -452,7 +461,7 @@ class BM25Backend:
         return retriever, IndexInfo(path, fingerprint, built=True, seconds=seconds)
 
     def _build(self, params: dict[str, Any]) -> bm25s.BM25:
-        import bm25s
+        bm25s = _bm25s()
 
         vocab: defaultdict[str, int] = defaultdict()
         vocab.default_factory = vocab.__len__  # a new term gets the next id
