@@ -1,7 +1,8 @@
 """`drgym cache` subcommands for the search/page store: stats, export, import, prune.
 
 The store is the SQLite file named by ``cache_path`` (or ``record_path``/``replay_path``); exports are the
-portable gzip'd JSON-lines files of :meth:`~drgym.search.cache.SearchStore.export_sync`.
+portable gzip'd JSON-lines files of :meth:`~drgym.search.cache.SearchStore.export_sync` (format in
+:mod:`drgym.search.cache_io`).
 """
 
 from __future__ import annotations

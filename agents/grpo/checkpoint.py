@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,16 +84,18 @@ def _dtype(cfg: GRPOConfig, device: Any) -> Any:
     return getattr(torch, cfg.model_dtype)
 
 
-def build_model(cfg: GRPOConfig, device: Any) -> tuple[Any, Any]:
+def build_model(cfg: GRPOConfig, device: Any, texts: Sequence[str] = ()) -> tuple[Any, Any]:
     """The initial policy and its tokenizer: the tiny random model, a drgym checkpoint or warm-start directory
-    (``model/`` and ``tokenizer/`` inside), or a pretrained model by hub name or path."""
+    (``model/`` and ``tokenizer/`` inside), or a pretrained model by hub name or path. ``texts`` (the task's
+    text, :attr:`Task.texts`) train the tiny model's tokenizer when ``tiny_vocab`` is ``"word"``."""
     _, transformers = _imports()
     dtype = _dtype(cfg, device)
     own = Path(cfg.model_name_or_path)
     if cfg.model_name_or_path == "tiny":
         from drgym.llm.tiny import tiny_causal_lm
 
-        model, tokenizer = tiny_causal_lm(seed=cfg.seed, **cfg.tiny_config)
+        words = {"texts": list(texts)} if cfg.tiny_vocab == "word" else {}
+        model, tokenizer = tiny_causal_lm(cfg.tiny_vocab, seed=cfg.seed, **words, **cfg.tiny_config)
     elif (own / "model").is_dir() and (own / "tokenizer").is_dir():
         model, tokenizer = load_model(own, device, dtype)
     else:

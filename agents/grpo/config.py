@@ -25,6 +25,7 @@ SCHEDULERS = ("constant", "linear", "cosine")
 _BACKENDS = ("hf", "vllm")
 _OLD_LOGPROBS = ("recompute", "sampling")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
+_TINY_VOCABS = ("byt5", "word")
 
 
 def _f(default: Any, help: str) -> Any:  # `help` reads best at the call sites
@@ -45,6 +46,17 @@ class GRPOConfig:
     tiny_config: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Overrides of the tiny model's Qwen2 config (e.g. hidden_size: 128)."},
+    )
+    tiny_vocab: str = _f(
+        "byt5",
+        'Tokenizer of the tiny model: "byt5" (bytes) or "word" (word-level, trained at start on the task\'s '
+        "questions and corpus: one id per word, so copying a name or a number is copying one token).",
+    )
+    freeze_embeddings: bool = _f(
+        False,
+        "Keep the token embeddings (and a tied output head) fixed. Under Adam, the rows of tokens never seen in "
+        "training all drift the same way, so a small model cannot tell apart (or copy) names it has not "
+        "trained on; frozen random rows stay distinct. Pair with tiny_config: {embedding_std: 1.0}.",
     )
     device: str = _f("auto", '"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...')
     model_dtype: str = _f(
@@ -280,6 +292,7 @@ class GRPOConfig:
         _choice("generation_backend", self.generation_backend, _BACKENDS)
         _choice("old_logprobs", self.old_logprobs, _OLD_LOGPROBS)
         _choice("model_dtype", self.model_dtype, _DTYPES)
+        _choice("tiny_vocab", self.tiny_vocab, _TINY_VOCABS)
         from drgym.reward import REWARD_MODES
 
         _choice("reward_mode", self.reward_mode, REWARD_MODES)

@@ -605,6 +605,8 @@ class Task:
     train_indices: list[int]
     eval_indices: list[int]
     env_kwargs: dict[str, Any]
+    texts: list[str] = field(default_factory=list)
+    """The task's text (questions, answers, synthetic corpus passages): what a word tokenizer is trained on."""
 
 
 def build_task(cfg: GRPOConfig) -> Task:
@@ -629,10 +631,12 @@ def build_task(cfg: GRPOConfig) -> Task:
             n_train + n_eval, seed=cfg.seed, two_hop_fraction=cfg.two_hop_fraction, kinds=kinds
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
+        texts = [t for p in passages for t in (p.title, p.text)]
     else:
         from drgym.data import load_dataset
 
         records = load_dataset(cfg.dataset, data_source=cfg.data_source)
+        texts = []
         n_train = min(cfg.num_train_questions or len(records) - n_eval, len(records) - n_eval)
         env_kwargs.update(search=cfg.search, corpus=cfg.corpus)
         if n_train < 1:
@@ -641,7 +645,8 @@ def build_task(cfg: GRPOConfig) -> Task:
                 "leaves none to train on"
             )
     order = np.random.default_rng([cfg.seed, 17]).permutation(len(records)).tolist()
-    return Task(list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs)
+    texts += [t for r in records for t in (r.question, *r.answers)]
+    return Task(list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs, texts)
 
 
 def make_envs(task: Task, n: int, factory: Callable[..., Any] | None = None) -> list[WebResearchEnv]:

@@ -186,15 +186,17 @@ async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
             "choose another output_dir"
         )
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = build_model(cfg, device)
+    task = build_task(cfg)
+    model, tokenizer = build_model(cfg, device, task.texts)
     if ckpt is not None:
         check_architecture(ckpt, model.config)
         model, tokenizer = load_model(ckpt, device, dtype=next(model.parameters()).dtype)
+    if cfg.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     fmt = ChatFormat(tokenizer, chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
-    task = build_task(cfg)
     envs = make_envs(task, max(cfg.rollout_batch_size, cfg.num_eval_questions))
     run = Run(cfg, device, model, tokenizer, fmt, None, None, None, task, envs, autocast_dtype=autocast_dtype)
     warm: dict[str, float] = {}
@@ -202,7 +204,7 @@ async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
         warm = await _warmstart(run)
         save_model(model, tokenizer, out / "warmstart")
     if cfg.beta > 0:
-        run.ref_model = _reference(cfg, out, device, model)
+        run.ref_model = _reference(cfg, out, device, model, task.texts)
     run.optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=cfg.learning_rate,
@@ -228,12 +230,12 @@ async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
     return run
 
 
-def _reference(cfg: GRPOConfig, out: Path, device: Any, policy: Any) -> Any:
+def _reference(cfg: GRPOConfig, out: Path, device: Any, policy: Any, texts: Sequence[str] = ()) -> Any:
     """The frozen reference: the policy RL starts from (after the warm-start, when there was one)."""
     if (out / "warmstart").is_dir():
         ref, _ = load_model(out / "warmstart", device, dtype=next(policy.parameters()).dtype)
     else:
-        ref, _ = build_model(cfg, device)
+        ref, _ = build_model(cfg, device, texts)
     ref.eval()
     ref.requires_grad_(False)
     return ref

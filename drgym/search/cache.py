@@ -70,6 +70,9 @@ __all__ = [
 DEFAULT_MAX_BYTES = 1 << 30
 """Default size cap of a cache (1 GiB of stored answers); pinned (recorded) entries are never evicted."""
 
+_Ident = tuple[str, str, bytes, int, str]
+"""What an entry is unique by: ``(kind, backend, key, k, options)``, the arguments of ``WHERE_KEY``."""
+
 
 class SearchStore:
     """The SQLite file behind recordings, replay and the query cache.
@@ -133,20 +136,15 @@ class SearchStore:
 
     def _get(
         self,
-        kind: str,
-        backend: str,
-        key: bytes,
-        k: int,
-        options: str,
-        *,
+        args: _Ident,
         max_age_s: float | None,
+        *,
         touch: bool,
         serve_errors: bool,
         record: bool,
         episode: str | None,
     ) -> StoredEntry | None:
-        args = (kind, backend, key, k, options)
-        now = time.time()
+        kind, now = args[0], time.time()
 
         def usable(row: tuple[Any, ...] | None) -> bool:
             if row is None or (row[3] and not serve_errors):
@@ -175,20 +173,9 @@ class SearchStore:
         return None if found is None else self._decode(kind, found)
 
     def _put(
-        self,
-        kind: str,
-        backend: str,
-        key: bytes,
-        k: int,
-        options: str,
-        payload: str,
-        *,
-        record: bool,
-        episode: str | None,
-        evict: bool,
+        self, args: _Ident, payload: str, *, record: bool, episode: str | None, evict: bool
     ) -> StoredEntry | None:
-        now = time.time()
-        args = (kind, backend, key, k, options)
+        kind, key, now = args[0], args[2], time.time()
         is_error = int(is_error_payload(payload))
 
         def tx(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
@@ -272,17 +259,9 @@ class SearchStore:
             record: Pin the entry found and link it to ``episode`` (record mode).
             episode: The recording episode to link the entry to.
         """
+        ident = ("search", backend, search_key(query), k, options_key(options))
         return self._get(
-            "search",
-            backend,
-            search_key(query),
-            k,
-            options_key(options),
-            max_age_s=max_age_s,
-            touch=touch,
-            serve_errors=serve_errors,
-            record=record,
-            episode=episode,
+            ident, max_age_s, touch=touch, serve_errors=serve_errors, record=record, episode=episode
         )
 
     def put_search_sync(
@@ -307,17 +286,9 @@ class SearchStore:
         Returns:
             ``None`` when this answer was stored; the entry already stored, when a pinned one was kept instead.
         """
-        return self._put(
-            "search",
-            backend,
-            search_key(query),
-            k,
-            options_key(options),
-            encode_payload(results_to_obj(results or []), error),
-            record=record,
-            episode=episode,
-            evict=evict,
-        )
+        ident = ("search", backend, search_key(query), k, options_key(options))
+        payload = encode_payload(results_to_obj(results or []), error)
+        return self._put(ident, payload, record=record, episode=episode, evict=evict)
 
     def get_document_sync(
         self,
@@ -331,17 +302,9 @@ class SearchStore:
         episode: str | None = None,
     ) -> StoredEntry | None:
         """The stored document for a URL (normalised here), or ``None``; arguments as :meth:`get_search_sync`."""
+        ident = ("document", backend, url_key(url), 0, "")
         return self._get(
-            "document",
-            backend,
-            url_key(url),
-            0,
-            "",
-            max_age_s=max_age_s,
-            touch=touch,
-            serve_errors=serve_errors,
-            record=record,
-            episode=episode,
+            ident, max_age_s, touch=touch, serve_errors=serve_errors, record=record, episode=episode
         )
 
     def put_document_sync(
@@ -356,17 +319,9 @@ class SearchStore:
         evict: bool = False,
     ) -> StoredEntry | None:
         """Store a document, or the error opening it raised; returns as :meth:`put_search_sync`."""
-        value = doc_to_obj(document) if document is not None else None
+        payload = encode_payload(doc_to_obj(document) if document is not None else None, error)
         return self._put(
-            "document",
-            backend,
-            url_key(url),
-            0,
-            "",
-            encode_payload(value, error),
-            record=record,
-            episode=episode,
-            evict=evict,
+            ("document", backend, url_key(url), 0, ""), payload, record=record, episode=episode, evict=evict
         )
 
     # ----------------------------------------------------------------- maintenance and inspection

@@ -396,6 +396,7 @@ class ReplayBackend:
                         self._land(loop, key, flight)
                     raise
                 except Exception as exc:
+                    flight.fail(exc)
                     self._land(loop, key, flight)
                     raise
                 if value is not None:

@@ -224,3 +224,37 @@ def test_a_run_can_start_from_another_runs_checkpoint(tmp_path):
         assert torch.equal(a, b)
     assert all(run.task.records[i].metadata["kind"] == "founder" for i in run.task.train_indices)
     run.metrics.close()
+
+
+def test_word_vocab_with_frozen_embeddings_trains_everything_else_and_resumes(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        tiny_vocab="word",
+        tiny_config={"embedding_std": 0.25},
+        freeze_embeddings=True,
+        beta=0.0,
+        entropy_coef=0.0,
+        max_completion_length=200,
+    )
+    run = asyncio.run(setup(cfg))
+    names = set(run.task.records[0].question.rstrip("?").split())
+    assert all(len(run.tokenizer(n, add_special_tokens=False)["input_ids"]) == 1 for n in names)
+    assert run.model.config.vocab_size == len(run.tokenizer)
+    rollouts = _scripted_rollouts(run)
+    assert len({r.reward for r in rollouts}) > 1
+    before = _params(run.model)
+    stats = update_policy(run, rollouts)
+    assert stats["losses/grad_norm"] > 0
+    emb = "model.embed_tokens.weight"
+    after = dict(run.model.named_parameters())
+    assert torch.equal(before[emb], after[emb])  # frozen (and the tied output head with it)
+    assert any(not torch.equal(before[k], v) for k, v in after.items() if k != emb)
+    run.metrics.close()
+
+    train(tiny_config(tmp_path / "r", tiny_vocab="word", freeze_embeddings=True, max_steps=1, save_steps=1))
+    resumed = asyncio.run(
+        setup(tiny_config(tmp_path / "r", tiny_vocab="word", freeze_embeddings=True, max_steps=2), resume=True)
+    )
+    assert resumed.step == 1 and not resumed.model.get_input_embeddings().weight.requires_grad
+    assert resumed.tokenizer.get_vocab() == run.tokenizer.get_vocab()
+    resumed.metrics.close()

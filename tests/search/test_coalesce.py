@@ -182,7 +182,8 @@ async def test_a_store_failure_reaches_every_waiter(store: SearchStore) -> None:
     inner = CountingBackend(gated=False)
     cache = ReplayBackend(store, strict=False, inner=inner)
     store.close()
-    outcomes = await asyncio.gather(*(cache.search("anything", 3) for _ in range(10)), return_exceptions=True)
+    searches = asyncio.gather(*(cache.search("anything", 3) for _ in range(10)), return_exceptions=True)
+    outcomes = await asyncio.wait_for(searches, 5)
     assert all(isinstance(o, DataError) and "is closed" in str(o) for o in outcomes)
     assert inner.calls == 0 and cache._flights == {}
 
