@@ -40,7 +40,7 @@ class GRPOConfig:
     # ---------------------------------------------------------------- model
     model_name_or_path: str = _f(
         "tiny",
-        '"tiny" (a random tiny Qwen2 with a byte tokenizer: no download), a HF causal LM name or path, or a '
+        '"tiny" (a random tiny Qwen2, tokenizer per tiny_vocab: no download), a HF causal LM name or path, or a '
         "drgym checkpoint directory (model/ and tokenizer/ inside, e.g. a run's warmstart/) to start from.",
     )
     tiny_config: dict[str, Any] = field(

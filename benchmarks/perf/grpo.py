@@ -9,7 +9,7 @@ figures read from an existing run's ``metrics.jsonl``.
 
     python -m benchmarks.perf.grpo [--quick] [--no-curve] [--run runs/grpo-tiny-cpu]
 
-Throughput alone takes about 20 s on 2 cores; the default curve (500 warm-start + 30 GRPO steps) about 3
+Throughput alone takes about 20 s on 2 cores; the default curve (300 warm-start + 30 GRPO steps) about 3
 minutes more; ``--run`` reads the curve of a full ``tiny-cpu.yaml`` run (80 steps) instead of training.
 """
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2, help="throughput batches to average")
     parser.add_argument("--no-curve", action="store_true", help="skip the learning curve")
     parser.add_argument("--curve-steps", type=int, default=30, help="GRPO steps of the demo run")
-    parser.add_argument("--warmstart-steps", type=int, default=500, help="warm-start steps of the demo run")
+    parser.add_argument("--warmstart-steps", type=int, default=300, help="warm-start steps of the demo run")
     parser.add_argument("--run", default=None, help="read the curve from this run's metrics.jsonl instead")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
