@@ -299,7 +299,6 @@ class WebResearchEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ tools
     async def _run_tool(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
         """Run one tool call; infrastructure failures become the observation, never an exception."""
-        started = time.perf_counter()
         try:
             if call.name == "web_search":
                 return await self._web_search(ep, list(call.arguments["query"])), None
@@ -315,15 +314,15 @@ class WebResearchEnv(gym.Env[str, str]):
             ep.backend_errors += 1
             message = f"the tool failed unexpectedly ({type(exc).__name__}); try again or answer"
             return protocol.render_error(message), message
-        finally:
-            ep.backend_time_s += time.perf_counter() - started
 
     async def _web_search(self, ep: _Episode, queries: list[str]) -> str:
         used = [q for q in dict.fromkeys(q.strip() for q in queries) if q][: self.max_queries_per_call]
         ep.search_calls += len(used)
+        started = time.perf_counter()
         outcomes = await asyncio.gather(
             *(ep.search.search(q, self.results_per_query) for q in used), return_exceptions=True
         )
+        ep.backend_time_s += time.perf_counter() - started
         per_query: list[tuple[str, Sequence[Result]]] = []
         failures: list[str] = []
         for query, outcome in zip(used, outcomes):
@@ -358,9 +357,11 @@ class WebResearchEnv(gym.Env[str, str]):
                 )
         pages: list[dict[str, Any]] = []
         if urls:
+            started = time.perf_counter()
             read = await ep.browser.browse(
                 urls, question=ep.record.question, subquestions=ep.seen_urls, memory=ep.memory
             )
+            ep.backend_time_s += time.perf_counter() - started
             ep.pages_read += sum(1 for p in read if p.error is None)
             pages = [p.to_dict() for p in read]
         text = protocol.render_browse_results(pages) if pages else ""
@@ -472,7 +473,7 @@ class WebResearchEnv(gym.Env[str, str]):
 
     @property
     def backend_time_s(self) -> float:
-        """Seconds this episode has spent inside the search backend and the page reader.
+        """Seconds this episode has spent inside the search backend and the page reader (rendering excluded).
 
         Kept out of ``info`` on purpose: wall-clock time differs between two identical seeded steps, and
         ``info`` must be deterministic for Gymnasium's ``check_env``.

@@ -527,26 +527,35 @@ def wrap_tool_response(content: str) -> str:
     return "<tool_response>\n" + escape_tags(content) + "\n</tool_response>"
 
 
+def _flat(text: Any) -> str:
+    """One line of untrusted text, whitespace collapsed; cleaned and escaped later with the whole block."""
+    return " ".join((text if isinstance(text, str) else str(text)).split())
+
+
 def render_search_results(per_query: Sequence[tuple[str, Sequence[Result]]]) -> str:
-    """Search results as readable text: per query, numbered title, URL and snippet (or "no results")."""
+    """Search results as readable text: per query, numbered title, URL and snippet (or "no results").
+
+    Fields are flattened one by one and the finished block is cleaned and escaped once (cheaper than per field,
+    and just as safe: the lines added here hold no ``<``).
+    """
     if not per_query:
         return "No search was run."
     sections = []
     for query, results in per_query:
-        shown_query = _one_line(query)
+        shown_query = _flat(query)
         if not results:
             sections.append(f'No results for query "{shown_query}".')
             continue
         lines = [f'Results for query "{shown_query}":']
         for i, result in enumerate(results, 1):
-            title = _one_line(getattr(result, "title", "")) or "(no title)"
+            title = _flat(getattr(result, "title", "")) or "(no title)"
             lines.append(f"{i}. {title}")
-            lines.append(f"   URL: {_one_line(getattr(result, 'url', ''))}")
-            snippet = _one_line(getattr(result, "snippet", ""))
+            lines.append(f"   URL: {_flat(getattr(result, 'url', ''))}")
+            snippet = _flat(getattr(result, "snippet", ""))
             if snippet:
                 lines.append(f"   {snippet}")
         sections.append("\n".join(lines))
-    return "\n\n".join(sections)
+    return _safe("\n\n".join(sections))
 
 
 def render_browse_results(pages: Sequence[Mapping[str, Any]]) -> str:
