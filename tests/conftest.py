@@ -1,11 +1,15 @@
-"""Shared test fixtures: a per-session drgym home (caches and indexes) and the local data mirror."""
+"""Shared test fixtures: a per-session drgym home, the local data mirror, the tiny model, loopback servers."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -37,3 +41,29 @@ def data_mirror(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip("no local data mirror (set DRGYM_DATA_MIRROR to a folder with the data files)")
     monkeypatch.setenv("DRGYM_DATA_MIRROR", str(mirror))
     return mirror
+
+
+@pytest.fixture(scope="session")
+def tiny_lm() -> tuple[Any, Any]:
+    """The tiny random model and its byte tokenizer, once per session (no test changes its weights)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from drgym.llm.tiny import tiny_causal_lm
+
+    return tiny_causal_lm(seed=0)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
+    """Start aiohttp apps on loopback; ``await serve(app)`` returns the base URL ending in ``/v1``."""
+    servers: list[TestServer] = []
+
+    async def start(app: web.Application) -> str:
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("/v1"))
+
+    yield start
+    for server in servers:
+        await server.close()

@@ -88,6 +88,12 @@ class GRPOConfig:
         metadata={"help": "Synthetic task: one-hop question kinds to draw from (null: all; e.g. [founder, "
                   "founding_year, river, population, birthplace, birth_year, trade])."},
     )
+    synthetic_entities: int | None = _f(
+        None,
+        "Synthetic task: draw the one-hop questions from a fixed pool of this many towns and people (several "
+        "facts asked of each), so held-out questions name entities seen in training (null: a new entity per "
+        "question).",
+    )
     search: str = _f("local", "Search backend name (the synthetic task always uses its own local corpus).")
     corpus: str | None = _f(None, "Corpus of the local search backend (default: the dataset's).")
     max_turns: int = _f(10, "Policy turns per episode (paper: 10, so at most 9 tool calls and an answer).")
@@ -360,9 +366,12 @@ class GRPOConfig:
                 f'`report_to` accepts only "tensorboard" (metrics.jsonl is always written), got {unknown}'
             )
         self._check_batching()
-        if self.dataset != "synthetic" and (self.two_hop_fraction or self.synthetic_kinds is not None):
+        if self.dataset != "synthetic" and (
+            self.two_hop_fraction or self.synthetic_kinds is not None or self.synthetic_entities is not None
+        ):
             raise ConfigError(
-                "`two_hop_fraction` and `synthetic_kinds` only apply to dataset: synthetic; remove them"
+                "`two_hop_fraction`, `synthetic_kinds` and `synthetic_entities` only apply to dataset: synthetic; "
+                "remove them"
             )
 
     def _check_batching(self) -> None:

@@ -628,7 +628,11 @@ def build_task(cfg: GRPOConfig) -> Task:
         n_train = cfg.num_train_questions or 256
         kinds = tuple(cfg.synthetic_kinds) if cfg.synthetic_kinds is not None else None
         records, passages = make_synthetic_task(
-            n_train + n_eval, seed=cfg.seed, two_hop_fraction=cfg.two_hop_fraction, kinds=kinds
+            n_train + n_eval,
+            seed=cfg.seed,
+            two_hop_fraction=cfg.two_hop_fraction,
+            kinds=kinds,
+            entities=cfg.synthetic_entities,
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
         texts = [t for p in passages for t in (p.title, p.text)]

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.prompt_baseline.llm import release_llm, resolve_llm
+from agents.prompt_baseline.llm import release_llm, resolve_llm, sampling_options
 from agents.prompt_baseline.prompts import (
     ELIDED_OBSERVATION,
     FEW_SHOT_EXAMPLE,
@@ -142,14 +142,9 @@ class PromptAgent(BaseAgent):
         self.format_retries = format_retries
         self.timeout_s = timeout_s
         self.fallback_answer = fallback_answer
-        self.sampling: dict[str, Any] = {
-            "temperature": temperature, "max_tokens": max_tokens, "stop": list(STOP)
-        }
-        if top_p is not None:
-            self.sampling["top_p"] = top_p
-        if seed is not None:
-            self.sampling["seed"] = seed
-        self.sampling.update(sampling or {})
+        self.sampling = sampling_options(
+            temperature=temperature, max_tokens=max_tokens, stop=STOP, top_p=top_p, seed=seed, extra=sampling
+        )
         self.last_repair: tuple[str, ...] = ()
         """What the repair changed in the last turn's reply (empty when it came out right)."""
         self.episode_stats: dict[str, Any] = _new_stats()

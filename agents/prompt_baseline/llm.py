@@ -10,14 +10,14 @@ model is never loaded twice) and opens new sessions if it is used again.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
 from drgym.llm import SPECS, ChatClient, make_client
 
-__all__ = ["close_shared_clients", "no_llm_message", "release_llm", "resolve_llm"]
+__all__ = ["close_shared_clients", "no_llm_message", "release_llm", "resolve_llm", "sampling_options"]
 
 
 @dataclass
@@ -113,3 +113,22 @@ async def _aclose(client: ChatClient) -> None:
     close = getattr(client, "aclose", None)
     if close is not None:
         await close()
+
+
+def sampling_options(
+    *,
+    temperature: float,
+    max_tokens: int,
+    stop: Sequence[str],
+    top_p: float | None = None,
+    seed: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The sampling arguments an agent passes to ``ChatClient.complete`` (unset options left to the server)."""
+    options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "stop": list(stop)}
+    if top_p is not None:
+        options["top_p"] = top_p
+    if seed is not None:
+        options["seed"] = seed
+    options.update(extra or {})
+    return options

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from agents.prompt_baseline.agent import STOP, TurnUsage, call_llm
-from agents.prompt_baseline.llm import release_llm, resolve_llm
+from agents.prompt_baseline.llm import release_llm, resolve_llm, sampling_options
 from agents.prompt_baseline.repair import final_answer_turn, render_answer
 from agents.rag_baseline.prompts import rag_messages
 from agents.rag_baseline.retrieve import RetrievedPassage, Retriever, default_corpus, resolve_backend
@@ -98,14 +98,9 @@ class RAGAgent(BaseAgent):
         self.search_kwargs = dict(search_kwargs or {})
         self.timeout_s = timeout_s
         self.fallback_answer = fallback_answer
-        self.sampling: dict[str, Any] = {
-            "temperature": temperature, "max_tokens": max_tokens, "stop": list(STOP)
-        }
-        if top_p is not None:
-            self.sampling["top_p"] = top_p
-        if seed is not None:
-            self.sampling["seed"] = seed
-        self.sampling.update(sampling or {})
+        self.sampling = sampling_options(
+            temperature=temperature, max_tokens=max_tokens, stop=STOP, top_p=top_p, seed=seed, extra=sampling
+        )
         self.last_passages: list[RetrievedPassage] = []
         """The passages of the current question, best first."""
         self.last_repair: tuple[str, ...] = ()

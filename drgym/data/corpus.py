@@ -8,12 +8,12 @@ as CC BY-SA asks).
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
+from drgym.data._io import read_json as _json
+from drgym.data._io import read_jsonl as _jsonl
 from drgym.data.records import Passage
 from drgym.errors import DataError
 
@@ -74,16 +74,6 @@ def dedup_passages(pairs: Iterable[tuple[str, str, str]]) -> list[Passage]:
     return passages
 
 
-def _json(path: Path) -> Any:
-    with path.open("rb") as fh:
-        return json.load(fh)
-
-
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _hotpot_ircot(path: Path) -> Iterator[Pair]:

@@ -9,10 +9,12 @@ row numbers never move).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from drgym.data._io import read_json as _json
+from drgym.data._io import read_jsonl as _jsonl
 from drgym.data.records import QARecord
 from drgym.errors import DataError
 
@@ -71,16 +73,6 @@ def _record(name: str, key: object, question: str, answers: Any, source: str, **
     return QARecord(question, golds, normalise_source(source), f"{name}:{key}", metadata)
 
 
-def _json(path: Path) -> Any:
-    with path.open("rb") as fh:
-        return json.load(fh)
-
-
-def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _user_text(prompt: Any) -> str:

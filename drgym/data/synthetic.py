@@ -144,6 +144,7 @@ def make_synthetic_task(
     two_hop_fraction: float = 0.0,
     kinds: tuple[str, ...] | None = None,
     extra_towns: int = 8,
+    entities: int | None = None,
 ) -> SyntheticTask:
     """Generate ``num_questions`` questions and a corpus of passages holding their answers.
 
@@ -159,6 +160,11 @@ def make_synthetic_task(
         kinds: One-hop question kinds to draw from (default all): ``founder``, ``founding_year``, ``river``,
             ``population``, ``birthplace``, ``birth_year``, ``trade``.
         extra_towns: Towns beyond those the questions need, as distractors.
+        entities: One-hop only: ask about a fixed pool of this many towns and people (several questions each,
+            every one a distinct entity and kind) instead of a fresh entity per question. A split of the
+            questions then shares names between its parts (a held-out question asks another fact of an entity
+            seen in training), which a tiny model needs to copy names at all; null (default): one entity per
+            question.
 
     Returns:
         ``SyntheticTask(records, passages)``. Each record's metadata holds ``hops``, ``kind``,
@@ -174,6 +180,9 @@ def make_synthetic_task(
     wanted = set(kinds) if kinds is not None else None
     town_kinds = [q for q in _TOWN_QUESTIONS if wanted is None or q[0] in wanted]
     person_kinds = [q for q in _PERSON_QUESTIONS if wanted is None or q[0] in wanted]
+    if entities is not None:
+        _check_pool(num_questions, two_hop_fraction, entities, len(town_kinds), len(person_kinds))
+        return _pooled_task(rng, names, seed, num_questions, entities, town_kinds, person_kinds, extra_towns)
     n_two_hop = round(num_questions * two_hop_fraction)
     n_one_hop = num_questions - n_two_hop
     n_person_q = round(n_one_hop * len(person_kinds) / max(1, len(town_kinds) + len(person_kinds)))
@@ -225,6 +234,55 @@ def _check_args(num_questions: Any, two_hop_fraction: Any, kinds: Any, extra_tow
         unknown = [k for k in kinds if k not in valid]
         if unknown:
             raise ConfigError(f"unknown question kind(s) {unknown}; valid kinds: {', '.join(valid)}")
+
+
+def _check_pool(num_questions: int, two_hop_fraction: float, entities: Any, n_town: int, n_person: int) -> None:
+    if isinstance(entities, bool) or not isinstance(entities, int) or entities < 1:
+        raise ConfigError(f"entities must be an integer >= 1 or None, got {entities!r}")
+    if two_hop_fraction:
+        raise ConfigError("entities (a fixed pool) supports one-hop questions only; set two_hop_fraction 0")
+    n_persons = _pool_persons(entities, n_town, n_person)
+    pairs = (entities - n_persons) * n_town + n_persons * n_person
+    if pairs < num_questions:
+        raise ConfigError(
+            f"{entities} entities give {pairs} distinct questions of the chosen kinds, fewer than "
+            f"num_questions={num_questions}; raise entities"
+        )
+
+
+def _pool_persons(entities: int, n_town: int, n_person: int) -> int:
+    """People among the pool's entities, in proportion to the question kinds about people."""
+    if not n_town:
+        return entities
+    return round(entities * n_person / (n_town + n_person))
+
+
+def _pooled_task(
+    rng: random.Random,
+    names: _Names,
+    seed: int,
+    num_questions: int,
+    entities: int,
+    town_kinds: list[tuple[str, str, Callable[[_Town], str]]],
+    person_kinds: list[tuple[str, str, Callable[[_Person], str]]],
+    extra_towns: int,
+) -> SyntheticTask:
+    """Questions drawn without repetition from (entity, kind) pairs over a fixed pool of entities."""
+    n_persons = _pool_persons(entities, len(town_kinds), len(person_kinds))
+    towns = [_make_town(rng, names, i) for i in range(entities - n_persons + extra_towns)]
+    persons = [_make_person(rng, names, i, towns) for i in range(n_persons)]
+    pairs: list[tuple[Any, tuple[str, str, Callable[[Any], str]]]] = [
+        (t, q) for t in towns[: entities - n_persons] for q in town_kinds
+    ]
+    pairs += [(p, q) for p in persons for q in person_kinds]
+    records = []
+    for entity, (kind, template, get) in rng.sample(pairs, num_questions):
+        question = template.format(name=entity.name)
+        records.append(_record(seed, kind, question, get(entity), 1, [entity.id], [question]))
+    records = [_renumber(r, seed, i) for i, r in enumerate(records)]
+    passages = [Passage(t.id, t.name, _town_text(t), SYNTHETIC_SOURCE) for t in towns]
+    passages += [Passage(p.id, p.name, _person_text(p), SYNTHETIC_SOURCE) for p in persons]
+    return SyntheticTask(records, passages)
 
 
 def _make_town(rng: random.Random, names: _Names, i: int) -> _Town:

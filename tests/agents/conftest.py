@@ -7,8 +7,6 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 import drgym  # noqa: F401  (registers the env ids)
 from agents.prompt_baseline import close_shared_clients
@@ -34,32 +32,6 @@ def make_env() -> Callable[..., gym.Env]:
 def demo_answers() -> dict[str, str]:
     """Question -> first gold answer, for the demo dataset."""
     return {r.question: r.answers[0] for r in load_dataset("demo")}
-
-
-@pytest.fixture(scope="session")
-def tiny_lm() -> tuple[Any, Any]:
-    """The tiny random Qwen2 and its byte tokenizer, once per session (weights are never changed)."""
-    pytest.importorskip("torch")
-    pytest.importorskip("transformers")
-    from drgym.llm.tiny import tiny_causal_lm
-
-    return tiny_causal_lm(seed=0)
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
-    """Start aiohttp apps on loopback; ``await serve(app)`` returns the base URL ending in ``/v1``."""
-    servers: list[TestServer] = []
-
-    async def start(app: web.Application) -> str:
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return str(server.make_url("/v1"))
-
-    yield start
-    for server in servers:
-        await server.close()
 
 
 @pytest.fixture

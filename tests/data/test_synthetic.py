@@ -57,6 +57,25 @@ def test_kinds_restrict_the_questions():
     assert all(r.question.startswith("Who founded ") for r in records)
 
 
+def test_entity_pool_asks_several_facts_of_each_entity():
+    records, passages = make_synthetic_task(60, seed=1, entities=24)
+    assert make_synthetic_task(60, seed=1, entities=24) == (records, passages)
+    by_id = {p.id: p for p in passages}
+    pairs = [(r.metadata["support"][0], r.metadata["kind"]) for r in records]
+    assert len(set(pairs)) == 60  # every question asks a distinct fact
+    entities = {pid for pid, _ in pairs}
+    assert len(entities) <= 24 < 60  # so names repeat across questions
+    for r in records:
+        passage = by_id[r.metadata["support"][0]]
+        assert r.metadata["hops"] == 1 and passage.title in r.question and r.answers[0] in passage.text
+    # a split shares names between its parts: most held-out questions name an entity seen in training
+    train_ids = {r.metadata["support"][0] for r in records[:50]}
+    assert sum(r.metadata["support"][0] in train_ids for r in records[50:]) >= 5
+    # the default generator is unchanged: one entity per question
+    default, _ = make_synthetic_task(60, seed=1)
+    assert len({r.metadata["support"][0] for r in default}) == 60
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -68,6 +87,9 @@ def test_kinds_restrict_the_questions():
         ({"num_questions": 5, "kinds": ("colour",)}, "unknown question kind(s) ['colour']"),
         ({"num_questions": 5, "kinds": "founder"}, "kinds must be a non-empty list"),
         ({"num_questions": 5, "extra_towns": -1}, "extra_towns must be an integer >= 0, got -1"),
+        ({"num_questions": 5, "entities": 0}, "entities must be an integer >= 1 or None, got 0"),
+        ({"num_questions": 5, "entities": 4, "two_hop_fraction": 0.5}, "supports one-hop questions only"),
+        ({"num_questions": 20, "entities": 2}, "2 entities give 7 distinct questions"),
     ],
 )
 def test_bad_arguments(kwargs, message):
