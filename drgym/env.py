@@ -319,9 +319,7 @@ class WebResearchEnv(gym.Env[str, str]):
         used = [q for q in dict.fromkeys(q.strip() for q in queries) if q][: self.max_queries_per_call]
         ep.search_calls += len(used)
         started = time.perf_counter()
-        outcomes = await asyncio.gather(
-            *(ep.search.search(q, self.results_per_query) for q in used), return_exceptions=True
-        )
+        outcomes = await _gather_outcomes([ep.search.search(q, self.results_per_query) for q in used])
         ep.backend_time_s += time.perf_counter() - started
         per_query: list[tuple[str, Sequence[Result]]] = []
         failures: list[str] = []
@@ -492,6 +490,16 @@ class WebResearchEnv(gym.Env[str, str]):
             "WebResearchEnv holds network sessions and cannot be pickled; build one per process with "
             "gymnasium.make (AsyncVectorEnv does this for you)"
         )
+
+
+async def _gather_outcomes(calls: list[Any]) -> list[Any]:
+    """``gather(..., return_exceptions=True)``, without a task per call when there is only one."""
+    if len(calls) == 1:
+        try:
+            return [await calls[0]]
+        except Exception as exc:  # noqa: BLE001  (reported per query by the caller, as gather would)
+            return [exc]
+    return list(await asyncio.gather(*calls, return_exceptions=True))
 
 
 def _make_reader(reader: Reader | ChatClient | str | None) -> Reader:
