@@ -64,7 +64,11 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("a: [\n", "is not readable YAML"),
         ("stop: ['</answer>', '']\n", "`stop` must be a list of non-empty strings"),
         ("report_to: [wandb]\n", '`report_to` accepts only "tensorboard"'),
-        ("dataset: demo\ntwo_hop_fraction: 0.5\n", "`two_hop_fraction` and `synthetic_kinds` only apply"),
+        (
+            "dataset: demo\ntwo_hop_fraction: 0.5\n",
+            "`two_hop_fraction`, `synthetic_kinds` and `synthetic_entities` only apply",
+        ),
+        ("dataset: demo\nsynthetic_entities: 8\n", "`synthetic_entities` only apply to dataset: synthetic"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path, text, message):

@@ -183,3 +183,13 @@ def test_an_episode_that_errors_gets_the_format_reward_and_the_batch_goes_on(tin
         assert "env exploded" in r.error and r.reward == -1.0 and len(r.turns) == 2 and r.policy_tokens > 0
     for r in rollouts[2:]:
         assert r.error is None and len(r.turns) == 2
+
+
+def test_synthetic_entities_make_held_out_questions_name_trained_entities(tmp_path):
+    cfg = tiny_config(tmp_path, num_train_questions=40, num_eval_questions=8, synthetic_entities=16)
+    task = build_task(cfg)
+    entity = [r.metadata["support"][0] for r in task.records]
+    assert len(set(entity)) <= 16 and len(task.records) == 48
+    trained = {entity[i] for i in task.train_indices}
+    assert sum(entity[i] in trained for i in task.eval_indices) >= 6
+    assert not set(task.train_indices) & set(task.eval_indices)
