@@ -67,3 +67,13 @@ async def serve() -> AsyncIterator[Callable[[web.Application], Any]]:
     yield start
     for server in servers:
         await server.close()
+
+
+@pytest.fixture
+async def opener():
+    """A live page opener allow-listed to loopback test servers (the only way past the SSRF guard)."""
+    from drgym.web import FetchConfig, PageOpener
+
+    page_opener = PageOpener(config=FetchConfig(allow_hosts={"127.0.0.1"}, per_host_rate=None))
+    yield page_opener
+    await page_opener.aclose()

@@ -22,7 +22,6 @@ from drgym.miniweb import article_path
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
 from drgym.search import registry
-from drgym.web.fetch import FetchConfig
 from drgym.web.opener import PageOpener
 from tests.search import providers_server
 from tests.search.providers_server import KEYS, Fault, ProviderServer
@@ -98,13 +97,6 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PageServer]:
         monkeypatch.setattr(providers_server, "_hits", hits)
         yield srv
 
-
-@pytest.fixture
-async def opener() -> AsyncIterator[PageOpener]:
-    """Page reads allow-listed to the loopback server (the only way past the SSRF guard)."""
-    page_opener = PageOpener(config=FetchConfig(allow_hosts={"127.0.0.1"}, per_host_rate=None))
-    yield page_opener
-    await page_opener.aclose()
 
 
 @pytest.fixture

@@ -40,7 +40,6 @@ from drgym.search.replay import (
 )
 from drgym.search.serper import SerperBackend
 from drgym.search.stack import CACHE_MODES, SearchConfig, resolve_cache_mode
-from drgym.web.fetch import FetchConfig
 from drgym.web.opener import PageOpener
 from tests.search import providers_server
 from tests.search.providers_server import KEYS, ProviderServer
@@ -89,12 +88,6 @@ async def server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[DriftServer]:
         monkeypatch.setattr(providers_server, "_hits", hits)
         yield srv
 
-
-@pytest.fixture
-async def opener() -> AsyncIterator[PageOpener]:
-    page_opener = PageOpener(config=FetchConfig(allow_hosts={"127.0.0.1"}, per_host_rate=None))
-    yield page_opener
-    await page_opener.aclose()
 
 
 @pytest.fixture
