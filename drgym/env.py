@@ -224,8 +224,14 @@ class WebResearchEnv(gym.Env[str, str]):
         return self._begin(options)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Play the policy's turn (see the module docstring); the tool runs on this thread's drgym loop."""
-        return run_sync(self.astep(action))
+        """Play the policy's turn (see the module docstring); a tool runs on this thread's drgym loop."""
+        ep, parsed = self._accept(action)
+        outcome = self._react(ep, parsed)
+        if outcome is None:  # only a tool call needs the event loop; answers and errors are plain computation
+            assert parsed.tool_call is not None
+            content, error = run_sync(self._run_tool(ep, parsed.tool_call))
+            outcome = content, False, error
+        return self._conclude(ep, parsed, *outcome)
 
     # ------------------------------------------------------------------ async API
     async def areset(
@@ -236,6 +242,17 @@ class WebResearchEnv(gym.Env[str, str]):
 
     async def astep(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """The same as ``step``, on the caller's event loop (many episodes can share one loop)."""
+        ep, parsed = self._accept(action)
+        outcome = self._react(ep, parsed)
+        if outcome is None:
+            assert parsed.tool_call is not None
+            content, error = await self._run_tool(ep, parsed.tool_call)
+            outcome = content, False, error
+        return self._conclude(ep, parsed, *outcome)
+
+    # ------------------------------------------------------------------ one turn, in three parts
+    def _accept(self, action: str) -> tuple[_Episode, protocol.ParsedTurn]:
+        """Check and parse the policy's turn and add it to the conversation."""
         ep = self._episode
         if ep is None or ep.done:
             raise ResetNeeded("Cannot call `step()` before `reset()` or after the episode ended; call `reset()`.")
@@ -248,35 +265,37 @@ class WebResearchEnv(gym.Env[str, str]):
         parsed = protocol.parse_turn(action, max_chars=self.max_action_chars)
         # Keep the turn only up to its action's closing tag, where a model with stop strings would have
         # stopped: a forged <tool_response> written after a tool call never enters the context.
-        if parsed.format_ok:
-            action = protocol.truncate_after_action(action)
+        if parsed.action_end is not None:
+            action = action[: parsed.action_end]
         ep.messages.append({"role": "assistant", "content": action[: self.max_action_chars]})
+        if parsed.kind != "format_error" or self.on_format_error == "end":
+            ep.policy_turns.append(action)  # a turn refused in "continue" mode is not scored
+        return ep, parsed
 
-        reward, terminated, error = 0.0, False, parsed.error
-        if parsed.kind == "format_error":
-            ep.format_errors += 1
-            if self.on_format_error == "end":
-                ep.policy_turns.append(action)
-                ep.format_problem = f"turn {ep.turn}: {parsed.error or 'the turn broke the format'}"
-                content, terminated = protocol.render_error(parsed.error or "the turn broke the format"), True
-            else:
-                content = protocol.render_error(
-                    f"{parsed.error} This turn was not accepted; reply again in the required format."
-                )
-        else:
-            ep.policy_turns.append(action)
-            if parsed.kind == "answer":
-                ep.answer = parsed.answer
-                content, terminated = "", True
-            elif parsed.kind == "tool_error":
-                ep.tool_errors += 1
-                content = protocol.render_error(parsed.error or "the tool call is invalid")
-            else:
-                assert parsed.tool_call is not None
-                ep.tool_calls += 1
-                with recording_episode(ep.record.id):  # record mode keys what the tool reads to this episode
-                    content, error = await self._run_tool(ep, parsed.tool_call)
+    def _react(self, ep: _Episode, parsed: protocol.ParsedTurn) -> tuple[str, bool, str | None] | None:
+        """The outcome ``(content, terminated, error)`` of a turn that calls no tool; None for a tool call."""
+        kind = parsed.kind
+        if kind == "tool_call":
+            ep.tool_calls += 1
+            return None
+        if kind == "answer":
+            ep.answer = parsed.answer
+            return "", True, None
+        if kind == "tool_error":
+            ep.tool_errors += 1
+            return protocol.render_error(parsed.error or "the tool call is invalid"), False, parsed.error
+        ep.format_errors += 1
+        if self.on_format_error == "end":
+            ep.format_problem = f"turn {ep.turn}: {parsed.error or 'the turn broke the format'}"
+            return protocol.render_error(parsed.error or "the turn broke the format"), True, parsed.error
+        message = f"{parsed.error} This turn was not accepted; reply again in the required format."
+        return protocol.render_error(message), False, parsed.error
 
+    def _conclude(
+        self, ep: _Episode, parsed: protocol.ParsedTurn, content: str, terminated: bool, error: str | None
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Score the episode if it ends here, and build the step's observation and info."""
+        reward = 0.0
         truncated = not terminated and ep.turn >= self.max_turns
         score: Score | None = None
         if terminated or truncated:
@@ -299,6 +318,10 @@ class WebResearchEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ tools
     async def _run_tool(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
         """Run one tool call; infrastructure failures become the observation, never an exception."""
+        with recording_episode(ep.record.id):  # record mode keys what the tool reads to this episode
+            return await self._run_tool_unrecorded(ep, call)
+
+    async def _run_tool_unrecorded(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
         try:
             if call.name == "web_search":
                 return await self._web_search(ep, list(call.arguments["query"])), None

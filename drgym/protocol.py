@@ -13,8 +13,8 @@ import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from drgym.search.base import Result
@@ -50,12 +50,18 @@ _TAG_RE = re.compile(r"<(/?)(think|tool_call|answer)>")
 _LOOSE_TAG_RE = re.compile(r"<\s*/?\s*(?:think|tool[\s_-]?call|answer)\s*>", re.IGNORECASE)
 # C0 controls except \t and \n, DEL, C1 controls, lone surrogates: never meaningful, often harmful downstream.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_C0_BYTES = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])  # the same C0 controls and DEL, as bytes
+_C1_UTF8_RE = re.compile(rb"\xc2[\x80-\x9f]")  # the C1 controls, UTF-8 encoded
 # Anything that looks like a protocol or chat-template tag once a model reads it.
 _PROTOCOL_NAMES = r"(?:think|tool_call|tool_response|tools|answer)\b"
 _FULL_TAG_RE = re.compile(r"<(\s*/?\s*" + _PROTOCOL_NAMES + r"[^<>]*)>", re.IGNORECASE)
 _TAG_START_RE = re.compile(r"<(?=\s*/?\s*" + _PROTOCOL_NAMES + r")", re.IGNORECASE)
 _FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)\s*```", re.DOTALL)
 
+# strict=False accepts raw newlines inside strings (a frequent slip); control characters are removed later.
+_LENIENT_JSON = json.JSONDecoder(strict=False)
+
+_VALID_TOOLS = ", ".join(f'"{t}"' for t in TOOL_NAMES)
 _EXAMPLE_SEARCH = '{"name": "web_search", "arguments": {"query": ["first query", "second query"]}}'
 _EXAMPLE_BROWSE = '{"name": "browse_webpage", "arguments": {"url_list": ["https://example.org/page"]}}'
 _SNIPPET_CHARS = 120
@@ -92,6 +98,8 @@ class ParsedTurn:
         error_kind: ``unbalanced_tags``, ``no_action`` or ``too_long`` (format errors), ``bad_json``,
             ``unknown_tool`` or ``bad_arguments`` (tool errors: the format is fine, the call is not).
         extra_tool_calls: Complete ``<tool_call>`` blocks present but not used (only the first action counts).
+        action_end: Where the action's closing tag ends in the text (None without a complete action): the turn
+            cut there is what a model stopping at ``</tool_call>`` or ``</answer>`` would have produced.
     """
 
     think: str | None = None
@@ -101,6 +109,7 @@ class ParsedTurn:
     error: str | None = None
     error_kind: str | None = None
     extra_tool_calls: int = 0
+    action_end: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def kind(self) -> str:
@@ -254,6 +263,16 @@ within <tool_response></tool_response> tags.
 
 def _clean(text: str) -> str:
     """Drop control characters (except tab and newline) and lone surrogates."""
+    if text.isprintable():  # no control, surrogate or whitespace character but the space: nothing to drop
+        return text
+    # Most text holds none either; checking the UTF-8 bytes in C is several times faster than the regex
+    # (C0 controls and DEL are single bytes in UTF-8, C1 controls are 0xC2 0x80-0x9F, surrogates cannot encode).
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _CONTROL_RE.sub("", text)
+    if len(data.translate(None, _C0_BYTES)) == len(data) and _C1_UTF8_RE.search(data) is None:
+        return text
     return _CONTROL_RE.sub("", text)
 
 
@@ -275,33 +294,46 @@ def _odd_tag_hint(text: str) -> str:
     return f" Tag names are exact, lowercase and without spaces; found the tags {shown}."
 
 
-def _balance_problem(text: str) -> str | None:
-    """Why the turn's tags are unbalanced (first problem in text order), or None when they are balanced.
+def _scan(text: str) -> tuple[list[_Block], str | None]:
+    """One pass over the turn's tags: its complete blocks and the first balance problem (or None).
 
-    Each of ``think``, ``tool_call`` and ``answer`` must alternate open, close, open, close...: no close
-    before its open, no second open before the close (no nesting of a tag in itself), nothing left open.
+    Blocks come in the order they close; a re-opened tag restarts its block. Balance: each of ``think``,
+    ``tool_call`` and ``answer`` must alternate open, close, open, close...: no close before its open, no second
+    open before the close (no nesting of a tag in itself), nothing left open.
     """
-    is_open = dict.fromkeys(_TAG_NAMES, False)
+    opened: dict[str, int | None] = {"think": None, "tool_call": None, "answer": None}
+    blocks: list[_Block] = []
+    problem: str | None = None
     for m in _TAG_RE.finditer(text):
-        closing, name = m.group(1) == "/", m.group(2)
-        if closing and not is_open[name]:
-            return f'a closing "{name}" tag comes before its opening tag.'
-        if not closing and is_open[name]:
-            return f'the "{name}" tag is opened again before it is closed (tags cannot be nested).'
-        is_open[name] = not closing
-    for name in _TAG_NAMES:
-        if is_open[name]:
-            return f'the "{name}" tag is never closed.'
-    return None
+        closing, name = m.groups()
+        start = opened[name]
+        if not closing:
+            if start is not None and problem is None:
+                problem = f'the "{name}" tag is opened again before it is closed (tags cannot be nested).'
+            opened[name] = m.end()
+        elif start is not None:
+            blocks.append(_Block(name, start, m.start(), m.end()))
+            opened[name] = None
+        elif problem is None:
+            problem = f'a closing "{name}" tag comes before its opening tag.'
+    if problem is None:
+        for name, start in opened.items():
+            if start is not None:
+                return blocks, f'the "{name}" tag is never closed.'
+    return blocks, problem
+
+
+def _balance_problem(text: str) -> str | None:
+    """Why the turn's tags are unbalanced (first problem in text order), or None when they are balanced."""
+    return _scan(text)[1]
 
 
 def tags_balanced(text: str) -> bool:
     """True when every ``think``, ``tool_call`` and ``answer`` tag is opened and closed in turn."""
-    return _balance_problem(text) is None
+    return _scan(text)[1] is None
 
 
-@dataclass(frozen=True)
-class _Block:
+class _Block(NamedTuple):
     tag: str
     start: int  # start of the content
     stop: int  # end of the content
@@ -310,16 +342,7 @@ class _Block:
 
 def _blocks(text: str) -> list[_Block]:
     """Complete tag blocks in the order they close (a re-opened tag restarts its block)."""
-    opened: dict[str, int | None] = dict.fromkeys(_TAG_NAMES)
-    blocks: list[_Block] = []
-    for m in _TAG_RE.finditer(text):
-        name = m.group(2)
-        if m.group(1) != "/":
-            opened[name] = m.end()
-        elif (start := opened[name]) is not None:
-            blocks.append(_Block(name, start, m.start(), m.end()))
-            opened[name] = None
-    return blocks
+    return _scan(text)[0]
 
 
 def _first_action(blocks: Sequence[_Block]) -> _Block | None:
@@ -349,14 +372,13 @@ def _json_type(value: Any) -> str:
 def _decode_object(payload: str) -> tuple[Any, str | None]:
     """Decode the tool call's JSON; returns (value, None) or (None, a message saying what is wrong)."""
     text = payload.strip()
-    fenced = _FENCE_RE.fullmatch(text)
+    fenced = _FENCE_RE.fullmatch(text) if "```" in text else None
     if fenced:
         text = fenced.group(1).strip()
     if not text:
         return None, "the tool_call block is empty."
     try:
-        # strict=False accepts raw newlines inside strings (a frequent slip); control characters go later.
-        value, end = json.JSONDecoder(strict=False).raw_decode(text)
+        value, end = _LENIENT_JSON.raw_decode(text)
     except json.JSONDecodeError as exc:
         return None, f"the tool call is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
     except (ValueError, RecursionError):
@@ -367,7 +389,7 @@ def _decode_object(payload: str) -> tuple[Any, str | None]:
     return value, None
 
 
-def _tool_error(kind: str, message: str, think: str | None, extra: int, tool: str = "") -> ParsedTurn:
+def _tool_error(kind: str, message: str, think: str | None, extra: int, end: int, tool: str = "") -> ParsedTurn:
     example = _EXAMPLE_BROWSE if tool == "browse_webpage" else _EXAMPLE_SEARCH
     return ParsedTurn(
         think=think,
@@ -375,6 +397,7 @@ def _tool_error(kind: str, message: str, think: str | None, extra: int, tool: st
         error=f"Invalid tool call: {message} Write one JSON object, for example {example}",
         error_kind=kind,
         extra_tool_calls=extra,
+        action_end=end,
     )
 
 
@@ -409,36 +432,36 @@ def _validate_arguments(name: str, arguments: Any) -> tuple[dict[str, list[str]]
     return {key: items}, None
 
 
-def _parse_tool_call(payload: str, think: str | None, extra: int) -> ParsedTurn:
+def _parse_tool_call(payload: str, think: str | None, extra: int, end: int) -> ParsedTurn:
     value, problem = _decode_object(payload)
     if problem is not None:
-        return _tool_error("bad_json", problem, think, extra)
+        return _tool_error("bad_json", problem, think, extra, end)
     if not isinstance(value, dict):
         return _tool_error(
-            "bad_json", f"the tool call must be a JSON object, got {_json_type(value)}.", think, extra
+            "bad_json", f"the tool call must be a JSON object, got {_json_type(value)}.", think, extra, end
         )
     if "name" not in value:
-        return _tool_error("bad_json", 'the tool call object has no "name".', think, extra)
+        return _tool_error("bad_json", 'the tool call object has no "name".', think, extra, end)
     name = value["name"]
-    valid = ", ".join(f'"{t}"' for t in TOOL_NAMES)
+    valid = _VALID_TOOLS
     if not isinstance(name, str):
         message = f'"name" must be a string, got {_json_type(name)}; valid tools: {valid}.'
-        return _tool_error("unknown_tool", message, think, extra)
+        return _tool_error("unknown_tool", message, think, extra, end)
     if name.strip() not in _TOOL_ARG:
         shown = _snippet(name, 60)
         close = difflib.get_close_matches(shown, TOOL_NAMES, n=1)
         hint = f' Did you mean "{close[0]}"?' if close else ""
         message = f'unknown tool "{shown}"; valid tools: {valid}.{hint}'
-        return _tool_error("unknown_tool", message, think, extra)
+        return _tool_error("unknown_tool", message, think, extra, end)
     name = name.strip()
     if "arguments" not in value:
         message = f'the call to {name} has no "arguments" object.'
-        return _tool_error("bad_arguments", message, think, extra, name)
+        return _tool_error("bad_arguments", message, think, extra, end, name)
     arguments, problem = _validate_arguments(name, value["arguments"])
     if problem is not None:
-        return _tool_error("bad_arguments", problem, think, extra, name)
+        return _tool_error("bad_arguments", problem, think, extra, end, name)
     return ParsedTurn(
-        think=think, tool_call=ToolCall(name, arguments), format_ok=True, extra_tool_calls=extra
+        think=think, tool_call=ToolCall(name, arguments), format_ok=True, extra_tool_calls=extra, action_end=end
     )
 
 
@@ -464,10 +487,9 @@ def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
             f"the reply is {len(text)} characters long; the limit is {max_chars}. Keep the thinking short "
             "and end with one tool call or one answer.",
         )
-    blocks = _blocks(text)
+    blocks, problem = _scan(text)
     think_block = next((b for b in blocks if b.tag == "think"), None)
     think = _clean(text[think_block.start : think_block.stop]).strip() if think_block else None
-    problem = _balance_problem(text)
     if problem is not None:
         return _format_error(
             "unbalanced_tags",
@@ -487,8 +509,10 @@ def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
     n_calls = sum(b.tag == "tool_call" for b in blocks)
     if action.tag == "answer":
         answer = _clean(text[action.start : action.stop]).strip()
-        return ParsedTurn(think=think, answer=answer, format_ok=True, extra_tool_calls=n_calls)
-    return _parse_tool_call(text[action.start : action.stop], think, n_calls - 1)
+        return ParsedTurn(
+            think=think, answer=answer, format_ok=True, extra_tool_calls=n_calls, action_end=action.end
+        )
+    return _parse_tool_call(text[action.start : action.stop], think, n_calls - 1, action.end)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -516,7 +540,7 @@ def _safe(text: Any) -> str:
 
 
 def _one_line(text: Any) -> str:
-    return " ".join(_safe(text).split())
+    return escape_tags(_line(text))
 
 
 def wrap_tool_response(content: str) -> str:
@@ -527,35 +551,39 @@ def wrap_tool_response(content: str) -> str:
     return "<tool_response>\n" + escape_tags(content) + "\n</tool_response>"
 
 
-def _flat(text: Any) -> str:
-    """One line of untrusted text, whitespace collapsed; cleaned and escaped later with the whole block."""
-    return " ".join((text if isinstance(text, str) else str(text)).split())
+def _line(text: Any) -> str:
+    """One line of untrusted text: control characters dropped, whitespace runs collapsed (not yet escaped)."""
+    if not isinstance(text, str):
+        text = str(text)
+    # isprintable() is False for every control and whitespace character except the ASCII space, so a printable
+    # string without doubled or edge spaces is already clean and flat: the common case, checked in C.
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text
+    return " ".join(_clean(text).split())
 
 
 def render_search_results(per_query: Sequence[tuple[str, Sequence[Result]]]) -> str:
     """Search results as readable text: per query, numbered title, URL and snippet (or "no results").
 
-    Fields are flattened one by one and the finished block is cleaned and escaped once (cheaper than per field,
-    and just as safe: the lines added here hold no ``<``).
+    Fields are cleaned and flattened one by one and the finished block is escaped once (cheaper than per
+    field, and just as safe: the lines added here hold no ``<``).
     """
     if not per_query:
         return "No search was run."
     sections = []
     for query, results in per_query:
-        shown_query = _flat(query)
+        shown_query = _line(query)
         if not results:
             sections.append(f'No results for query "{shown_query}".')
             continue
         lines = [f'Results for query "{shown_query}":']
         for i, result in enumerate(results, 1):
-            title = _flat(getattr(result, "title", "")) or "(no title)"
-            lines.append(f"{i}. {title}")
-            lines.append(f"   URL: {_flat(getattr(result, 'url', ''))}")
-            snippet = _flat(getattr(result, "snippet", ""))
-            if snippet:
-                lines.append(f"   {snippet}")
+            title = _line(getattr(result, "title", "")) or "(no title)"
+            entry = f"{i}. {title}\n   URL: {_line(getattr(result, 'url', ''))}"
+            snippet = _line(getattr(result, "snippet", ""))
+            lines.append(f"{entry}\n   {snippet}" if snippet else entry)
         sections.append("\n".join(lines))
-    return _safe("\n\n".join(sections))
+    return escape_tags("\n\n".join(sections))
 
 
 def render_browse_results(pages: Sequence[Mapping[str, Any]]) -> str:

@@ -15,7 +15,7 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
@@ -43,6 +43,7 @@ REWARD_MODES = ("paper", "f1", "em", "squad_f1")
 
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCT = frozenset(string.punctuation)
+_SQUAD_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 # ------------------------------------------------------------------------------------------------- golds
@@ -166,14 +167,19 @@ def em_paper(pred: str | None, golds: str | Sequence[str]) -> float:
 
 def normalize_squad(s: str) -> str:
     """SQuAD's normalisation: lowercase, ASCII punctuation and the articles a/an/the dropped, spaces fixed."""
-    text = "".join(ch for ch in s.lower() if ch not in _ASCII_PUNCT)
-    return " ".join(_ARTICLES_RE.sub(" ", text).split())
+    return " ".join(_ARTICLES_RE.sub(" ", s.lower().translate(_SQUAD_PUNCT)).split())
 
 
 def _f1_squad_one(pred: str, gold: str) -> float:
-    pred_tokens = normalize_squad(pred).split()
-    gold_tokens = normalize_squad(gold).split()
-    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    return _multiset_f1(normalize_squad(pred).split(), normalize_squad(gold).split())
+
+
+def _multiset_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    pred_set, gold_set = set(pred_tokens), set(gold_tokens)
+    if len(pred_set) == len(pred_tokens) and len(gold_set) == len(gold_tokens):
+        common = len(pred_set & gold_set)  # no repeated token: the multiset overlap is the set overlap
+    else:
+        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if common == 0:
         return 0.0
     precision = common / len(pred_tokens)
@@ -274,7 +280,16 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict, ready for JSON (built by hand: ``asdict`` is slow on the env's hot path)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {
+            "reward": self.reward,
+            "f1": self.f1,
+            "em": self.em,
+            "squad_f1": self.squad_f1,
+            "squad_em": self.squad_em,
+            "format_ok": self.format_ok,
+            "answer": self.answer,
+            "reason": self.reason,
+        }
 
 
 def score_episode(
@@ -320,11 +335,18 @@ def score_answer(
     gold_list = _golds_or_raise(golds)
     if not format_ok:
         return Score(-1.0 if mode == "paper" else 0.0, 0.0, 0.0, 0.0, 0.0, False, answer, reason)
-    metrics = {
-        "f1": f1_paper(answer, gold_list),
-        "em": em_paper(answer, gold_list),
-        "squad_f1": f1_squad(answer, gold_list),
-        "squad_em": em_squad(answer, gold_list),
-    }
-    reward = metrics["f1"] if mode == "paper" else metrics[mode]
+    f1 = em = squad_f1 = squad_em = 0.0
+    if isinstance(answer, str):
+        # The four metrics of ``f1_paper``, ``em_paper``, ``f1_squad`` and ``em_squad``, each answer and gold
+        # normalised once instead of once per metric (this runs at the end of every episode).
+        paper, squad = normalize_paper(answer), normalize_squad(answer)
+        paper_set, squad_tokens = set(paper.split()), squad.split()
+        for gold in gold_list:
+            gold_paper, gold_squad = normalize_paper(gold), normalize_squad(gold)
+            f1 = max(f1, _set_f1(paper_set, set(gold_paper.split())))
+            em = max(em, float(bool(paper) and paper == gold_paper))
+            squad_f1 = max(squad_f1, _multiset_f1(squad_tokens, gold_squad.split()))
+            squad_em = max(squad_em, float(bool(squad) and squad == gold_squad))
+    metrics = {"f1": f1, "em": em, "squad_f1": squad_f1, "squad_em": squad_em}
+    reward = f1 if mode == "paper" else metrics[mode]
     return Score(reward=reward, format_ok=True, answer=answer, reason=None, **metrics)

@@ -62,6 +62,8 @@ def check_consistent(turn: ParsedTurn) -> None:
         assert turn.answer == turn.answer.strip() and not CONTROL.search(turn.answer)
     if turn.error is not None:
         assert not TAG_START.search(turn.error)  # safe to show the policy as is
+    if turn.format_ok:  # the action's end is where a model with stop strings would have stopped
+        assert turn.action_end is not None
     info = turn.to_info()
     assert info["kind"] == turn.kind
     json.dumps(info, ensure_ascii=False).encode("utf-8")  # serialisable, no lone surrogates
@@ -426,3 +428,40 @@ def test_escape_tags_neutralises_and_is_idempotent(text):
     assert not TAG_START.search(escaped) and "<|" not in escaped
     assert escape_tags(escaped) == escaped
     assert tags_balanced(escaped)
+
+
+# Characters the fast paths of cleaning must get right: every control range, surrogates, whitespace kinds.
+_EDGE_TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(),
+        st.sampled_from(["\x00", "\x08", "\t", "\n", "\x0b", "\r", "\x1f", "\x7f", "\x80", "\x9f", "\xa0",
+                         "\u2028", "\ud800", "\udfff", "\xc2", " ", "<", "é"]),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_EDGE_TEXT)
+def test_clean_equals_dropping_every_control_character(text):
+    from drgym.protocol import _CONTROL_RE, _clean
+
+    assert _clean(text) == _CONTROL_RE.sub("", text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_EDGE_TEXT)
+def test_line_is_clean_flat_and_idempotent(text):
+    from drgym.protocol import _CONTROL_RE, _line
+
+    line = _line(text)
+    assert line == " ".join(_CONTROL_RE.sub("", text).split())
+    assert _line(line) == line
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_TURNISH, _BLOCKS))
+def test_action_end_cuts_the_turn_as_truncate_after_action_does(text):
+    turn = parse_turn(text, max_chars=10**6)
+    if turn.format_ok:
+        assert text[: turn.action_end] == truncate_after_action(text)

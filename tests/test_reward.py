@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -23,6 +24,7 @@ from drgym.reward import (
     f1_squad,
     normalize_paper,
     normalize_squad,
+    score_answer,
     score_episode,
     split_gold,
 )
@@ -242,6 +244,26 @@ def test_metrics_are_bounded_and_max_over_golds(pred, golds):
 
 @settings(max_examples=300, deadline=None)
 @given(_WORDS)
+def test_normalize_squad_is_the_squad_script(text):
+    # The official SQuAD v1.1 evaluation script's normalize_answer, verbatim in effect.
+    import string
+
+    no_punct = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    assert normalize_squad(text) == " ".join(re.sub(r"\b(a|an|the)\b", " ", no_punct).split())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), _WORDS), st.lists(_WORDS, min_size=1, max_size=4), st.sampled_from(REWARD_MODES))
+def test_score_answer_agrees_with_each_metric(pred, golds, mode):
+    assume(split_gold(golds))
+    score = score_answer(pred, golds, mode)
+    assert (score.f1, score.em) == (f1_paper(pred, golds), em_paper(pred, golds))
+    assert (score.squad_f1, score.squad_em) == (f1_squad(pred, golds), em_squad(pred, golds))
+    assert score.reward == {"paper": score.f1, "f1": score.f1, "em": score.em, "squad_f1": score.squad_f1}[mode]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_WORDS)
 def test_a_prediction_equal_to_the_gold_scores_one(text):
     assume(ANSWER_SPLIT not in text)
     if normalize_paper(text):
@@ -267,6 +289,7 @@ def test_score_episode_never_raises_on_any_turns(turns, gold):
     score = score_episode(turns, gold)
     assert score.reward == -1.0 or (score.format_ok and 0.0 <= score.reward <= 1.0)
     assert score.format_ok == check_format(turns)[0]
+    assert score.to_dict() == dataclasses.asdict(score)
     json.dumps(score.to_dict())
 
 

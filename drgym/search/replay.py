@@ -20,10 +20,9 @@ is per task, so concurrent episodes on one event loop never mix their keys.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from drgym import errors as _errors
@@ -68,14 +67,25 @@ _EPISODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drgym_rec
 _T = TypeVar("_T")
 
 
-@contextlib.contextmanager
-def recording_episode(episode_id: str | None) -> Iterator[None]:
-    """Link what record mode stores inside this block to ``episode_id`` (per task: safe with concurrent episodes)."""
-    token = _EPISODE.set(episode_id)
-    try:
-        yield
-    finally:
-        _EPISODE.reset(token)
+class recording_episode:  # lowercase: used like a function, ``with recording_episode(id):``
+    """Link what record mode stores inside this block to ``episode_id`` (per task: safe with concurrent episodes).
+
+    A small class rather than ``@contextmanager``: it wraps every tool call of every episode.
+    """
+
+    __slots__ = ("_episode_id", "_token")
+
+    def __init__(self, episode_id: str | None) -> None:
+        self._episode_id = episode_id
+        self._token: contextvars.Token[str | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _EPISODE.set(self._episode_id)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            _EPISODE.reset(self._token)
+            self._token = None
 
 
 def current_episode() -> str | None:
