@@ -1,7 +1,8 @@
 """Env overhead: steps per second of the scripted agent over the local backend, and the env's own share.
 
 The env's own time is each ``step``'s wall time minus the time spent inside the search backend and the page
-reader (``env.unwrapped.backend_time_s``). Target: the env adds under 10% on top of the backend's own time.
+reader (``env.unwrapped.backend_time_s``), also shown per kind of turn (search, browse, answer). Target: the
+env adds under 10% on top of the backend's own time.
 
     python -m benchmarks.perf.env_overhead [--quick] [--dataset hotpotqa-dev500] [--episodes 200]
 """
@@ -37,6 +38,7 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str
     step('<think>w</think><tool_call>{"name": "web_search", "arguments": {"query": ["warm"]}}</tool_call>')
     steps = 0
     step_time = backend_time = 0.0
+    per_kind: dict[str, list[float]] = {}  # turn kind -> [steps, step seconds, backend seconds]
     started = time.perf_counter()
     for i in range(episodes):
         agent = ScriptedAgent()
@@ -48,9 +50,15 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str
             before = base.backend_time_s
             t0 = time.perf_counter()
             obs, _, term, trunc, info = step(action)
-            step_time += time.perf_counter() - t0
-            backend_time += base.backend_time_s - before
+            took, in_backend = time.perf_counter() - t0, base.backend_time_s - before
+            step_time += took
+            backend_time += in_backend
             steps += 1
+            kind = info["action"]["tool"] or info["action"]["kind"]
+            row = per_kind.setdefault(kind, [0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += took
+            row[2] += in_backend
             done = term or trunc
     wall = time.perf_counter() - started
     env.close()
@@ -67,6 +75,8 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str
         "step_ms": 1000 * step_time / steps,
         "backend_ms": 1000 * backend_time / steps,
         "env_overhead_pct": 100 * (step_time - backend_time) / backend_time,
+        "env_us_by_kind": {k: 1e6 * (t - b) / n for k, (n, t, b) in per_kind.items()},
+        "backend_us_by_kind": {k: 1e6 * b / n for k, (n, t, b) in per_kind.items()},
     }
 
 
@@ -102,6 +112,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| async, one at a time | {seq['steps']} | {seq['steps_per_s']:.1f} | {seq['step_ms']:.2f} | "
           f"{seq['backend_ms']:.2f} | {seq['env_overhead_pct']:.1f}% |")
     print(f"| async x16 | {conc['steps']} | {conc['steps_per_s']:.1f} | | | |")
+    print("\nper turn kind (sync): the env's own cost and the backend's, in microseconds per step")
+    print("| turn | env µs | backend µs |")
+    print("|---|---|---|")
+    for kind, env_us in sync["env_us_by_kind"].items():
+        print(f"| {kind} | {env_us:.0f} | {sync['backend_us_by_kind'][kind]:.0f} |")
 
 
 if __name__ == "__main__":
