@@ -81,12 +81,13 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str
 
 
 async def _measure_async(dataset: str, episodes: int, concurrency: int, search: str) -> dict[str, float]:
+    def make_env() -> gym.Env:
+        return gym.make("drgym/WebResearch-v0", dataset=dataset, search=search)
+
+    # warm-up: the backend (index, sessions) is shared per loop, so this loop builds it once, untimed
+    await drgym.arun_episodes(make_env, ScriptedAgent, episodes=concurrency, seed=1, concurrency=concurrency)
     started = time.perf_counter()
-    trajs = await drgym.arun_episodes(
-        lambda: gym.make("drgym/WebResearch-v0", dataset=dataset, search=search), ScriptedAgent,
-        episodes=episodes, seed=0,
-        concurrency=concurrency,
-    )
+    trajs = await drgym.arun_episodes(make_env, ScriptedAgent, episodes=episodes, seed=0, concurrency=concurrency)
     wall = time.perf_counter() - started
     await close_shared_backends()  # sessions and servers opened on this loop end with it
     steps = sum(len(t.turns) for t in trajs)
