@@ -220,6 +220,9 @@ async def arun_episodes(
 ) -> list[Trajectory]:
     """Play many episodes concurrently on the running loop; results come back in the order of ``episodes``.
 
+    Cancelling the call, or an exception from ``make_env``/``make_agent``, stops every episode in flight and
+    closes their envs and agents before it propagates.
+
     Args:
         make_env: builds one env (called at most ``concurrency`` times; envs are reused between episodes).
         make_agent: builds one agent (same reuse).
@@ -264,7 +267,20 @@ async def arun_episodes(
             env.close()
             await _close_agent(agent)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(plan)))))
+    # Workers start one per loop pass: each builds its env and sends its first request (opening a connection
+    # takes a pass) while the next is being built, instead of every first request waiting until all workers
+    # are built, and all replies, one model delay later, arriving in one burst.
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for _ in range(min(concurrency, len(plan))):
+            tasks.append(asyncio.create_task(worker()))
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+    except BaseException:  # cancelled, or a worker could not build its env or agent: stop the others too
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their envs and agents are closed on return
+        raise
     return [r for r in results if r is not None]
 
 

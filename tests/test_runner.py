@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -65,6 +66,56 @@ async def test_more_episodes_than_workers_reuse_envs_and_agents(answers) -> None
     assert [t.record_id for t in trajs] == [t.record_id for t in again]  # seeded draws are reproducible
 
 
+async def test_first_requests_leave_while_later_workers_are_still_being_built(answers) -> None:
+    events: list[str] = []
+
+    class NeedsALoopPass(ScriptedChat):
+        """A request that leaves one loop pass after it is made (as when its connection is being opened)."""
+
+        async def complete(self, messages, **sampling):
+            await asyncio.sleep(0)
+            events.append("request")
+            return await super().complete(messages, **sampling)
+
+    model = NeedsALoopPass(search_then_answer(answers), delay=0.01)
+
+    def make_env() -> gym.Env:
+        events.append("env")
+        return _make_env()
+
+    plan = [{"index": i % N_DEMO} for i in range(32)]
+    trajs = await arun_episodes(make_env, lambda: PromptAgent(llm=model), plan, concurrency=32)
+    assert all(t.error is None and t.reward == 1.0 for t in trajs)
+    last_env = len(events) - 1 - events[::-1].index("env")
+    assert events.index("request") < last_env  # not every first request held back until all 32 were built
+
+
+async def test_cancelling_a_batch_stops_and_closes_every_episode(answers) -> None:
+    model = ScriptedChat(search_then_answer(answers), delay=30.0)
+    made: list[int] = []
+    closed: list[int] = []
+
+    class Closing(PromptAgent):
+        async def aclose(self) -> None:
+            closed.append(id(self))
+
+    def make_agent() -> Closing:
+        agent = Closing(llm=model)
+        made.append(id(agent))
+        return agent
+
+    batch = asyncio.create_task(arun_episodes(_make_env, make_agent, 64, seed=0, concurrency=64))
+    for _ in range(500):
+        if model.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    batch.cancel()  # most likely while later workers are still starting
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert model.in_flight == 0  # no episode is left running in the background
+    assert made and sorted(closed) == sorted(made)
+
+
 async def test_an_agent_that_raises_fails_only_its_own_episode(answers) -> None:
     bad_question = load_dataset("demo")[3].question
 
@@ -106,8 +157,6 @@ async def test_bad_reset_options_are_recorded_as_that_episodes_error() -> None:
 
 
 def test_concurrency_must_be_positive() -> None:
-    import asyncio
-
     with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
         asyncio.run(arun_episodes(_make_env, ScriptedAgent, 1, concurrency=0))
 

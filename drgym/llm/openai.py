@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from yarl import URL
 
 from drgym.errors import ConfigError, LLMError
+from drgym.llm._eager import REQUEST_CLASS
 from drgym.llm.base import Completion, ContextOverflowError, Message
 from drgym.retry import Retryable, RetryPolicy, parse_retry_after, with_retries
 
@@ -45,6 +47,9 @@ _CONTEXT_RE = re.compile(
     r"|prompt is too long|input is too long",
     re.IGNORECASE,
 )
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""Compact request bodies, encoded once per call (not once per retry); ASCII escapes keep lone surrogates
+from web text encodable."""
 _HOW_TO_SERVE = (
     "start a server (e.g. `python -m drgym.llm.server --model tiny --port 8000`, or `vllm serve MODEL`) "
     "or point base_url at a running OpenAI-compatible server"
@@ -105,6 +110,8 @@ class OpenAIChatClient:
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
+        self._chat_url = f"{self.base_url}/chat/completions"
+        self._urls = _parsed_urls(self._chat_url, f"{self.base_url}/models")
         self._states: dict[int, _LoopState] = {}
 
     def __repr__(self) -> str:
@@ -130,10 +137,9 @@ class OpenAIChatClient:
         options.pop("stream", None)
         state = self._state()
         model = self.model if self.model is not None else await self._resolve_model(state)
-        payload = {**options, "model": model, "messages": list(messages), "stream": False}
-        url = f"{self.base_url}/chat/completions"
-        data, attempts = await self._request(state, "POST", url, payload)
-        return _parse_completion(data, url, attempts)
+        body = _ENCODER.encode({**options, "model": model, "messages": list(messages), "stream": False}).encode()
+        data, attempts = await self._request(state, "POST", self._chat_url, body)
+        return _parse_completion(data, self._chat_url, attempts)
 
     async def list_models(self) -> list[str]:
         """Model ids the server offers (``GET {base_url}/models``)."""
@@ -173,8 +179,12 @@ class OpenAIChatClient:
             if old.loop.is_closed():  # sessions of finished loops (e.g. one asyncio.run per script step)
                 old.session.detach()
                 self._states.pop(key, None)
+        # One kept-alive connection per request in flight: the semaphore admits max_concurrency at once.
         connector = aiohttp.TCPConnector(limit=self.max_concurrency, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, raise_for_status=False)
+        session = aiohttp.ClientSession(
+            connector=connector, timeout=self.timeout, raise_for_status=False, headers=self._headers,
+            request_class=REQUEST_CLASS,
+        )
         state = _LoopState(loop, session, asyncio.Semaphore(self.max_concurrency), asyncio.Lock())
         self._states[id(loop)] = state
         return state
@@ -189,7 +199,7 @@ class OpenAIChatClient:
         return self.model
 
     async def _request(
-        self, state: _LoopState, method: str, url: str, payload: dict[str, Any] | None
+        self, state: _LoopState, method: str, url: str, payload: bytes | None
     ) -> tuple[Any, int]:
         """One HTTP exchange under the retry policy; returns the decoded JSON and the attempts it took."""
 
@@ -207,10 +217,10 @@ class OpenAIChatClient:
         return await with_retries(attempt, self.retry, what=f"chat request to {url}", give_up=_give_up)
 
     async def _send(
-        self, session: aiohttp.ClientSession, method: str, url: str, payload: dict[str, Any] | None
+        self, session: aiohttp.ClientSession, method: str, url: str, payload: bytes | None
     ) -> tuple[int, bytes, str | None]:
-        try:
-            async with session.request(method, url, json=payload, headers=self._headers) as resp:
+        try:  # the session sends self._headers; the URL object skips parsing the address on every call
+            async with session.request(method, self._urls.get(url, url), data=payload) as resp:
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")
         except asyncio.TimeoutError as exc:
             raise Retryable(f"no answer within the timeout ({_describe_timeout(self.timeout)})") from exc
@@ -241,6 +251,17 @@ def _normalise_base_url(base_url: str) -> str:
         raise ConfigError(f"base_url must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}")
     url = base_url.rstrip("/")
     return url.removesuffix("/chat/completions")
+
+
+def _parsed_urls(*urls: str) -> dict[str, URL]:
+    """The endpoints, parsed once; one that does not parse is left to fail on use with aiohttp's message."""
+    parsed: dict[str, URL] = {}
+    for url in urls:
+        try:
+            parsed[url] = URL(url)
+        except ValueError:
+            pass
+    return parsed
 
 
 def _as_timeout(timeout: aiohttp.ClientTimeout | float | None) -> aiohttp.ClientTimeout:
