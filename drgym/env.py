@@ -318,14 +318,11 @@ class WebResearchEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ tools
     async def _run_tool(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
         """Run one tool call; infrastructure failures become the observation, never an exception."""
-        with recording_episode(ep.record.id):  # record mode keys what the tool reads to this episode
-            return await self._run_tool_unrecorded(ep, call)
-
-    async def _run_tool_unrecorded(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
         try:
-            if call.name == "web_search":
-                return await self._web_search(ep, list(call.arguments["query"])), None
-            return await self._browse(ep, list(call.arguments["url_list"])), None
+            with recording_episode(ep.record.id):  # record mode keys what the tool reads to this episode
+                if call.name == "web_search":
+                    return await self._web_search(ep, list(call.arguments["query"])), None
+                return await self._browse(ep, list(call.arguments["url_list"])), None
         except BudgetExceededError as exc:
             ep.budget_errors += 1
             return protocol.render_error(str(exc)), str(exc)

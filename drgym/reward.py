@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
-from drgym.protocol import _balance_problem, _blocks, _clean, _first_action
+from drgym.protocol import _blocks, _clean, _first_action, _scan
 
 __all__ = [
     "ANSWER_SPLIT",
@@ -239,15 +239,18 @@ def check_format(policy_turns: Sequence[str], *, max_chars: int | None = None) -
     turns = _as_turns(policy_turns)
     if not turns:
         return False, "no policy turns"
+    answered = False  # some turn's action is an answer (one tag scan per turn gives both verdicts)
     for i, turn in enumerate(turns, 1):
         if not isinstance(turn, str):
             return False, f"turn {i} is {type(turn).__name__}, not text"
         if max_chars is not None and len(turn) > max_chars:
             return False, f"turn {i} is {len(turn)} characters long, over the limit of {max_chars}"
-        problem = _balance_problem(turn)
+        blocks, problem = _scan(turn)
         if problem is not None:
             return False, f"turn {i}: {problem}"
-    if _answer_block_text(turns) is None:
+        action = _first_action(blocks)
+        answered = answered or (action is not None and action.tag == "answer")
+    if not answered:
         return False, "no turn ends with an <answer>"
     return True, None
 
