@@ -19,6 +19,8 @@ __all__ = ["register"]
 
 def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Add this module's subcommands to ``sub``; return ``{command: handler}`` (a handler returns the exit code)."""
+    from drgym.search.cache import DEFAULT_CACHE_TTL_S
+
     p = sub.add_parser("cache", help="inspect, export, import or prune a search/page cache or recording")
     csub = p.add_subparsers(dest="cache_cmd", required=True)
     s = csub.add_parser(
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Na
         type=float,
         default=None,
         metavar="SECONDS",
-        help="drop unpinned entries older than this (default: 7 days)",
+        help=f"drop unpinned entries older than this (default: {DEFAULT_CACHE_TTL_S / 86400:g} days)",
     )
     r.add_argument(
         "--max-bytes",
@@ -96,6 +98,8 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"age        oldest {_when(stats['oldest'])}, newest {_when(stats['newest'])}")
     print(f"episodes   {stats['episodes']} recorded")
     print(f"lookups    {stats['hits']} hits, {stats['misses']} misses")
+    if stats["read_only"]:
+        print(f"read-only  {stats['read_only']}")
     if stats["by_backend"]:
         print(
             f"\n{'backend':24} {'kind':9} {'entries':>8} {'bytes':>10} {'errors':>7} {'recorded':>8} {'hits':>7}"
@@ -138,8 +142,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from drgym.errors import ConfigError
-    from drgym.search.cache import DEFAULT_MAX_BYTES
-    from drgym.search.replay import DEFAULT_CACHE_TTL_S
+    from drgym.search.cache import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_BYTES
 
     ttl = DEFAULT_CACHE_TTL_S if args.ttl is None else args.ttl
     if not ttl >= 0:

@@ -54,6 +54,7 @@ from drgym.errors import BudgetExceededError, ConfigError, DrgymError
 from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
+from drgym.search.cache import SearchStore
 from drgym.search.metering import EpisodeView
 from drgym.search.replay import recording_episode
 from drgym.search.stack import SearchConfig, build_stack
@@ -197,6 +198,7 @@ class WebResearchEnv(gym.Env[str, str]):
                 replay_path=replay_path,
             ),
         )
+        self._stores = _stores_of(self.backend)
         self.reader = _make_reader(reader)
         self.max_pages_per_call = max_pages_per_call
         self.browse_time_budget_s = browse_time_budget_s
@@ -463,6 +465,7 @@ class WebResearchEnv(gym.Env[str, str]):
             "budget_errors": ep.budget_errors,
             "messages": [dict(m) for m in ep.messages],  # fresh dicts of immutable strings: safe to keep
             "search_usage": dict(vars(ep.search.usage)),
+            "store_degraded": next((s.degraded for s in self._stores if s.degraded is not None), None),
         }
         if score is not None:
             info.update(
@@ -574,6 +577,18 @@ def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
         source=str(item.get("source", "custom")),
         id=str(item.get("id", index)),
     )
+
+
+def _stores_of(backend: SearchBackend) -> list[SearchStore]:
+    """The stores in a search stack (cache, recording, replay layers hold one each), outermost first."""
+    stores: list[SearchStore] = []
+    layer: Any = backend
+    while layer is not None:
+        store = getattr(layer, "store", None)
+        if isinstance(store, SearchStore):
+            stores.append(store)
+        layer = getattr(layer, "inner", None)
+    return stores
 
 
 def _make_search(search: str | Sequence[str] | SearchBackend, config: SearchConfig) -> SearchBackend:

@@ -1,4 +1,4 @@
-"""The tables of the search store, and how a file is set up or upgraded from an older schema.
+"""The tables of the search store, and how a file is set up (or opened read-only) and checked.
 
 Every entry is one row of ``entries``, unique by ``(kind, backend, key, k, options)``; ``episode_entries`` links
 recorded episodes to the entries they saw; ``totals`` holds the entry count and byte size, kept right by
@@ -6,8 +6,8 @@ triggers inside each transaction (so they survive concurrent writers in several 
 ``counters`` holds the miss counts; ``drgym_meta`` the schema version.
 
 Opening a file that is already at :data:`SCHEMA_VERSION` writes nothing, so many processes open one store at
-once without waiting. Schema 1 (two tables, raw keys, no options) is upgraded in place; its entries are kept
-pinned, as recordings.
+once without waiting, and a file on read-only media opens with :func:`check` alone. There is one schema
+version: a file of any other is refused, never upgraded.
 """
 
 from __future__ import annotations
@@ -17,12 +17,20 @@ import os
 import sqlite3
 
 from drgym.errors import DataError
-from drgym.search._cache_codec import is_error_payload, search_key, url_key
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "WHERE_KEY", "bump", "create_schema", "link", "setup"]
+__all__ = [
+    "COLUMNS",
+    "SCHEMA_VERSION",
+    "WHERE_KEY",
+    "bump",
+    "check",
+    "create_schema",
+    "link",
+    "setup",
+    "totals",
+]
 
 SCHEMA_VERSION = "2"
-_MIGRATES = ("1",)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS drgym_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS entries (
@@ -84,36 +92,58 @@ def link(conn: sqlite3.Connection, episode: str, entry_id: int) -> None:
     conn.execute("INSERT OR IGNORE INTO episode_entries (episode, entry) VALUES (?, ?)", (episode, entry_id))
 
 
-def setup(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
-    """Make ``conn``'s file a store of the current schema: WAL mode, tables created or upgraded.
+def totals(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> tuple[int, int]:
+    """The store's ``(entries, bytes)`` totals row.
 
     Raises:
-        DataError: the file is another program's database, or of a schema this drgym cannot read.
+        DataError: the row is missing or not numbers (the file was edited or damaged).
+    """
+    row = conn.execute("SELECT entries, bytes FROM totals WHERE id = 1").fetchone()
+    if row is None or not all(isinstance(v, int) for v in row):
+        raise DataError(
+            f"search store {path} is damaged: its totals row is {'missing' if row is None else 'not numbers'}. "
+            f"If it is a cache, delete the file (and its -wal/-shm files) and it will be rebuilt; if it is a "
+            f"recording, restore it from a copy"
+        )
+    return int(row[0]), int(row[1])
+
+
+def check(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
+    """Check, reading only, that ``conn``'s file is a store of the current schema (what a read-only open does).
+
+    Raises:
+        DataError: the file is empty, another program's database, of another schema, or damaged.
+    """
+    tables = _tables(conn)
+    _check_ours(tables, path)
+    version = _version(conn, tables)
+    if version is None:
+        raise DataError(
+            f"{path} is not a drgym search store (no schema version in it); it cannot be set up read-only"
+        )
+    _check_version(version, path)
+    totals(conn, path)
+
+
+def setup(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
+    """Make ``conn``'s file a store of the current schema: WAL mode, tables created when the file is new.
+
+    Raises:
+        DataError: the file is another program's database, of another schema, or damaged.
         sqlite3.Error: SQLite failed (the caller retries while busy and names the file otherwise).
     """
     tables = _tables(conn)
-    if tables and "drgym_meta" not in tables:
-        raise DataError(
-            f"{path} is a SQLite database of another program "
-            f"(tables: {', '.join(sorted(tables))}), not a drgym search store; point the store at "
-            f"another file"
-        )
+    _check_ours(tables, path)
     if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
         conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     if _version(conn, tables) == SCHEMA_VERSION:
+        totals(conn, path)
         return  # the common case: no write, so many processes open the file at once without waiting
     conn.execute("BEGIN IMMEDIATE")
     try:
-        version = _version(conn, _tables(conn))  # again, under the lock: another process may have set it up
-        if version in _MIGRATES:
-            _migrate_v1(conn)
-        elif version not in (None, SCHEMA_VERSION):
-            readable = " or ".join(f"version {v}" for v in (*_MIGRATES, SCHEMA_VERSION))
-            raise DataError(
-                f"search store {path} has schema version {version}, this drgym reads {readable} "
-                f"(older ones are upgraded in place); use a new file (or the drgym version that wrote it)"
-            )
+        # Again, under the lock: another process may have set the file up meanwhile.
+        _check_version(_version(conn, _tables(conn)), path)
         create_schema(conn)
         conn.execute("INSERT OR REPLACE INTO drgym_meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
@@ -121,6 +151,23 @@ def setup(conn: sqlite3.Connection, path: str | os.PathLike[str]) -> None:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
         raise
+
+
+def _check_ours(tables: set[str], path: str | os.PathLike[str]) -> None:
+    if tables and "drgym_meta" not in tables:
+        raise DataError(
+            f"{path} is a SQLite database of another program "
+            f"(tables: {', '.join(sorted(tables))}), not a drgym search store; point the store at "
+            f"another file"
+        )
+
+
+def _check_version(version: str | None, path: str | os.PathLike[str]) -> None:
+    if version not in (None, SCHEMA_VERSION):
+        raise DataError(
+            f"search store {path} has schema version {version}, this drgym reads version {SCHEMA_VERSION} "
+            f"only; use a new file (or the drgym version that wrote it)"
+        )
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -132,24 +179,3 @@ def _version(conn: sqlite3.Connection, tables: set[str]) -> str | None:
         return None
     row = conn.execute("SELECT value FROM drgym_meta WHERE key = 'schema'").fetchone()
     return None if row is None else str(row[0])
-
-
-def _migrate_v1(conn: sqlite3.Connection) -> None:
-    """Schema 1 (two tables, raw keys, no options) to 2; old entries are kept pinned, as recordings."""
-    create_schema(conn)
-    insert = (
-        "INSERT OR IGNORE INTO entries (kind, backend, key, k, options, payload, is_error, size, created, "
-        "accessed, pinned) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)"
-    )
-    old_searches = conn.execute("SELECT backend, query, k, payload, created FROM searches").fetchall()
-    for backend, query, k, payload, created in old_searches:
-        key = search_key(bytes(query).decode("utf-8", "surrogatepass"))
-        row = ("search", backend, key, k, "{}", payload, int(is_error_payload(payload)))
-        conn.execute(insert, (*row, len(payload) + len(key), created, created))
-    old_documents = conn.execute("SELECT backend, url, payload, created FROM documents").fetchall()
-    for backend, url, payload, created in old_documents:
-        key = url_key(bytes(url).decode("utf-8", "surrogatepass"))
-        row = ("document", backend, key, 0, "", payload, int(is_error_payload(payload)))
-        conn.execute(insert, (*row, len(payload) + len(key), created, created))
-    conn.execute("DROP TABLE searches")
-    conn.execute("DROP TABLE documents")

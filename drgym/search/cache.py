@@ -7,6 +7,11 @@ One file (WAL mode) holds every entry in one table, keyed by a *normalised* requ
 Values come back byte-for-byte; besides answers, a recording may hold the *error* a call raised, so a replayed
 episode fails where the recorded one failed, with the same message.
 
+A store that cannot write (disk full, read-only mount, I/O error) keeps serving what it holds: a lookup that
+would count its hit answers without counting, a write is skipped, and :attr:`SearchStore.degraded` says why
+(logged once, when it starts); the next write that succeeds clears it. A file that cannot be written here is
+opened read-only, so recordings replay from read-only media.
+
 Entries written in record mode are *pinned*: linked to the episodes that saw them, never evicted, never
 overwritten (the first answer wins, so every recorded episode replays exactly). Cache entries are evicted least
 recently used first once the store passes its size cap. Totals are kept by triggers inside each transaction, so
@@ -15,8 +20,9 @@ they stay right under concurrent writers in several processes and after a crash.
 SQLite runs in worker threads (:func:`asyncio.to_thread`) so the event loop never waits on the disk. The parts:
 
 * :mod:`drgym.search._cache_codec`: keys and values (normalisation, exact JSON, :class:`StoredEntry`);
-* :mod:`drgym.search._cache_schema`: the tables and upgrades from older schemas;
-* :mod:`drgym.search._cache_db`: the connection, transactions retried under lock contention, error mapping;
+* :mod:`drgym.search._cache_schema`: the tables, and the checks that a file is a store of this schema;
+* :mod:`drgym.search._cache_db`: the connection (read-only where the file cannot be written), transactions
+  retried under lock contention, error mapping;
 * :mod:`drgym.search.cache_io`: portable export and all-or-nothing import;
 * this module: the store (lookups, writes, eviction, maintenance), and the public names of all of them.
 """
@@ -48,12 +54,13 @@ from drgym.search._cache_codec import (
     search_key,
     url_key,
 )
-from drgym.search._cache_db import StoreFile
-from drgym.search._cache_schema import COLUMNS, WHERE_KEY, bump, link
+from drgym.search._cache_db import StoreFile, StoreUnwritable
+from drgym.search._cache_schema import COLUMNS, WHERE_KEY, bump, link, totals
 from drgym.search.base import Document, Result
 from drgym.search.cache_io import EXPORT_FORMAT, EXPORT_VERSION, merge_export, write_export
 
 __all__ = [
+    "DEFAULT_CACHE_TTL_S",
     "DEFAULT_MAX_BYTES",
     "EXPORT_FORMAT",
     "EXPORT_VERSION",
@@ -66,6 +73,9 @@ __all__ = [
     "results_from_json",
     "results_to_json",
 ]
+
+DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
+"""How long a cached (unpinned) answer is reused: 7 days, as in the paper. Recorded entries never expire."""
 
 DEFAULT_MAX_BYTES = 1 << 30
 """Default size cap of a cache (1 GiB of stored answers); pinned (recorded) entries are never evicted."""
@@ -87,9 +97,12 @@ class SearchStore:
         busy_timeout_s: How long a call waits for another process's write lock before failing.
 
     Raises:
-        DataError: the file is missing (``create=False``), unreadable, corrupt, another program's database, or
-            of an unknown schema; the message names the file and what to do.
+        DataError: the file is missing (``create=False``), unreadable, corrupt, damaged, another program's
+            database, or of another schema; the message names the file and what to do.
         ConfigError: a cap is not a positive integer.
+
+    A file that cannot be written here is opened read-only (:attr:`read_only` says why): lookups and
+    inspection work, writes are skipped as on a full disk.
     """
 
     def __init__(
@@ -113,6 +126,21 @@ class SearchStore:
         self.max_entries = max_entries
         self.busy_timeout_s = float(busy_timeout_s)
         self._db = StoreFile(self.path, self.busy_timeout_s)
+
+    @property
+    def degraded(self) -> str | None:
+        """Why the store skipped its last write (disk full, read-only ...); ``None`` while writes succeed."""
+        return self._db.degraded
+
+    @property
+    def read_only(self) -> str | None:
+        """Why the file was opened read-only (read-only mount, no write permission), or ``None``."""
+        return self._db.read_only
+
+    @property
+    def skipped_writes(self) -> int:
+        """Writes skipped since the store was opened because the disk refused them."""
+        return self._db.skipped_writes
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
@@ -151,9 +179,12 @@ class SearchStore:
                 return False
             return bool(row[4]) or max_age_s is None or now - row[2] <= max_age_s
 
-        if not (touch or record):
+        def read_only() -> StoredEntry | None:
             rows = self._db.read(f"SELECT {COLUMNS} FROM entries WHERE {WHERE_KEY}", args)
             return self._decode(kind, rows[0]) if rows and usable(rows[0]) else None
+
+        if not (touch or record):
+            return read_only()
 
         def tx(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             row = conn.execute(f"SELECT {COLUMNS} FROM entries WHERE {WHERE_KEY}", args).fetchone()
@@ -169,7 +200,11 @@ class SearchStore:
                 link(conn, episode, row[0])
             return (*row[:4], pin)
 
-        found = self._db.write(tx)
+        try:
+            found = self._db.write(tx)
+        except StoreUnwritable as exc:  # the answer is still there to serve; only its bookkeeping is lost
+            self._db.skipped(exc)
+            return read_only()
         return None if found is None else self._decode(kind, found)
 
     def _put(
@@ -201,14 +236,18 @@ class SearchStore:
                 self._evict(conn)
             return kept
 
-        kept = self._db.write(tx)
+        try:
+            kept = self._db.write(tx)
+        except StoreUnwritable as exc:  # the caller still has its answer: serve it, store it another time
+            self._db.skipped(exc)
+            return None
         return None if kept is None else self._decode(kind, kept)
 
     def _evict(self, conn: sqlite3.Connection) -> int:
         """Delete unpinned entries, least recently used first, until the caps hold (or only pinned ones remain)."""
         if self.max_bytes is None and self.max_entries is None:
             return 0
-        count, total = conn.execute("SELECT entries, bytes FROM totals WHERE id = 1").fetchone()
+        count, total = totals(conn, self.path)
         over_bytes = 0 if self.max_bytes is None else total - self.max_bytes
         over_count = 0 if self.max_entries is None else count - self.max_entries
         if over_bytes <= 0 and over_count <= 0:
@@ -284,7 +323,8 @@ class SearchStore:
             evict: Evict least recently used unpinned entries to keep the store under its caps.
 
         Returns:
-            ``None`` when this answer was stored; the entry already stored, when a pinned one was kept instead.
+            ``None`` when this answer was stored (or the disk refused the write: see :attr:`degraded`); the
+            entry already stored, when a pinned one was kept instead.
         """
         ident = ("search", backend, search_key(query), k, options_key(options))
         payload = encode_payload(results_to_obj(results or []), error)
@@ -398,7 +438,7 @@ class SearchStore:
                 "pinned": n_pinned,
                 "hits": hits,
             }
-        ((count, total),) = self._db.read("SELECT entries, bytes FROM totals WHERE id = 1")
+        count, total = self._db.query(lambda conn: totals(conn, self.path))
         oldest, newest, hits, pinned = self._db.read(
             "SELECT MIN(created), MAX(created), COALESCE(SUM(hits), 0), COALESCE(SUM(pinned), 0) FROM entries"
         )[0]
@@ -426,6 +466,8 @@ class SearchStore:
             "by_backend": by_backend,
             "max_bytes": self.max_bytes,
             "max_entries": self.max_entries,
+            "read_only": self.read_only,
+            "degraded": self.degraded,
         }
 
     # ----------------------------------------------------------------- export and import

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from drgym import errors as _errors
 from drgym.errors import BudgetExceededError, ConfigError, ReplayMissError, ToolError
 from drgym.search.base import Document, Result, SearchBackend
-from drgym.search.cache import SearchStore, StoredEntry, normalize_query, normalize_url, options_key
+from drgym.search.cache import (
+    DEFAULT_CACHE_TTL_S,
+    SearchStore,
+    StoredEntry,
+    normalize_query,
+    normalize_url,
+    options_key,
+)
 
 if TYPE_CHECKING:
     from drgym.search.metering import Meter
@@ -41,9 +48,6 @@ __all__ = [
     "current_episode",
     "recording_episode",
 ]
-
-DEFAULT_CACHE_TTL_S = 7 * 24 * 3600.0
-"""Cached search answers are reused for 7 days, as in the paper."""
 
 # Errors that describe this run (budget, replay), not the web: never recorded.
 _NOT_RECORDED = (BudgetExceededError, ReplayMissError)

@@ -25,7 +25,7 @@ from typing import Any
 
 from drgym.errors import ConfigError
 from drgym.search.base import SearchBackend
-from drgym.search.cache import DEFAULT_MAX_BYTES
+from drgym.search.cache import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_BYTES
 from drgym.search.registry import shared_backend
 
 __all__ = [
@@ -77,7 +77,7 @@ class SearchConfig:
     budget_per_episode: int | None = None
     budget_global: int | None = None
     cache_path: str | None = None
-    cache_ttl_s: float | None = 7 * 24 * 3600.0
+    cache_ttl_s: float | None = DEFAULT_CACHE_TTL_S
     record_path: str | None = None
     replay_path: str | None = None
     cache_mode: str | None = None

@@ -634,10 +634,10 @@ def test_bad_export_files_import_nothing(tmp_path: Path, damage: Callable[..., A
     target.close()
 
 
-# ----------------------------------------------------------------------------- schema upgrade
+# ----------------------------------------------------------------------------- schema version
 
 
-def test_schema_1_files_are_upgraded_in_place(tmp_path: Path) -> None:
+def test_a_file_of_another_schema_version_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "v1.sqlite"
     with sqlite3.connect(path) as conn:
         conn.executescript(
@@ -645,24 +645,12 @@ def test_schema_1_files_are_upgraded_in_place(tmp_path: Path) -> None:
             "INSERT INTO drgym_meta VALUES ('schema', '1');"
             "CREATE TABLE searches (backend TEXT NOT NULL, query BLOB NOT NULL, k INTEGER NOT NULL,"
             " payload TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (backend, query, k));"
-            "CREATE TABLE documents (backend TEXT NOT NULL, url BLOB NOT NULL, payload TEXT NOT NULL,"
-            " created REAL NOT NULL, PRIMARY KEY (backend, url));"
-        )
-        conn.execute(
-            "INSERT INTO searches VALUES ('serper', ?, 10, ?, 1.0)",
-            (b"old  query", '{"value":[{"title":"t","url":"u","snippet":"s","extras":{}}]}'),
-        )
-        conn.execute(
-            "INSERT INTO documents VALUES ('serper', ?, ?, 2.0)",
-            (b"HTTP://Old.example/x", '{"error":{"type":"FetchError","message":"HTTP 500"}}'),
         )
     conn.close()
-    store = SearchStore(path)
-    assert store.get_search_sync("serper", "old query", 10).value == [Result("t", "u", "s")]
-    assert store.get_document_sync("serper", "http://old.example/x").error_message == "HTTP 500"
-    assert store.stats_sync()["pinned"] == 2
-    store.close()
+    before = path.read_bytes()
+    with pytest.raises(DataError, match=r"v1\.sqlite has schema version 1, this drgym reads version 2 only"):
+        SearchStore(path)
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert "searches" not in tables and "entries" in tables
+    assert tables == {"drgym_meta", "searches"} and path.read_bytes()[100:] == before[100:]

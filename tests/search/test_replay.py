@@ -239,7 +239,7 @@ def test_schema_version_mismatch(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE drgym_meta SET value = '0' WHERE key = 'schema'")
     conn.close()
-    with pytest.raises(DataError, match="has schema version 0, this drgym reads version 1"):
+    with pytest.raises(DataError, match="has schema version 0, this drgym reads version 2 only"):
         SearchStore(path)
 
 
