@@ -35,9 +35,11 @@ Version History:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as _dt
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,16 +48,18 @@ from typing import Any, ClassVar
 import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
-from drgym import protocol
+from drgym import _options, protocol
 from drgym._loop import run_sync
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
-from drgym.data.records import QARecord
+from drgym.data import list_corpora
+from drgym.data.records import QARecord, describe_record, record_problem
 from drgym.errors import BudgetExceededError, ConfigError, DrgymError
 from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
 from drgym.search.cache import SearchStore
 from drgym.search.metering import EpisodeView
+from drgym.search.registry import backend_names
 from drgym.search.replay import recording_episode
 from drgym.search.stack import SearchConfig, build_stack
 from drgym.spaces import UnicodeText
@@ -161,25 +165,41 @@ class WebResearchEnv(gym.Env[str, str]):
                 observation; the broken turn is not scored).
             max_action_chars: longest accepted turn; longer turns are format errors.
             max_observation_chars: observations are cut to this length.
-            today: the date stated in the system prompt (default: today).
+            today: the date stated in the system prompt, a ``datetime.date`` or an ISO string (default: today).
             render_mode: ``ansi`` (``render()`` returns the transcript) or ``human`` (prints it).
         """
-        _check_choice("reward_mode", reward_mode, REWARD_MODES)
-        _check_choice("on_format_error", on_format_error, FORMAT_ERROR_MODES)
+        _options.check_choice("reward_mode", reward_mode, REWARD_MODES)
+        _options.check_choice("on_format_error", on_format_error, FORMAT_ERROR_MODES)
         if render_mode is not None:
-            _check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
-        for name, value in (
-            ("max_turns", max_turns),
-            ("results_per_query", results_per_query),
-            ("max_queries_per_call", max_queries_per_call),
-            ("max_pages_per_call", max_pages_per_call),
-            ("max_action_chars", max_action_chars),
-            ("max_observation_chars", max_observation_chars),
-        ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive integer, got {value!r}")
-        if browse_time_budget_s <= 0:
-            raise ConfigError(f"`browse_time_budget_s` must be positive, got {browse_time_budget_s!r}")
+            _options.check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
+        _options.check_env_options(
+            dataset=dataset,
+            data_source=data_source,
+            limit=limit,
+            search=search,
+            corpus=corpus,
+            search_kwargs=search_kwargs,
+            search_budget_per_episode=search_budget_per_episode,
+            search_budget_global=search_budget_global,
+            paths={"cache_path": cache_path, "record_path": record_path, "replay_path": replay_path},
+            cache_mode=cache_mode,
+            sizes={
+                "max_turns": max_turns,
+                "results_per_query": results_per_query,
+                "max_queries_per_call": max_queries_per_call,
+                "max_pages_per_call": max_pages_per_call,
+                "max_action_chars": max_action_chars,
+                "max_observation_chars": max_observation_chars,
+            },
+            browse_time_budget_s=browse_time_budget_s,
+            browse_only_seen_urls=browse_only_seen_urls,
+            backends=backend_names(),
+            corpora=list_corpora(),
+        )
+        today = _options.parse_today(today)
+        cache_path, record_path, replay_path = (
+            None if p is None else os.fspath(p) for p in (cache_path, record_path, replay_path)
+        )
 
         self.records = _load_records(dataset, data_source=data_source, limit=limit)
         self.dataset_name = dataset if isinstance(dataset, str) else "custom"
@@ -304,9 +324,12 @@ class WebResearchEnv(gym.Env[str, str]):
             # Every scored turn was parsed once already; the verdict collected on the way is the paper's format
             # rule (tests check it equals ``score_episode`` on the policy's turns), so nothing is parsed again.
             problem = ep.format_problem or (None if ep.answer is not None else "no turn ends with an <answer>")
-            score = score_answer(
-                ep.answer, ep.record.answers, self.reward_mode, format_ok=problem is None, reason=problem
-            )
+            if ep.record.answers:
+                score = score_answer(
+                    ep.answer, ep.record.answers, self.reward_mode, format_ok=problem is None, reason=problem
+                )
+            else:  # a reset(options={"question": ...}) without answers: played, not scored
+                score = Score(0.0, 0.0, 0.0, 0.0, 0.0, problem is None, ep.answer, problem)
             reward = float(score.reward)
             ep.done = True
             ep.memory.clear()
@@ -392,9 +415,10 @@ class WebResearchEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ episode bookkeeping
     def _begin(self, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         record = self._choose(options or {})
+        question = _fit(record.question, self.max_observation_chars)
         messages = [
             {"role": "system", "content": self._system_prompt},
-            {"role": "user", "content": record.question},
+            {"role": "user", "content": question},
         ]
         view = EpisodeView(self.backend)
         browser = Browser(
@@ -412,7 +436,7 @@ class WebResearchEnv(gym.Env[str, str]):
             "max_turns": self.max_turns,
             "corpus": self.corpus,
         }
-        return record.question, info
+        return question, info
 
     def _choose(self, options: Mapping[str, Any]) -> QARecord:
         unknown = set(options) - {"index", "question", "answers", "id", "source"}
@@ -442,11 +466,10 @@ class WebResearchEnv(gym.Env[str, str]):
         return self.records[int(self.np_random.integers(len(self.records)))]
 
     def _observe(self, ep: _Episode, content: str, *, final: bool) -> str:
-        if len(content) > self.max_observation_chars - 64:
-            content = content[: self.max_observation_chars - 64] + "\n[... cut to fit the observation limit]"
+        content, observation = _fit_tool_response(content, self.max_observation_chars)
         if not final or content:
             ep.messages.append({"role": "tool", "content": content})
-        return protocol.wrap_tool_response(content) if content else ""
+        return observation if content else ""
 
     def _step_info(
         self, ep: _Episode, parsed: protocol.ParsedTurn, error: str | None, score: Score | None
@@ -469,6 +492,7 @@ class WebResearchEnv(gym.Env[str, str]):
         }
         if score is not None:
             info.update(
+                scored=bool(ep.record.answers),
                 f1=score.f1,
                 em=score.em,
                 reward=score.reward,
@@ -539,11 +563,6 @@ def _make_reader(reader: Reader | ChatClient | str | None) -> Reader:
     return reader
 
 
-def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ConfigError(f"`{name}` must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 def _load_records(
     dataset: str | Sequence[QARecord | Mapping[str, Any]],
     *,
@@ -567,16 +586,63 @@ def _load_records(
 
 
 def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
+    """A dataset item as a record with usable gold answers; refused here, naming it, rather than at its last step."""
     if isinstance(item, QARecord):
-        return item
-    if not isinstance(item, Mapping) or not isinstance(item.get("question"), str):
+        question, raw = item.question, item.answers
+    elif isinstance(item, Mapping):
+        question, raw = item.get("question"), item.get("answers", item.get("answer"))
+    else:
         raise ConfigError(f"dataset item {index} must be a QARecord or a dict with a `question` str, got {item!r:.80}")
+    try:
+        answers = split_gold(raw if isinstance(raw, (str, list, tuple)) else [raw])
+    except ConfigError as exc:
+        raise ConfigError(f"dataset {describe_record(index, question, raw)}: {exc}") from None
+    problem = record_problem(question, answers)
+    if problem is not None:
+        raise ConfigError(
+            f"dataset {describe_record(index, question, raw)}: {problem}; give every record a non-empty "
+            "`question` and at least one non-empty answer in `answers`"
+        )
+    if isinstance(item, QARecord):
+        return item if answers == item.answers else dataclasses.replace(item, answers=answers)
     return QARecord(
-        question=item["question"],
-        answers=split_gold(item.get("answers") or item.get("answer") or []),
+        question=question.strip(),
+        answers=answers,
         source=str(item.get("source", "custom")),
         id=str(item.get("id", index)),
     )
+
+
+_CUT_MARK = "\n[... cut to fit the observation limit]"
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, ending with a mark that says so when there is room for one."""
+    if len(text) <= limit:
+        return text
+    if limit <= 2 * len(_CUT_MARK):
+        return text[:limit]
+    return text[: limit - len(_CUT_MARK)] + _CUT_MARK
+
+
+def _fit_tool_response(content: str, limit: int) -> tuple[str, str]:
+    """``(content kept, observation)``: the tool response, cut so that the wrapped observation has ``<= limit``.
+
+    The wrapper (and tag escaping, which may lengthen the text) counts against the limit, so every
+    observation is in the observation space however small the limit.
+    """
+    observation = protocol.wrap_tool_response(content)
+    if len(observation) <= limit:
+        return content, observation
+    keep = len(content) - (len(observation) - limit) - len(_CUT_MARK)
+    while keep > len(_CUT_MARK):  # leave some content beside the mark, else no mark at all
+        kept = content[:keep] + _CUT_MARK
+        observation = protocol.wrap_tool_response(kept)
+        if len(observation) <= limit:
+            return kept, observation
+        keep -= len(observation) - limit
+    kept = content[: max(0, limit - len(protocol.wrap_tool_response("")))]
+    return kept, protocol.wrap_tool_response(kept)[:limit]
 
 
 def _stores_of(backend: SearchBackend) -> list[SearchStore]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from drgym.data._io import read_json as _json
 from drgym.data._io import read_jsonl as _jsonl
-from drgym.data.records import QARecord
+from drgym.data.records import QARecord, describe_record, record_problem
 from drgym.errors import DataError
 
 __all__ = ["ANSWER_SPLIT", "SOURCE_ALIASES", "normalise_source", "parse_dataset", "split_answers"]
@@ -66,11 +66,11 @@ def split_answers(value: Any) -> list[str]:
 
 
 def _record(name: str, key: object, question: str, answers: Any, source: str, **metadata: Any) -> QARecord:
-    question = question.strip()
     golds = split_answers(answers)
-    if not question or not golds:
-        raise ValueError(f"row {key!r} has an empty question or no answer")
-    return QARecord(question, golds, normalise_source(source), f"{name}:{key}", metadata)
+    problem = record_problem(question, golds)
+    if problem is not None:
+        raise ValueError(f"{describe_record(repr(key), question, answers)}: {problem}")
+    return QARecord(question.strip(), golds, normalise_source(source), f"{name}:{key}", metadata)
 
 
 
