@@ -117,12 +117,13 @@ class StoreFile:
             return DataError(f"search store {self.path} could not be used: {exc}")
         return self.corrupt(exc)
 
-    def skipped(self, exc: StoreUnwritable) -> None:
-        """Note a write the disk refused; logged once when the store starts degrading, not per call."""
+    def _refused(self, exc: StoreUnwritable) -> StoreUnwritable:
+        """Note a write the disk refused (under the lock); logged once when the store starts degrading."""
         self.skipped_writes += 1
         if self.degraded is None:
             logger.warning("%s; serving what it holds and skipping writes until it can write again", exc)
         self.degraded = str(exc)
+        return exc
 
     def _wrote(self) -> None:
         if self.degraded is not None:
@@ -221,7 +222,7 @@ class StoreFile:
         with self._lock:
             conn = self._connection()
             if self.read_only is not None:
-                raise StoreUnwritable(f"search store {self.path} cannot be written: {self.read_only}")
+                raise self._refused(StoreUnwritable(f"search store {self.path} cannot be written: {self.read_only}"))
 
             def attempt() -> _T:
                 conn.execute("BEGIN IMMEDIATE")
@@ -237,7 +238,8 @@ class StoreFile:
             try:
                 out = self.retry(attempt)
             except sqlite3.DatabaseError as exc:
-                raise self.failure(exc) from exc
+                error = self.failure(exc)
+                raise (self._refused(error) if isinstance(error, StoreUnwritable) else error) from exc
             self._wrote()
             return out
 

@@ -202,8 +202,7 @@ class SearchStore:
 
         try:
             found = self._db.write(tx)
-        except StoreUnwritable as exc:  # the answer is still there to serve; only its bookkeeping is lost
-            self._db.skipped(exc)
+        except StoreUnwritable:  # the answer is still there to serve; only its bookkeeping is lost
             return read_only()
         return None if found is None else self._decode(kind, found)
 
@@ -238,8 +237,7 @@ class SearchStore:
 
         try:
             kept = self._db.write(tx)
-        except StoreUnwritable as exc:  # the caller still has its answer: serve it, store it another time
-            self._db.skipped(exc)
+        except StoreUnwritable:  # the caller still has its answer: serve it, store it another time
             return None
         return None if kept is None else self._decode(kind, kept)
 

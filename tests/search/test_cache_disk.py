@@ -290,3 +290,23 @@ def test_an_env_whose_store_loses_its_totals_row_reports_the_file(tmp_path: Path
     finally:
         run_sync(env.unwrapped.backend.aclose())
         env.close()
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0, reason="root ignores chmod; the read-only mount tests above cover the same open"
+)
+def test_a_recording_without_write_permission_replays(tmp_path: Path) -> None:
+    folder = tmp_path / "perm"
+    folder.mkdir()
+    path = _recording(folder)
+    path.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        store = SearchStore(path, create=False)
+        assert store.read_only is not None and "not writable" in store.read_only
+        assert store.get_search_sync("serper", "tidal clock", 10).value == RESULTS
+        assert store.stats_sync()["entries"] == 2
+        store.close()
+        assert sorted(os.listdir(folder)) == ["run.sqlite"]
+    finally:
+        folder.chmod(0o755)
