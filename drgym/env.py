@@ -13,13 +13,15 @@ Observation:
     ``UnicodeText(max_observation_chars)``: after ``reset`` the user turn (the question); after a tool call the
     tool result wrapped in ``<tool_response>…</tool_response>``; after an error, the error message (wrapped the
     same way) that tells the policy what to fix. ``info["messages"]`` holds the same conversation as chat
-    messages (tool turns unwrapped, role ``tool``) for policies that apply their own chat template.
+    messages (tool turns unwrapped, role ``tool``) for policies that apply their own chat template. Every
+    observation, the question included, is cut to ``max_observation_chars`` (the wrapper counted).
 
 Rewards:
     0 on every step but the last. At the end, with ``reward_mode="paper"``: −1 when the policy's own turns have
     unbalanced ``think``/``tool_call``/``answer`` tags or no answer, else the word-level F1 of the first answer
     against the gold answers (maximum over golds). Other modes (``f1``, ``em``, ``squad_f1``) score 0 on a
-    broken format, as in evaluation.
+    broken format, as in evaluation. A ``reset(options={"question": q})`` without gold answers is played
+    unscored: reward 0 at the end and ``info["scored"] = False``.
 
 Episode End:
     ``terminated`` when the policy answers, or (``on_format_error="end"``) breaks the format. ``truncated``
@@ -53,6 +55,7 @@ from drgym._loop import run_sync
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
 from drgym.data import list_corpora
 from drgym.data.records import QARecord, describe_record, record_problem
+from drgym.data.registry import unknown_name_error
 from drgym.errors import BudgetExceededError, ConfigError, DrgymError
 from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
@@ -164,7 +167,7 @@ class WebResearchEnv(gym.Env[str, str]):
             on_format_error: ``end`` (paper: the episode ends with the format reward) or ``continue`` (an error
                 observation; the broken turn is not scored).
             max_action_chars: longest accepted turn; longer turns are format errors.
-            max_observation_chars: observations are cut to this length.
+            max_observation_chars: every observation (the question too) is cut to this length.
             today: the date stated in the system prompt, a ``datetime.date`` or an ISO string (default: today).
             render_mode: ``ansi`` (``render()`` returns the transcript) or ``human`` (prints it).
         """
@@ -577,6 +580,9 @@ def _load_records(
         records = [_as_record(r, i) for i, r in enumerate(dataset)]
         if data_source is not None:
             wanted = {data_source} if isinstance(data_source, str) else set(data_source)
+            present = {r.source for r in records}
+            for source in sorted(wanted - present):
+                raise unknown_name_error("data_source of the given dataset", source, present)
             records = [r for r in records if r.source in wanted]
         if limit is not None:
             records = records[:limit]

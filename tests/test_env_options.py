@@ -171,6 +171,17 @@ def test_usable_records_keep_working() -> None:
     ]
 
 
+def test_an_unknown_data_source_of_a_given_dataset_is_named() -> None:
+    dataset = [{"question": "Q?", "answers": ["a"], "source": "hotpotqa"}]
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "unknown data_source of the given dataset 'hotpotq'; valid: hotpotqa. Did you mean 'hotpotqa'?"
+        ),
+    ):
+        _make(dataset=dataset, data_source="hotpotq", corpus="demo")
+
+
 def test_a_registered_dataset_row_without_answers_names_the_row(tmp_path: Path) -> None:
     path = tmp_path / "nq.json"
     path.write_text(
