@@ -82,9 +82,13 @@ class StoreFile:
         DataError: the file cannot be opened, is corrupt, another program's database, or of an unknown schema.
 
     Attributes:
-        read_only: Why the file was opened read-only (see the module docstring), or ``None``.
+        read_only: Why the file is open read-only (see the module docstring), or ``None``.
         degraded: Why the last write was skipped (disk full, read-only ...), or ``None`` once a write succeeds.
         skipped_writes: Writes skipped because the disk refused them, since the file was opened.
+
+    A store file that the disk refuses to open for writing (a full disk has no room for the ``-wal`` and
+    ``-shm`` files) is opened read-only instead; each later write first tries to open it writable again, so
+    the store recovers by itself once there is room.
     """
 
     def __init__(self, path: Path, busy_timeout_s: float) -> None:
@@ -93,10 +97,19 @@ class StoreFile:
         self.read_only = why_read_only(path) if path.is_file() else None
         self.degraded: str | None = None
         self.skipped_writes = 0
+        self._reopen = False  # read-only only because the disk refused the open: try writable again
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         with self._lock:
-            self._conn = self.connect(setup=True)
+            try:
+                self._conn = self.connect(setup=True)
+            except StoreUnwritable as exc:
+                if self.read_only is not None or not path.is_file():
+                    raise
+                self.read_only, self._reopen = f"the disk refused to open it for writing ({exc})", True
+                self._conn = self.connect(setup=True)
+                self.degraded = str(exc)
+                logger.warning("%s; opened read-only, serving what it holds until it can write again", exc)
 
     # ----------------------------------------------------------------- errors
 
@@ -108,9 +121,9 @@ class StoreFile:
             f"from a copy."
         )
 
-    def failure(self, exc: sqlite3.DatabaseError) -> DataError:
-        """The error for a SQLite failure."""
-        if _is_unwritable(exc):
+    def failure(self, exc: sqlite3.DatabaseError, *, writing: bool = True) -> DataError:
+        """The error for a SQLite failure (while ``writing``, a refusal of the disk is :class:`StoreUnwritable`)."""
+        if writing and _is_unwritable(exc):
             return StoreUnwritable(f"search store {self.path} cannot be written: {exc}")
         # An operational failure (locking, a file that vanished) is not a corrupt file: say which it is.
         if isinstance(exc, sqlite3.OperationalError):
@@ -183,8 +196,21 @@ class StoreFile:
             raise
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise self.failure(exc) from exc
+            raise self.failure(exc, writing=self.read_only is None) from exc
         return conn
+
+    def _reopen_writable(self) -> bool:
+        """Open the file writable again in place of the read-only connection; whether it worked (under the lock)."""
+        read_only, self.read_only = self.read_only, None
+        try:
+            conn = self.connect(setup=True)
+        except StoreUnwritable:
+            self.read_only = read_only
+            return False
+        if self._conn is not None:
+            self._conn.close()
+        self._conn, self._reopen = conn, False
+        return True
 
     def _read_only_uri(self) -> str:
         wal = Path(f"{self.path}-wal")
@@ -210,7 +236,7 @@ class StoreFile:
             try:
                 return self.retry(lambda: fn(conn))
             except sqlite3.DatabaseError as exc:
-                raise self.failure(exc) from exc
+                raise self.failure(exc, writing=False) from exc
 
     def write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction: all of it is committed, or none of it.
@@ -220,9 +246,12 @@ class StoreFile:
             DataError: any other failure.
         """
         with self._lock:
+            self._connection()  # a closed store is an error, not a refused write
+            if self.read_only is not None and not (self._reopen and self._reopen_writable()):
+                raise self._refused(
+                    StoreUnwritable(f"search store {self.path} cannot be written: {self.read_only}")
+                )
             conn = self._connection()
-            if self.read_only is not None:
-                raise self._refused(StoreUnwritable(f"search store {self.path} cannot be written: {self.read_only}"))
 
             def attempt() -> _T:
                 conn.execute("BEGIN IMMEDIATE")

@@ -485,7 +485,7 @@ class SearchStore:
         try:
             return write_export(conn, target, episode=episode, store=self.path)
         except sqlite3.DatabaseError as exc:
-            raise self._db.failure(exc) from exc
+            raise self._db.failure(exc, writing=False) from exc
         finally:
             conn.close()
 

@@ -310,3 +310,22 @@ def test_a_recording_without_write_permission_replays(tmp_path: Path) -> None:
         assert sorted(os.listdir(folder)) == ["run.sqlite"]
     finally:
         folder.chmod(0o755)
+
+
+def test_a_store_opened_on_a_full_disk_serves_read_only_and_recovers(small_disk: Path) -> None:
+    path = small_disk / "cache.sqlite"
+    writer = SearchStore(path)
+    writer.put_search_sync("b", "old", 10, RESULTS)
+    writer.close()  # the -wal and -shm files go with the last connection
+    filler = _fill(small_disk)  # no room left for them
+
+    store = SearchStore(path)  # a new process's env, made while the disk is full
+    assert "disk refused to open it for writing" in (store.read_only or "") and store.degraded is not None
+    assert store.get_search_sync("b", "old", 10, touch=True).value == RESULTS
+    assert store.put_search_sync("b", "new", 10, RESULTS, evict=True) is None and store.skipped_writes == 2
+
+    filler.unlink()
+    assert store.put_search_sync("b", "new", 10, RESULTS, evict=True) is None
+    assert store.read_only is None and store.degraded is None
+    assert store.get_search_sync("b", "new", 10).value == RESULTS and store.stats_sync()["entries"] == 2
+    store.close()
