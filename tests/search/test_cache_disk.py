@@ -329,3 +329,20 @@ def test_a_store_opened_on_a_full_disk_serves_read_only_and_recovers(small_disk:
     assert store.read_only is None and store.degraded is None
     assert store.get_search_sync("b", "new", 10).value == RESULTS and store.stats_sync()["entries"] == 2
     store.close()
+
+
+def test_an_env_replays_a_recording_from_a_read_only_mount(read_only_view: tuple[Path, Path]) -> None:
+    source, view = read_only_view
+    _recording(source)
+    env = gym.make(
+        "drgym/WebResearch-v0", dataset="demo", search="serper", replay_path=str(view / "run.sqlite")
+    )
+    try:
+        env.reset(options={"index": 0})
+        obs, _, _, _, info = env.step(_search("tidal clock"))
+        assert "invented by Ilse Varrow" in obs and info["error"] is None and info["store_degraded"] is None
+        obs, _, _, _, info = env.step(_search("never recorded"))
+        assert "replay miss" in obs and info["store_degraded"] is None
+    finally:
+        run_sync(env.unwrapped.backend.aclose())
+        env.close()
