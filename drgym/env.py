@@ -52,6 +52,7 @@ from gymnasium.error import ResetNeeded
 
 from drgym import _options, protocol
 from drgym._loop import run_sync
+from drgym._observation import fit_text, fit_tool_response
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
 from drgym.data import list_corpora
 from drgym.data.records import QARecord, describe_record, record_problem
@@ -418,7 +419,7 @@ class WebResearchEnv(gym.Env[str, str]):
     # ------------------------------------------------------------------ episode bookkeeping
     def _begin(self, options: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
         record = self._choose(options or {})
-        question = _fit(record.question, self.max_observation_chars)
+        question = fit_text(record.question, self.max_observation_chars)
         messages = [
             {"role": "system", "content": self._system_prompt},
             {"role": "user", "content": question},
@@ -469,7 +470,7 @@ class WebResearchEnv(gym.Env[str, str]):
         return self.records[int(self.np_random.integers(len(self.records)))]
 
     def _observe(self, ep: _Episode, content: str, *, final: bool) -> str:
-        content, observation = _fit_tool_response(content, self.max_observation_chars)
+        content, observation = fit_tool_response(content, self.max_observation_chars)
         if not final or content:
             ep.messages.append({"role": "tool", "content": content})
         return observation if content else ""
@@ -581,8 +582,9 @@ def _load_records(
         if data_source is not None:
             wanted = {data_source} if isinstance(data_source, str) else set(data_source)
             present = {r.source for r in records}
-            for source in sorted(wanted - present):
-                raise unknown_name_error("data_source of the given dataset", source, present)
+            unknown = sorted(wanted - present)
+            if unknown:
+                raise unknown_name_error("data_source of the given dataset", unknown[0], present)
             records = [r for r in records if r.source in wanted]
         if limit is not None:
             records = records[:limit]
@@ -617,38 +619,6 @@ def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
         source=str(item.get("source", "custom")),
         id=str(item.get("id", index)),
     )
-
-
-_CUT_MARK = "\n[... cut to fit the observation limit]"
-
-
-def _fit(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, ending with a mark that says so when there is room for one."""
-    if len(text) <= limit:
-        return text
-    if limit <= 2 * len(_CUT_MARK):
-        return text[:limit]
-    return text[: limit - len(_CUT_MARK)] + _CUT_MARK
-
-
-def _fit_tool_response(content: str, limit: int) -> tuple[str, str]:
-    """``(content kept, observation)``: the tool response, cut so that the wrapped observation has ``<= limit``.
-
-    The wrapper (and tag escaping, which may lengthen the text) counts against the limit, so every
-    observation is in the observation space however small the limit.
-    """
-    observation = protocol.wrap_tool_response(content)
-    if len(observation) <= limit:
-        return content, observation
-    keep = len(content) - (len(observation) - limit) - len(_CUT_MARK)
-    while keep > len(_CUT_MARK):  # leave some content beside the mark, else no mark at all
-        kept = content[:keep] + _CUT_MARK
-        observation = protocol.wrap_tool_response(kept)
-        if len(observation) <= limit:
-            return kept, observation
-        keep -= len(observation) - limit
-    kept = content[: max(0, limit - len(protocol.wrap_tool_response("")))]
-    return kept, protocol.wrap_tool_response(kept)[:limit]
 
 
 def _stores_of(backend: SearchBackend) -> list[SearchStore]:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import drgym  # noqa: F401  (registers the env ids)
 from drgym import protocol
-from drgym.env import WebResearchEnv, _fit_tool_response
+from drgym._observation import fit_tool_response
+from drgym.env import WebResearchEnv
 
 MARK = "[... cut to fit the observation limit]"
 # Text that tag escaping lengthens (``<answer>`` becomes ``&lt;answer&gt;``), besides plain and non-Latin text.
@@ -30,7 +31,7 @@ def _search(*queries: str) -> str:
 @given(content=CONTENT, limit=st.integers(min_value=1, max_value=600))
 @settings(max_examples=400, deadline=None)
 def test_a_cut_tool_response_fits_the_limit(content: str, limit: int) -> None:
-    kept, observation = _fit_tool_response(content, limit)
+    kept, observation = fit_tool_response(content, limit)
     assert len(observation) <= limit
     whole = protocol.wrap_tool_response(content)
     if len(whole) <= limit:
@@ -40,7 +41,7 @@ def test_a_cut_tool_response_fits_the_limit(content: str, limit: int) -> None:
 
 
 def test_the_cut_is_exact_at_the_default_limit() -> None:
-    _, observation = _fit_tool_response("x" * 250_000, 100_000)
+    _, observation = fit_tool_response("x" * 250_000, 100_000)
     assert len(observation) == 100_000 and observation.endswith(MARK + "\n</tool_response>")
 
 
