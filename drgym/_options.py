@@ -187,7 +187,7 @@ def check_env_options(
         sizes: ``{option: value}`` of the positive-integer options (``max_turns``, ...).
         backends: Known backend names; corpora: known corpus names.
     """
-    if not isinstance(dataset, str) and (not isinstance(dataset, Sequence) or isinstance(dataset, bytes)):
+    if not isinstance(dataset, (str, Iterable)) or isinstance(dataset, (bytes, Mapping)):
         raise ConfigError(
             f"`dataset` must be a dataset name or a list of QARecord / {{'question', 'answers'}} dicts, "
             f"got {dataset!r:.80}"

@@ -92,6 +92,7 @@ def _make(**options: Any) -> gym.Env:
         ({"max_observation_chars": 0}, "`max_observation_chars` must be a positive integer, got 0"),
         ({"browse_only_seen_urls": "yes"}, "`browse_only_seen_urls` must be True or False, got 'yes'"),
         ({"dataset": 5}, "`dataset` must be a dataset name or a list of QARecord"),
+        ({"dataset": {"question": "Q?", "answers": ["a"]}}, "`dataset` must be a dataset name or a list"),
         ({"dataset": " "}, "`dataset` must name a dataset"),
         ({"dataset": "bamboogl"}, "Did you mean 'bamboogle'?"),
         ({"data_source": 5}, "`data_source` must be a source name, a list of names or None, got 5"),
@@ -162,7 +163,7 @@ def test_usable_records_keep_working() -> None:
         {"question": "R?", "answers": [1912, "x<|answer_split|>y"]},
         QARecord("S?", ["a", ""], "custom", "s"),
     ]
-    env = _make(dataset=dataset, corpus="demo")
+    env = _make(dataset=iter(dataset), corpus="demo")  # any iterable of records
     records = env.unwrapped.records
     assert [(r.question, r.answers) for r in records] == [
         ("Q?", ["1912"]),
