@@ -7,10 +7,10 @@ One file (WAL mode) holds every entry in one table, keyed by a *normalised* requ
 Values come back byte-for-byte; besides answers, a recording may hold the *error* a call raised, so a replayed
 episode fails where the recorded one failed, with the same message.
 
-A store that cannot write (disk full, read-only mount, I/O error) keeps serving what it holds: a lookup that
-would count its hit answers without counting, a write is skipped, and :attr:`SearchStore.degraded` says why
-(logged once, when it starts); the next write that succeeds clears it. A file that cannot be written here is
-opened read-only, so recordings replay from read-only media.
+A store that cannot write (disk full, read-only mount, I/O error) keeps serving what it holds: a lookup still
+answers (only its hit count and LRU time go unrecorded), a write is skipped, and :attr:`SearchStore.degraded`
+says why (logged once, when it starts); the next write that succeeds clears it. A file that cannot be written
+here is opened read-only, so recordings replay from read-only media.
 
 Entries written in record mode are *pinned*: linked to the episodes that saw them, never evicted, never
 overwritten (the first answer wins, so every recorded episode replays exactly). Cache entries are evicted least
