@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import drgym
-from agents.scripted import ScriptedAgent
+from drgym.agents.scripted import ScriptedAgent
 from drgym.errors import ConfigError
 from drgym.runner import arun_episodes, run_episode
 

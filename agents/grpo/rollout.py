@@ -32,9 +32,10 @@ from drgym.llm.local import CHATML_TEMPLATE, truncate_at_stop
 from drgym.reward import score_episode
 
 if TYPE_CHECKING:
-    from agents.grpo.config import GRPOConfig
     from drgym.data.records import QARecord
     from drgym.env import WebResearchEnv
+
+    from .config import GRPOConfig
 
 __all__ = [
     "ChatFormat",
