@@ -34,9 +34,10 @@ from urllib.parse import quote, unquote, urlsplit
 import numpy as np
 
 from drgym.data.records import Passage
+from drgym.document import Document
 from drgym.errors import ConfigError, DataError, FetchError, IndexCorruptError, ToolError
 from drgym.search._tokenize import Tokenizer
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 
 if TYPE_CHECKING:
     import bm25s

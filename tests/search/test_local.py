@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from drgym.data.records import Passage
+from drgym.document import Document
 from drgym.errors import (
     ConfigError,
     DataError,
@@ -20,7 +21,7 @@ from drgym.errors import (
     IndexCorruptError,
     ToolError,
 )
-from drgym.search.base import Document, SearchBackend
+from drgym.search.base import SearchBackend
 from drgym.search.local import BM25Backend, load_index
 
 LONG_TEXT = (
