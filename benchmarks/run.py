@@ -525,6 +525,8 @@ def _settings(config: BenchConfig, pool: _AgentPool) -> dict[str, Any]:
     """What decides how an agent's episodes play out (not which questions): recorded with every episode."""
     env = _env_kwargs(config, "", pool.env_options)
     env.pop("dataset")
+    # The form the settings have once stored as JSON (objects as their repr), so a resumed run compares like
+    # with like; not a copy.
     return json.loads(json.dumps({"env": env, "agent": pool.kwargs}, sort_keys=True, default=repr))
 
 
