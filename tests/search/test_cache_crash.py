@@ -25,7 +25,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from drgym.document import Document
-from drgym.search.base import Result
+    from drgym.search.base import Result
     from drgym.search.cache import SearchStore
 
     store = SearchStore(sys.argv[1])
