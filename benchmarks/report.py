@@ -15,8 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.judge import Verdict
-from benchmarks.metrics import (
+from drgym.errors import missing_dependency
+from drgym.runner import Trajectory
+
+from .judge import Verdict
+from .metrics import (
     ANSWER_METRICS,
     COST_FIELDS,
     METRIC_NAMES,
@@ -26,9 +29,7 @@ from benchmarks.metrics import (
     episode_costs,
     score_trajectory,
 )
-from benchmarks.paper import PAPER_METHODS, PAPER_NOTE, display_source, order_sources, paper_value
-from drgym.errors import missing_dependency
-from drgym.runner import Trajectory
+from .paper import PAPER_METHODS, PAPER_NOTE, display_source, order_sources, paper_value
 
 __all__ = ["AVG", "SCORES_VERSION", "build_scores", "plot_report", "render_markdown", "write_report"]
 

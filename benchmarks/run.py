@@ -55,18 +55,6 @@ _ENV_ID = "drgym/WebResearch-v0"
 _LIVE_ENV_ID = "drgym/WebResearchLive-v0"
 _OFFLINE_SEARCH = frozenset({"local", "replay", "miniweb"})
 
-# Which of the LLM options each built-in agent takes; an agent listed here needs one of them to run.
-_LLM_OPTIONS: dict[str, tuple[str, ...]] = {
-    "prompt": ("llm", "model"),
-    "rag": ("llm", "model"),
-    "grpo": ("llm", "model", "checkpoint"),
-}
-_NEEDS = {
-    "prompt": ("llm",),
-    "rag": ("llm",),
-    "grpo": ("checkpoint", "llm"),
-}
-_SEARCHES_ITSELF = frozenset({"rag"})
 _HOW_TO_PROVIDE = {
     "llm": "an LLM (--llm openai:URL --model NAME)",
     "checkpoint": "a trained checkpoint (--checkpoint DIR)",
@@ -271,20 +259,30 @@ class _AgentPool:
 
 
 def _missing_requirement(name: str, config: BenchConfig) -> str | None:
-    needs = _NEEDS.get(name)
-    if not needs or any(getattr(config, option) for option in needs):
+    """Why the agent cannot run with these options (``requires_one_of`` unmet), or None."""
+    from drgym.agent import agent_class
+
+    needs = tuple(getattr(agent_class(name), "requires_one_of", ()))
+    if not needs or any(getattr(config, option, None) for option in needs):
         return None
-    return "needs " + " or ".join(_HOW_TO_PROVIDE[n] for n in needs)
+    return "needs " + " or ".join(_HOW_TO_PROVIDE.get(n, f"--{n.replace('_', '-')}") for n in needs)
+
+
+def _run_option(config: BenchConfig, option: str) -> Any:
+    if option == "search_kwargs":
+        return _key_values(config.search_arg, "--search-arg") if config.search_arg else None
+    return getattr(config, option, None)
 
 
 def _agent_kwargs(name: str, config: BenchConfig) -> dict[str, Any]:
-    kwargs = {opt: getattr(config, opt) for opt in _LLM_OPTIONS.get(name, ()) if getattr(config, opt)}
-    if name in _SEARCHES_ITSELF:  # it retrieves outside the env: point it at the env's backend
-        kwargs["search"] = config.search
-        if config.corpus:
-            kwargs["corpus"] = config.corpus
-        if config.search_arg:
-            kwargs["search_kwargs"] = _key_values(config.search_arg, "--search-arg")
+    """The run-wide options the agent declares in ``run_options`` (those set), then its ``--agent-arg``s."""
+    from drgym.agent import agent_class
+
+    kwargs: dict[str, Any] = {}
+    for option in getattr(agent_class(name), "run_options", ()):
+        value = _run_option(config, option)
+        if value:
+            kwargs[option] = value
     for item in config.agent_arg:
         target, dot, rest = item.partition(".")
         if not dot or "=" not in rest or "=" in target:
@@ -527,6 +525,8 @@ def _settings(config: BenchConfig, pool: _AgentPool) -> dict[str, Any]:
     """What decides how an agent's episodes play out (not which questions): recorded with every episode."""
     env = _env_kwargs(config, "", pool.env_options)
     env.pop("dataset")
+    # The form the settings have once stored as JSON (objects as their repr), so a resumed run compares like
+    # with like; not a copy.
     return json.loads(json.dumps({"env": env, "agent": pool.kwargs}, sort_keys=True, default=repr))
 
 
@@ -637,8 +637,8 @@ async def _run_agent(
 async def _judge(
     config: BenchConfig, client: Any, trajectories: dict[str, list[Any]], out: Path
 ) -> tuple[dict[str, list[Any]] | None, str | None, dict[str, Any]]:
-    from benchmarks.judge import Judge, JudgeUnavailable, VerdictCache
-    from benchmarks.metrics import score_trajectory
+    from .judge import Judge, JudgeUnavailable, VerdictCache
+    from .metrics import score_trajectory
 
     if client is None:
         return None, "no judge configured (pass --judge openai:URL --judge-model NAME)", {}
@@ -686,8 +686,9 @@ async def arun_bench(
     Cheap checks come first (names, question sets, the judge spec), then each agent is built once, so a bad
     configuration fails before any episode is played. ``echo`` receives progress notes (skipped agents).
     """
-    from benchmarks.report import build_scores, write_report
     from drgym.search import close_shared_backends
+
+    from .report import build_scores, write_report
 
     plans = await asyncio.to_thread(
         plan_questions, _split(config.datasets), limit=config.limit, sources=_split(config.sources) or None

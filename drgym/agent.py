@@ -10,15 +10,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from drgym.errors import ConfigError
 
-__all__ = ["AGENTS", "Agent", "BaseAgent", "agent_names", "make_agent"]
+__all__ = ["ENTRY_POINT_GROUP", "Agent", "BaseAgent", "agent_class", "agent_names", "make_agent"]
 
-AGENTS: dict[str, str] = {
-    "scripted": "agents.scripted:ScriptedAgent",
-    "prompt": "agents.prompt_baseline:PromptAgent",
-    "rag": "agents.rag_baseline:RAGAgent",
-    "grpo": "agents.grpo.agent:GRPOAgent",
-}
-"""Built-in agents by name. Other packages add theirs through the ``drgym.agents`` entry-point group."""
+ENTRY_POINT_GROUP = "drgym.agents"
+"""Agents are found by name in this entry-point group, drgym's own included (see pyproject.toml)."""
 
 
 @runtime_checkable
@@ -28,6 +23,11 @@ class Agent(Protocol):
     ``reset`` sees the question and the reset ``info`` (system prompt, tool schemas, chat messages); ``act``
     returns the next turn's text given the latest observation and ``info``. ``env_options`` lists the env
     options the agent needs (merged into ``gymnasium.make`` kwargs by the runners and the CLI).
+
+    Two optional class attributes tell a runner which of its run-wide options to pass (``BaseAgent`` sets
+    both empty): ``run_options``, the constructor arguments among ``llm``, ``model``, ``checkpoint``,
+    ``search``, ``corpus`` and ``search_kwargs`` the agent takes; ``requires_one_of``, those of which at least
+    one must be given for it to run (e.g. ``("llm",)``).
     """
 
     name: str
@@ -49,6 +49,8 @@ class BaseAgent:
 
     name: str = "agent"
     env_options: ClassVar[dict[str, Any]] = {}
+    run_options: ClassVar[tuple[str, ...]] = ()
+    requires_one_of: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.last_usage: dict[str, int] | None = None
@@ -69,25 +71,38 @@ class BaseAgent:
         return await asyncio.to_thread(self.act, observation, info)
 
 
-def _registry() -> dict[str, str]:
-    table = dict(AGENTS)
-    for ep in entry_points(group="drgym.agents"):
-        table.setdefault(ep.name, ep.value)
-    return table
+def _entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def agent_names() -> list[str]:
-    """Every agent name ``make_agent`` accepts (built-in and installed through entry points)."""
-    return sorted(_registry())
+    """Every agent name ``make_agent`` accepts: those installed under the ``drgym.agents`` entry points."""
+    return sorted(_entry_points())
 
 
-def make_agent(name: str, **kwargs: Any) -> Agent:
-    """Build an agent by name; unknown names raise ``ConfigError`` listing the valid ones."""
-    table = _registry()
+def agent_class(name: str) -> Any:
+    """The agent factory (usually a class) for ``name``, without building an agent.
+
+    ``name`` is an entry-point name (``drgym agents`` lists them) or an import path ``"module:attr"``, which
+    runs an agent that is not installed (a test double, a notebook's class).
+
+    Raises:
+        ConfigError: An unknown name (the message lists the valid ones and suggests the closest).
+    """
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"agent `{name}` cannot be imported: {exc}") from exc
+    table = _entry_points()
     if name not in table:
         close = difflib.get_close_matches(name, table, n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""
         raise ConfigError(f"unknown agent `{name}`; valid agents: {', '.join(sorted(table))}.{hint}")
-    module_name, _, attr = table[name].partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    return factory(**kwargs)
+    return table[name].load()
+
+
+def make_agent(name: str, **kwargs: Any) -> Agent:
+    """Build an agent by name (see :func:`agent_class`); unknown names raise ``ConfigError``."""
+    return agent_class(name)(**kwargs)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["COMMAND_GROUP", "main"]
 
 
 def _add_episode(sub: argparse._SubParsersAction) -> None:
@@ -133,10 +133,14 @@ def _cmd_agents(_: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(argv: Sequence[str]) -> int:
-    from benchmarks.run import main as bench_main
+COMMAND_GROUP = "drgym.commands"
+"""Subcommands that live outside the core register here: ``NAME = "module:main"``, ``main(argv) -> int``."""
 
-    return bench_main(list(argv))
+
+def _plugin_commands() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl = dsub.add_parser("download", help="download (or fetch from the mirror) and verify a dataset or corpus")
     dl.add_argument("name")
     sub.add_parser("agents", help="list the agents that can be named with --agent")
-    sub.add_parser("bench", help="run the side-by-side benchmark (same as python -m benchmarks.run)",
-                   add_help=False)
+    for name, ep in sorted(_plugin_commands().items()):
+        sub.add_parser(name, help=f"{ep.value} (see `drgym {name} --help`)", add_help=False)
     return parser
 
 
@@ -170,8 +174,9 @@ def _extra_commands(sub: argparse._SubParsersAction) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
-        return _cmd_bench(argv[1:])
+    plugins = _plugin_commands()
+    if argv and argv[0] in plugins:  # it parses its own arguments
+        return int(plugins[argv[0]].load()(argv[1:]))
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     extra = _extra_commands(sub)

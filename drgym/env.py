@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import os
 import time
@@ -84,7 +83,6 @@ class _Episode:
     memory: EpisodeMemory
     search: EpisodeView  # this episode's handle on the shared search stack (its own counts and budget)
     browser: Browser
-    policy_turns: list[str] = field(default_factory=list)
     seen_urls: dict[str, str] = field(default_factory=dict)  # url -> the query that surfaced it
     turn: int = 0
     tool_calls: int = 0
@@ -240,7 +238,6 @@ class WebResearchEnv(gym.Env[str, str]):
         self.action_space = UnicodeText(max_action_chars)
         self.observation_space = UnicodeText(max_observation_chars)
         self._system_prompt = protocol.system_prompt(today if today is not None else _dt.date.today())
-        self._tools_json = json.dumps(protocol.tool_schemas())
         self._episode: _Episode | None = None
 
     # ------------------------------------------------------------------ sync API (Gymnasium)
@@ -293,9 +290,9 @@ class WebResearchEnv(gym.Env[str, str]):
         # stopped: a forged <tool_response> written after a tool call never enters the context.
         if parsed.action_end is not None:
             action = action[: parsed.action_end]
-        ep.messages.append({"role": "assistant", "content": action[: self.max_action_chars]})
-        if parsed.kind != "format_error" or self.on_format_error == "end":
-            ep.policy_turns.append(action)  # a turn refused in "continue" mode is not scored
+        # A turn over the limit is kept one character over it, so that the record is still the too-long turn
+        # the env rejected (score_episode with the same max_chars rejects it too).
+        ep.messages.append({"role": "assistant", "content": action[: self.max_action_chars + 1]})
         return ep, parsed
 
     def _react(self, ep: _Episode, parsed: protocol.ParsedTurn) -> tuple[str, bool, str | None] | None:
@@ -431,7 +428,7 @@ class WebResearchEnv(gym.Env[str, str]):
         self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory(), search=view, browser=browser)
         info = {
             "system_prompt": self._system_prompt,
-            "tools": json.loads(self._tools_json),  # a fresh copy per reset (json is faster than deepcopy)
+            "tools": protocol.tool_schemas(),  # a fresh copy per reset
             "messages": [dict(m) for m in messages],
             "question": record.question,
             "record_id": record.id,

@@ -22,12 +22,16 @@ if TYPE_CHECKING:
 __all__ = [
     "TOOL_NAMES",
     "ParsedTurn",
+    "TagBlock",
     "ToolCall",
+    "TurnTags",
+    "clean_text",
     "escape_tags",
     "parse_turn",
     "render_browse_results",
     "render_error",
     "render_search_results",
+    "scan_turn",
     "system_prompt",
     "tags_balanced",
     "tool_schemas",
@@ -48,10 +52,11 @@ _TAG_NAMES = ("think", "tool_call", "answer")
 _TAG_RE = re.compile(r"<(/?)(think|tool_call|answer)>")
 # Near-misses of the tags above (odd case, inner spaces, dash), used only to explain an error.
 _LOOSE_TAG_RE = re.compile(r"<\s*/?\s*(?:think|tool[\s_-]?call|answer)\s*>", re.IGNORECASE)
-# C0 controls except \t and \n, DEL, C1 controls, lone surrogates: never meaningful, often harmful downstream.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-_C0_BYTES = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])  # the same C0 controls and DEL, as bytes
-_C1_UTF8_RE = re.compile(rb"\xc2[\x80-\x9f]")  # the C1 controls, UTF-8 encoded
+# Control characters that str.split() counts as whitespace, besides \t and \n: they separate words, so they
+# become a space ("Barack\rObama" is two words).
+_SPACING_CONTROL_RE = re.compile(r"[\r\x0b\x0c\x1c-\x1f\x85]")
+# The other C0 controls, DEL, the other C1 controls, lone surrogates: never meaningful, often harmful downstream.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\ud800-\udfff]")
 # Anything that looks like a protocol or chat-template tag once a model reads it.
 _PROTOCOL_NAMES = r"(?:think|tool_call|tool_response|tools|answer)\b"
 _FULL_TAG_RE = re.compile(r"<(\s*/?\s*" + _PROTOCOL_NAMES + r"[^<>]*)>", re.IGNORECASE)
@@ -190,7 +195,7 @@ def _format_date(today: _dt.date | str | None) -> str:
     if today is None:
         today = _dt.date.today()
     if isinstance(today, str):
-        text = _clean(today).strip()
+        text = clean_text(today).strip()
         try:
             today = _dt.date.fromisoformat(text)
         except ValueError:
@@ -261,24 +266,16 @@ within <tool_response></tool_response> tags.
 # ------------------------------------------------------------------------------------------------ parsing
 
 
-def _clean(text: str) -> str:
-    """Drop control characters (except tab and newline) and lone surrogates."""
-    if text.isprintable():  # no control, surrogate or whitespace character but the space: nothing to drop
-        return text
-    # Most text holds none either; checking the UTF-8 bytes in C is several times faster than the regex
-    # (C0 controls and DEL are single bytes in UTF-8, C1 controls are 0xC2 0x80-0x9F, surrogates cannot encode).
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:
-        return _CONTROL_RE.sub("", text)
-    if len(data.translate(None, _C0_BYTES)) == len(data) and _C1_UTF8_RE.search(data) is None:
-        return text
-    return _CONTROL_RE.sub("", text)
+def clean_text(text: str) -> str:
+    """Policy or web text made safe to show and score: control characters that separate words (``\\r``,
+    ``\\v``, ``\\f``, ``\\x1c``-``\\x1f``, ``\\x85``) become a space, the others and lone surrogates are dropped;
+    tab and newline stay."""
+    return _CONTROL_RE.sub("", _SPACING_CONTROL_RE.sub(" ", text))
 
 
 def _snippet(text: str, limit: int = _SNIPPET_CHARS) -> str:
     """Policy text quoted in an error message: one line, bounded, tags escaped."""
-    text = " ".join(_clean(text).split())
+    text = " ".join(clean_text(text).split())
     text = text if len(text) <= limit else text[: limit - 3] + "..."
     return escape_tags(text)
 
@@ -294,15 +291,54 @@ def _odd_tag_hint(text: str) -> str:
     return f" Tag names are exact, lowercase and without spaces; found the tags {shown}."
 
 
-def _scan(text: str) -> tuple[list[_Block], str | None]:
-    """One pass over the turn's tags: its complete blocks and the first balance problem (or None).
+class TagBlock(NamedTuple):
+    """A complete ``think``, ``tool_call`` or ``answer`` block of a turn (offsets into the turn's text)."""
 
-    Blocks come in the order they close; a re-opened tag restarts its block. Balance: each of ``think``,
-    ``tool_call`` and ``answer`` must alternate open, close, open, close...: no close before its open, no second
-    open before the close (no nesting of a tag in itself), nothing left open.
+    tag: str
+    start: int  # start of the content
+    stop: int  # end of the content
+    end: int  # end of the closing tag
+    nested: bool  # another of the three tags was open when this one closed
+
+
+@dataclass(frozen=True)
+class TurnTags:
+    """The tags of one policy turn, as the environment and the reward read them.
+
+    The action is the first ``tool_call`` or ``answer`` block that closes with no other tag open: an answer
+    or tool call written inside a ``think`` block is part of the thinking, not an action. So the turn cut
+    right after the action's closing tag (what a model stopping there produces, and what the environment
+    records) has every tag closed, and is judged exactly as the whole turn was.
+
+    Attributes:
+        blocks: The complete blocks, in the order they close (a re-opened tag restarts its block).
+        action: The action block, or None.
+        problem: The first tag-balance problem in text order, or None.
+    """
+
+    blocks: tuple[TagBlock, ...]
+    action: TagBlock | None
+    problem: str | None
+
+    @property
+    def think(self) -> TagBlock | None:
+        """The first complete ``think`` block."""
+        return next((b for b in self.blocks if b.tag == "think"), None)
+
+    @property
+    def tool_calls(self) -> int:
+        """Complete ``tool_call`` blocks (only the action is ever run)."""
+        return sum(b.tag == "tool_call" for b in self.blocks)
+
+
+def scan_turn(text: str) -> TurnTags:
+    """One pass over a policy turn's tags: its blocks, its action and the first balance problem.
+
+    Balance: each of ``think``, ``tool_call`` and ``answer`` must alternate open, close, open, close...: no
+    close before its open, no second open before the close (no nesting of a tag in itself), nothing left open.
     """
     opened: dict[str, int | None] = {"think": None, "tool_call": None, "answer": None}
-    blocks: list[_Block] = []
+    blocks: list[TagBlock] = []
     problem: str | None = None
     for m in _TAG_RE.finditer(text):
         closing, name = m.groups()
@@ -312,49 +348,27 @@ def _scan(text: str) -> tuple[list[_Block], str | None]:
                 problem = f'the "{name}" tag is opened again before it is closed (tags cannot be nested).'
             opened[name] = m.end()
         elif start is not None:
-            blocks.append(_Block(name, start, m.start(), m.end()))
             opened[name] = None
+            nested = any(v is not None for v in opened.values())
+            blocks.append(TagBlock(name, start, m.start(), m.end(), nested))
         elif problem is None:
             problem = f'a closing "{name}" tag comes before its opening tag.'
     if problem is None:
-        for name, start in opened.items():
-            if start is not None:
-                return blocks, f'the "{name}" tag is never closed.'
-    return blocks, problem
-
-
-def _balance_problem(text: str) -> str | None:
-    """Why the turn's tags are unbalanced (first problem in text order), or None when they are balanced."""
-    return _scan(text)[1]
+        problem = next((f'the "{n}" tag is never closed.' for n, s in opened.items() if s is not None), None)
+    action = next((b for b in blocks if b.tag != "think" and not b.nested), None)
+    return TurnTags(tuple(blocks), action, problem)
 
 
 def tags_balanced(text: str) -> bool:
     """True when every ``think``, ``tool_call`` and ``answer`` tag is opened and closed in turn."""
-    return _scan(text)[1] is None
-
-
-class _Block(NamedTuple):
-    tag: str
-    start: int  # start of the content
-    stop: int  # end of the content
-    end: int  # end of the closing tag
-
-
-def _blocks(text: str) -> list[_Block]:
-    """Complete tag blocks in the order they close (a re-opened tag restarts its block)."""
-    return _scan(text)[0]
-
-
-def _first_action(blocks: Sequence[_Block]) -> _Block | None:
-    """The action of a turn: the tool call or answer that closes first (where generation would stop)."""
-    return next((b for b in blocks if b.tag != "think"), None)
+    return scan_turn(text).problem is None
 
 
 def truncate_after_action(text: str) -> str:
     """The turn cut right after its action's closing tag, as a model stopping at ``</tool_call>`` or
     ``</answer>`` would have produced it (text after that, such as an invented ``<tool_response>``, is not
     part of the conversation). Text without a complete action is returned unchanged."""
-    action = _first_action(_blocks(text))
+    action = scan_turn(text).action
     return text if action is None else text[: action.end]
 
 
@@ -425,7 +439,7 @@ def _validate_arguments(name: str, arguments: Any) -> tuple[dict[str, list[str]]
     for i, item in enumerate(value, 1):
         if not isinstance(item, str):
             return None, f'item {i} of "{key}" is {_json_type(item)}, not a string; {what} must be strings.'
-        item = _clean(item).strip()
+        item = clean_text(item).strip()
         if not item:
             return None, f'item {i} of "{key}" is blank.'
         items.append(item)
@@ -473,8 +487,9 @@ def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
     """Parse one policy turn. Never raises: every problem is reported in the returned :class:`ParsedTurn`.
 
     Format errors (``format_ok=False``, the paper's −1): text longer than ``max_chars``, unbalanced
-    ``think``/``tool_call``/``answer`` tags, or neither a tool call nor an answer. Otherwise the action is the
-    tool call or answer whose closing tag comes first; a malformed call is a *tool error* (``format_ok=True``)
+    ``think``/``tool_call``/``answer`` tags, or neither a tool call nor an answer outside a think block.
+    Otherwise the action is the tool call or answer that closes first with no other tag open
+    (:func:`scan_turn`); a malformed call is a *tool error* (``format_ok=True``)
     with a message that teaches the right form. Arguments are normalised: a bare string becomes a one-item
     list, items are stripped of control characters and whitespace, and keys other than the tool's own are
     dropped.
@@ -487,32 +502,33 @@ def parse_turn(text: str, *, max_chars: int = 32768) -> ParsedTurn:
             f"the reply is {len(text)} characters long; the limit is {max_chars}. Keep the thinking short "
             "and end with one tool call or one answer.",
         )
-    blocks, problem = _scan(text)
-    think_block = next((b for b in blocks if b.tag == "think"), None)
-    think = _clean(text[think_block.start : think_block.stop]).strip() if think_block else None
-    if problem is not None:
+    tags = scan_turn(text)
+    think = clean_text(text[tags.think.start : tags.think.stop]).strip() if tags.think else None
+    if tags.problem is not None:
         return _format_error(
             "unbalanced_tags",
-            f"the tags are unbalanced: {problem} Close every think, tool_call and answer tag before "
+            f"the tags are unbalanced: {tags.problem} Close every think, tool_call and answer tag before "
             "opening it again." + _odd_tag_hint(text),
             think,
         )
-    action = _first_action(blocks)
+    action = tags.action
     if action is None:
+        nested = any(b.tag != "think" for b in tags.blocks)
         return _format_error(
             "no_action",
             "the reply has neither a tool call nor an answer. End it with a tool_call block holding one JSON "
             f"object, such as {_EXAMPLE_SEARCH}, or with an answer block holding a short answer."
+            + (" A tool call or answer inside a think block is part of the thinking: close think first."
+               if nested else "")
             + _odd_tag_hint(text),
             think,
         )
-    n_calls = sum(b.tag == "tool_call" for b in blocks)
     if action.tag == "answer":
-        answer = _clean(text[action.start : action.stop]).strip()
+        answer = clean_text(text[action.start : action.stop]).strip()
         return ParsedTurn(
-            think=think, answer=answer, format_ok=True, extra_tool_calls=n_calls, action_end=action.end
+            think=think, answer=answer, format_ok=True, extra_tool_calls=tags.tool_calls, action_end=action.end
         )
-    return _parse_tool_call(text[action.start : action.stop], think, n_calls - 1, action.end)
+    return _parse_tool_call(text[action.start : action.stop], think, tags.tool_calls - 1, action.end)
 
 
 # ---------------------------------------------------------------------------------------------- rendering
@@ -536,7 +552,7 @@ def escape_tags(text: str) -> str:
 
 def _safe(text: Any) -> str:
     """Untrusted value → clean, escaped text."""
-    return escape_tags(_clean(text if isinstance(text, str) else str(text)))
+    return escape_tags(clean_text(text if isinstance(text, str) else str(text)))
 
 
 def _one_line(text: Any) -> str:
@@ -553,13 +569,7 @@ def wrap_tool_response(content: str) -> str:
 
 def _line(text: Any) -> str:
     """One line of untrusted text: control characters dropped, whitespace runs collapsed (not yet escaped)."""
-    if not isinstance(text, str):
-        text = str(text)
-    # isprintable() is False for every control and whitespace character except the ASCII space, so a printable
-    # string without doubled or edge spaces is already clean and flat: the common case, checked in C.
-    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
-        return text
-    return " ".join(_clean(text).split())
+    return " ".join(clean_text(text if isinstance(text, str) else str(text)).split())
 
 
 def render_search_results(per_query: Sequence[tuple[str, Sequence[Result]]]) -> str:

@@ -15,11 +15,11 @@ import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
-from drgym.protocol import _blocks, _clean, _first_action, _scan
+from drgym.protocol import clean_text, scan_turn
 
 __all__ = [
     "ANSWER_SPLIT",
@@ -97,20 +97,8 @@ def _golds_or_raise(golds: str | Sequence[str]) -> list[str]:
 # ------------------------------------------------------------------------------------- paper's metrics
 
 
-class _PaperPunctTable(dict):
-    """``str.translate`` table: ASCII punctuation and every Unicode P* character → space.
-
-    Filled on demand (one lookup per distinct character seen) instead of scanning all of Unicode up front.
-    """
-
-    def __missing__(self, code: int) -> str:
-        char = chr(code)
-        value = " " if char in _ASCII_PUNCT or unicodedata.category(char).startswith("P") else char
-        self[code] = value
-        return value
-
-
-_PAPER_PUNCT = _PaperPunctTable()
+def _paper_punct_to_space(char: str) -> str:
+    return " " if char in _ASCII_PUNCT or unicodedata.category(char).startswith("P") else char
 
 
 def normalize_paper(s: str) -> str:
@@ -118,7 +106,7 @@ def normalize_paper(s: str) -> str:
 
     Articles are kept ("the beatles" stays two tokens), unlike SQuAD's normalisation.
     """
-    return " ".join(s.lower().translate(_PAPER_PUNCT).split())
+    return " ".join("".join(map(_paper_punct_to_space, s.lower())).split())
 
 
 def _set_f1(pred_tokens: set[str], gold_tokens: set[str]) -> float:
@@ -175,11 +163,7 @@ def _f1_squad_one(pred: str, gold: str) -> float:
 
 
 def _multiset_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
-    pred_set, gold_set = set(pred_tokens), set(gold_tokens)
-    if len(pred_set) == len(pred_tokens) and len(gold_set) == len(gold_tokens):
-        common = len(pred_set & gold_set)  # no repeated token: the multiset overlap is the set overlap
-    else:
-        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+    common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
     if common == 0:
         return 0.0
     precision = common / len(pred_tokens)
@@ -218,7 +202,7 @@ def _answer_block_text(policy_turns: Sequence[str] | str) -> str | None:
     for turn in _as_turns(policy_turns):
         if not isinstance(turn, str):
             continue
-        action = _first_action(_blocks(turn))
+        action = scan_turn(turn).action
         if action is not None and action.tag == "answer":
             return turn[action.start : action.stop]
     return None
@@ -227,8 +211,8 @@ def _answer_block_text(policy_turns: Sequence[str] | str) -> str | None:
 def check_format(policy_turns: Sequence[str], *, max_chars: int | None = None) -> tuple[bool, str | None]:
     """The paper's format rule on the policy's own turns (pass no tool output).
 
-    Every turn must have balanced ``think``/``tool_call``/``answer`` tags, and some turn must end in an
-    ``<answer>``. Returns ``(True, None)`` or ``(False, reason)``; a bare string counts as one turn.
+    Every turn must have balanced ``think``/``tool_call``/``answer`` tags, and some turn's action must be an
+    ``<answer>`` (one outside a think block: :func:`drgym.protocol.scan_turn`). Returns ``(True, None)`` or ``(False, reason)``; a bare string counts as one turn.
 
     Args:
         policy_turns: The policy's turns, in order.
@@ -245,11 +229,10 @@ def check_format(policy_turns: Sequence[str], *, max_chars: int | None = None) -
             return False, f"turn {i} is {type(turn).__name__}, not text"
         if max_chars is not None and len(turn) > max_chars:
             return False, f"turn {i} is {len(turn)} characters long, over the limit of {max_chars}"
-        blocks, problem = _scan(turn)
-        if problem is not None:
-            return False, f"turn {i}: {problem}"
-        action = _first_action(blocks)
-        answered = answered or (action is not None and action.tag == "answer")
+        tags = scan_turn(turn)
+        if tags.problem is not None:
+            return False, f"turn {i}: {tags.problem}"
+        answered = answered or (tags.action is not None and tags.action.tag == "answer")
     if not answered:
         return False, "no turn ends with an <answer>"
     return True, None
@@ -258,7 +241,7 @@ def check_format(policy_turns: Sequence[str], *, max_chars: int | None = None) -
 def extract_answer(policy_turns: Sequence[str]) -> str | None:
     """The first ``<answer>`` that is a turn's action, stripped (the policy's answer), or None."""
     raw = _answer_block_text(policy_turns)
-    return None if raw is None else _clean(raw).strip()
+    return None if raw is None else clean_text(raw).strip()
 
 
 # ------------------------------------------------------------------------------------------------ scoring
@@ -282,17 +265,8 @@ class Score:
     reason: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict, ready for JSON (built by hand: ``asdict`` is slow on the env's hot path)."""
-        return {
-            "reward": self.reward,
-            "f1": self.f1,
-            "em": self.em,
-            "squad_f1": self.squad_f1,
-            "squad_em": self.squad_em,
-            "format_ok": self.format_ok,
-            "answer": self.answer,
-            "reason": self.reason,
-        }
+        """A plain dict, ready for JSON."""
+        return asdict(self)
 
 
 def score_episode(
@@ -338,18 +312,11 @@ def score_answer(
     gold_list = _golds_or_raise(golds)
     if not format_ok:
         return Score(-1.0 if mode == "paper" else 0.0, 0.0, 0.0, 0.0, 0.0, False, answer, reason)
-    f1 = em = squad_f1 = squad_em = 0.0
-    if isinstance(answer, str):
-        # The four metrics of ``f1_paper``, ``em_paper``, ``f1_squad`` and ``em_squad``, each answer and gold
-        # normalised once instead of once per metric (this runs at the end of every episode).
-        paper, squad = normalize_paper(answer), normalize_squad(answer)
-        paper_set, squad_tokens = set(paper.split()), squad.split()
-        for gold in gold_list:
-            gold_paper, gold_squad = normalize_paper(gold), normalize_squad(gold)
-            f1 = max(f1, _set_f1(paper_set, set(gold_paper.split())))
-            em = max(em, float(bool(paper) and paper == gold_paper))
-            squad_f1 = max(squad_f1, _multiset_f1(squad_tokens, gold_squad.split()))
-            squad_em = max(squad_em, float(bool(squad) and squad == gold_squad))
-    metrics = {"f1": f1, "em": em, "squad_f1": squad_f1, "squad_em": squad_em}
-    reward = f1 if mode == "paper" else metrics[mode]
+    metrics = {
+        "f1": f1_paper(answer, gold_list),
+        "em": em_paper(answer, gold_list),
+        "squad_f1": f1_squad(answer, gold_list),
+        "squad_em": em_squad(answer, gold_list),
+    }
+    reward = metrics["f1"] if mode == "paper" else metrics[mode]
     return Score(reward=reward, format_ok=True, answer=answer, reason=None, **metrics)

@@ -14,6 +14,23 @@ from aiohttp.test_utils import TestServer
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop with the fix when the environment's drgym install predates this checkout's layout.
+
+    The agents and benchmarks import as ``drgym.agents`` / ``drgym.benchmarks`` and register through entry
+    points, both of which come from the install (``pip install -e .``), not from the source tree alone.
+    """
+    import importlib.util
+    from importlib.metadata import entry_points
+
+    if importlib.util.find_spec("drgym.agents") is None or not entry_points(group="drgym.commands"):
+        pytest.exit(
+            "drgym.agents is not importable or the drgym entry points are missing: the drgym installed in this "
+            "environment predates this checkout's layout; reinstall it from here: pip install --no-deps -e .",
+            returncode=4,
+        )
+
+
 def _mirror_dir() -> Path | None:
     env = os.environ.get("DRGYM_DATA_MIRROR")
     if env and not env.startswith(("http://", "https://")) and Path(env).is_dir():

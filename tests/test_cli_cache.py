@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from drgym.cli import main
+from drgym.document import Document
 from drgym.errors import FetchError, ReplayMissError
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.cache import SearchStore
 from drgym.search.replay import ReplayBackend
 

@@ -295,8 +295,8 @@ def test_env_runs_the_live_serper_path_against_the_served_miniweb(site: str) -> 
     import gymnasium as gym
 
     import drgym  # noqa: F401  (registers the env ids)
-    from agents.scripted import ScriptedAgent
     from drgym._loop import run_sync
+    from drgym.agents.scripted import ScriptedAgent
     from drgym.ratelimit import TokenBucket
     from drgym.runner import run_episode
     from drgym.web.fetch import FetchConfig

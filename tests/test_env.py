@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import drgym
-from agents.scripted import ScriptedAgent
+from drgym.agents.scripted import ScriptedAgent
 from drgym.errors import ConfigError
 from drgym.runner import arun_episodes, run_episode
 
@@ -286,6 +286,8 @@ _TURN_PARTS = st.sampled_from(
         "<answer>x</answer><answer>y",
         "plain text",
         "<think>x</think><tool_call>{broken</tool_call>",
+        "<think>I know <answer>Ilse Varrow</answer> so</think>",
+        "<think>done</think><answer>Ilse\rVarrow</answer>",
     ]
 )
 
@@ -307,6 +309,40 @@ def test_env_reward_equals_scoring_the_policy_turns(env_factory, turns, mode):
             expected = score_episode(scored, ["Ilse Varrow"], max_chars=e.unwrapped.max_action_chars)
             assert (reward, info["f1"], info["em"]) == (expected.reward, expected.f1, expected.em)
             return
+
+
+@pytest.mark.parametrize(
+    ("turn", "reward"),
+    [
+        ("<think>I know <answer>Ilse Varrow</answer> so</think>", -1.0),  # the think is open at </answer>
+        ("<think>done</think><answer>Ilse Varrow</answer></think>", -1.0),  # a stray tag anywhere breaks it
+        ("<think>done</think><answer>Ilse Varrow</answer><tool_response>x", 1.0),  # recorded cut, same score
+        ("<think>done</think><answer>Ilse\x85Varrow</answer>", 1.0),  # a whitespace control separates words
+    ],
+)
+def test_what_the_env_records_scores_as_the_env_rewarded(env_factory, turn, reward):
+    from drgym.reward import score_episode
+
+    e = env_factory("end")
+    e.reset(options={"question": "Who founded Tollmere?", "answers": ["Ilse Varrow"]})
+    _, got, terminated, _, info = e.step(turn)
+    recorded = [m["content"] for m in info["messages"] if m["role"] == "assistant"]
+    assert terminated and got == reward
+    assert score_episode(recorded, ["Ilse Varrow"]).reward == reward
+    assert score_episode([turn], ["Ilse Varrow"]).reward == reward
+
+
+def test_a_too_long_turn_is_recorded_as_too_long():
+    from drgym.reward import score_episode
+
+    e = drgym.WebResearchEnv(dataset="demo", max_action_chars=64, on_format_error="end")
+    e.reset(options={"question": "Who founded Tollmere?", "answers": ["Ilse Varrow"]})
+    turn = "<think>" + "x" * 80 + "</think><answer>Ilse Varrow</answer>"
+    _, reward, terminated, _, info = e.step(turn)
+    recorded = [m["content"] for m in info["messages"] if m["role"] == "assistant"]
+    assert terminated and reward == -1.0 and len(recorded[0]) == 65
+    assert score_episode(recorded, ["Ilse Varrow"], max_chars=64).reward == -1.0
+    e.close()
 
 
 @pytest.fixture

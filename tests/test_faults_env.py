@@ -539,7 +539,7 @@ def test_every_request_faulted_on_the_miniweb_sync_api() -> None:
 
 
 def test_some_requests_faulted_on_the_miniweb_episodes_still_finish() -> None:
-    from agents.scripted import ScriptedAgent
+    from drgym.agents.scripted import ScriptedAgent
     from drgym.runner import run_episode
 
     faults = FaultConfig(fault_rate=0.3, seed=7, retry_after_s=0.01, drip_interval_s=0.2, latency_ms=5)

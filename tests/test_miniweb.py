@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import drgym  # noqa: F401  (registers the env ids)
-from agents.scripted import ScriptedAgent
 from drgym._loop import run_sync
+from drgym.agents.scripted import ScriptedAgent
 from drgym.data import load_corpus
 from drgym.data.records import Passage
 from drgym.errors import BlockedURLError, ConfigError, FetchError, ToolError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 
 import pytest
 from hypothesis import given, settings
@@ -30,7 +31,19 @@ from drgym.search.base import Result
 SEARCH = '{"name": "web_search", "arguments": {"query": ["capital of France", "Paris population"]}}'
 BROWSE = '{"name": "browse_webpage", "arguments": {"url_list": ["https://en.wikipedia.org/wiki/Paris"]}}'
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-UNSAFE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")  # what parsing strips from fields
+
+
+def cleaned(text: str) -> str:
+    """What parsing leaves of a field: controls that str.split counts as whitespace become a space, the other
+    controls and lone surrogates go, tab and newline stay."""
+    out = []
+    for c in text:
+        if c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cs"):
+            out.append(c)
+        elif c.isspace():
+            out.append(" ")
+    return "".join(out)
+
 TAG_START = re.compile(r"<\s*/?\s*(think|tool_call|tool_response|tools|answer)\b", re.IGNORECASE)
 
 
@@ -412,10 +425,10 @@ def test_well_formed_turns_are_balanced_and_parsed(think, content, queries, answ
     check_consistent(turn)
     assert turn.format_ok
     if answer:
-        assert turn.kind == "answer" and turn.answer == UNSAFE.sub("", escape_tags(content)).strip()
-    elif all(UNSAFE.sub("", q).strip() for q in queries):
+        assert turn.kind == "answer" and turn.answer == cleaned(escape_tags(content)).strip()
+    elif all(cleaned(q).strip() for q in queries):
         assert turn.tool_call == ToolCall(
-            "web_search", {"query": [UNSAFE.sub("", q).strip() for q in queries]}
+            "web_search", {"query": [cleaned(q).strip() for q in queries]}
         )
     else:
         assert turn.error_kind == "bad_arguments" and "is blank" in turn.error
@@ -443,19 +456,33 @@ _EDGE_TEXT = st.text(
 
 @settings(max_examples=500, deadline=None)
 @given(_EDGE_TEXT)
-def test_clean_equals_dropping_every_control_character(text):
-    from drgym.protocol import _CONTROL_RE, _clean
+def test_clean_text_keeps_the_words_and_drops_every_other_control(text):
+    from drgym.protocol import clean_text
 
-    assert _clean(text) == _CONTROL_RE.sub("", text)
+    cleaned = clean_text(text)
+    assert all(c in "\t\n" or unicodedata.category(c) not in ("Cc", "Cs") for c in cleaned)
+    droppable = {c for c in text if unicodedata.category(c) in ("Cc", "Cs") and not c.isspace()}
+    # str.split's whitespace is the reference: what separated words still does, nothing else changes
+    assert cleaned.split() == "".join(c for c in text if c not in droppable).split()
+    assert clean_text(cleaned) == cleaned
+
+
+@pytest.mark.parametrize("control", ["\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x1f", "\x85"])
+def test_a_whitespace_control_in_an_answer_separates_words(control):
+    from drgym.reward import score_episode
+
+    turn = f"<think>x</think><answer>Barack{control}Obama</answer>"
+    assert parse_turn(turn).answer == "Barack Obama"
+    assert score_episode([turn], ["Barack Obama"]).reward == 1.0
 
 
 @settings(max_examples=500, deadline=None)
 @given(_EDGE_TEXT)
 def test_line_is_clean_flat_and_idempotent(text):
-    from drgym.protocol import _CONTROL_RE, _line
+    from drgym.protocol import _line, clean_text
 
     line = _line(text)
-    assert line == " ".join(_CONTROL_RE.sub("", text).split())
+    assert line == " ".join(clean_text(text).split())
     assert _line(line) == line
 
 

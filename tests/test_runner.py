@@ -10,8 +10,8 @@ import gymnasium as gym
 import pytest
 
 import drgym  # noqa: F401  (registers the env ids)
-from agents.prompt_baseline import PromptAgent
-from agents.scripted import ScriptedAgent
+from drgym.agents.prompt_baseline import PromptAgent
+from drgym.agents.scripted import ScriptedAgent
 from drgym.data import load_dataset
 from drgym.runner import Trajectory, arun_episodes, read_jsonl, run_episode, write_jsonl
 from tests.agents.doubles import ScriptedChat, search_then_answer
@@ -205,7 +205,7 @@ def test_run_episode_records_agent_errors_and_stats(answers) -> None:
 
 
 def test_the_batched_runner_benchmark_smoke_runs(capsys) -> None:
-    from benchmarks.perf.runner import main
+    from drgym.benchmarks.perf.runner import main
 
     main(["--quick", "--no-ceiling"])
     out = capsys.readouterr().out

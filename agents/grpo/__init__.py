@@ -12,10 +12,10 @@ from typing import Any
 __all__ = ["GRPOAgent", "GRPOConfig", "TrainingError", "train"]
 
 _LAZY = {
-    "GRPOAgent": "agents.grpo.agent",
-    "GRPOConfig": "agents.grpo.config",
-    "TrainingError": "agents.grpo.train",
-    "train": "agents.grpo.train",
+    "GRPOAgent": ".agent",
+    "GRPOConfig": ".config",
+    "TrainingError": ".train",
+    "train": ".train",
 }
 
 
@@ -23,5 +23,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'agents.grpo' has no attribute {name!r}")
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,6 +33,8 @@ class GRPOAgent(BaseAgent):
 
     name = "grpo"
     env_options: ClassVar[dict[str, Any]] = {}
+    run_options: ClassVar[tuple[str, ...]] = ("llm", "model", "checkpoint")
+    requires_one_of: ClassVar[tuple[str, ...]] = ("checkpoint", "llm")
 
     def __init__(
         self,
@@ -51,8 +53,8 @@ class GRPOAgent(BaseAgent):
                 "the grpo agent needs a checkpoint: pass --checkpoint DIR (a checkpoint directory or "
                 "a training run's output_dir)"
             )
-        from agents.grpo.checkpoint import resolve_checkpoint
-        from agents.grpo.config import GRPOConfig
+        from .checkpoint import resolve_checkpoint
+        from .config import GRPOConfig
 
         self.checkpoint = resolve_checkpoint(checkpoint)
         self.config = GRPOConfig.from_yaml(self.checkpoint / "config.yaml")
@@ -69,8 +71,9 @@ class GRPOAgent(BaseAgent):
             from drgym.llm.factory import make_client
 
             return make_client(llm, model=model)
-        from agents.grpo.checkpoint import load_model, resolve_device
         from drgym.llm.local import TransformersChatClient
+
+        from .checkpoint import load_model, resolve_device
 
         policy, tokenizer = load_model(self.checkpoint, resolve_device(device))
         policy.eval()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from drgym.errors import ConfigError, missing_dependency
 
 if TYPE_CHECKING:
-    from agents.grpo.config import GRPOConfig
+    from .config import GRPOConfig
 
 __all__ = [
     "ARCHITECTURE_KEYS",

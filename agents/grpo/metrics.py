@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from agents.grpo.rollout import Rollout
+    from .rollout import Rollout
 
 __all__ = ["MetricsLogger", "plot_curves", "read_metrics", "rollout_metrics"]
 

@@ -28,13 +28,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from drgym.errors import ConfigError, missing_dependency
+from drgym.llm.decode import DecodeRow, decode
 from drgym.llm.local import CHATML_TEMPLATE, truncate_at_stop
 from drgym.reward import score_episode
 
 if TYPE_CHECKING:
-    from agents.grpo.config import GRPOConfig
     from drgym.data.records import QARecord
     from drgym.env import WebResearchEnv
+
+    from .config import GRPOConfig
 
 __all__ = [
     "ChatFormat",
@@ -187,9 +189,9 @@ class Generator(Protocol):
 class HFGenerator:
     """KV-cached batched sampling with the training model itself (CPU or GPU), no copy of the weights.
 
-    Each row has its own seeded ``torch.Generator``, its own budget and its own stop; sampling is
-    :func:`drgym.llm.local.sample_tokens`, the same as ``TransformersChatClient``, so logprobs are of the
-    temperature-scaled distribution before top-k/top-p filtering.
+    Decoding is :func:`drgym.llm.decode.decode`, the same as ``TransformersChatClient``'s: each row has its own
+    seeded ``torch.Generator``, budget and stop, and logprobs are of the temperature-scaled distribution
+    before top-k/top-p filtering.
 
     Args:
         model: A causal LM (its training/eval mode is restored after generating).
@@ -208,9 +210,6 @@ class HFGenerator:
         batch_size: int = 64,
         autocast_dtype: Any = None,
     ) -> None:
-        import torch
-
-        self._torch = torch
         self.model = model
         self.tokenizer = tokenizer
         self.stop = tuple(stop)
@@ -222,7 +221,6 @@ class HFGenerator:
         self.eos_token_ids = frozenset(eos)
         pad = tokenizer.pad_token_id
         self.pad_token_id = pad if pad is not None else min(self.eos_token_ids, default=0)
-        self._window = 2 * max((len(s) for s in self.stop), default=1) + 8
 
     def generate(
         self,
@@ -252,75 +250,19 @@ class HFGenerator:
         top_k: int,
         seeds: list[int],
     ) -> list[Sample]:
-        from drgym.llm.local import sample_tokens
+        rows = [
+            DecodeRow(prompt_ids=list(p), budget=b, seed=int(s), temperature=temperature, top_p=top_p, top_k=top_k,
+                      stop=self.stop)
+            for p, b, s in zip(prompts, budgets, seeds)
+        ]
+        decode(self.model, self.tokenizer, rows, eos_token_ids=self.eos_token_ids, pad_token_id=self.pad_token_id,
+               autocast_dtype=self.autocast_dtype)
+        return [self._sample(r) for r in rows]
 
-        torch = self._torch
-        device = next(self.model.parameters()).device
-        n, width = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: every row's next token is at the last column
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        temp = torch.full((n,), float(temperature), device=device)
-        tp = torch.full((n,), float(top_p), device=device)
-        tk = torch.full((n,), int(top_k), dtype=torch.long, device=device)
-        rows: list[list[int]] = [[] for _ in range(n)]
-        lps: list[list[float]] = [[] for _ in range(n)]
-        done = [False] * n
-        was_training = self.model.training
-        self.model.eval()
-        past = None
-        try:
-            with torch.inference_mode(), self._autocast(device):
-                for _ in range(max(budgets)):
-                    out = self.model(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        position_ids=positions,
-                        past_key_values=past,
-                        use_cache=True,
-                    )
-                    past = out.past_key_values
-                    uniform = torch.tensor([torch.rand(1, generator=g).item() for g in gens], device=device)
-                    tokens, logprobs = sample_tokens(out.logits[:, -1, :].float(), temp, tp, tk, uniform)
-                    for i, (tok, lp) in enumerate(zip(tokens.tolist(), logprobs.tolist())):
-                        if not done[i]:
-                            rows[i].append(tok)
-                            lps[i].append(lp)
-                            done[i] = self._ended(rows[i], budgets[i])
-                    if all(done):
-                        break
-                    ids = tokens[:, None]
-                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                    positions = positions[:, -1:] + 1
-        finally:
-            self.model.train(was_training)
-        return [self._sample(r, lp, b) for r, lp, b in zip(rows, lps, budgets)]
-
-    def _autocast(self, device: Any) -> Any:
-        import contextlib
-
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return self._torch.autocast(device.type, dtype=self.autocast_dtype)
-
-    def _ended(self, row: list[int], budget: int) -> bool:
-        if row[-1] in self.eos_token_ids or len(row) >= budget:
-            return True
-        if not self.stop:
-            return False
-        tail = self.tokenizer.decode(row[-self._window :], skip_special_tokens=True)
-        return any(s in tail for s in self.stop)
-
-    def _sample(self, row: list[int], logprobs: list[float], budget: int) -> Sample:
-        text = self.tokenizer.decode(row, skip_special_tokens=True)
+    def _sample(self, row: DecodeRow) -> Sample:
+        text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
         text, met = truncate_at_stop(text, self.stop, True)
-        stopped = met is not None or (row and row[-1] in self.eos_token_ids)
-        return Sample(row, logprobs, text, "stop" if stopped else "length")
+        return Sample(row.token_ids, row.logprobs, text, "stop" if met is not None else row.finish_reason or "length")
 
 
 class VLLMGenerator:

@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.grpo.checkpoint import (
+from drgym.errors import ConfigError, DrgymError
+
+from .checkpoint import (
     build_model,
     check_architecture,
     latest_checkpoint,
@@ -48,10 +50,10 @@ from agents.grpo.checkpoint import (
     save_checkpoint,
     save_model,
 )
-from agents.grpo.config import GRPOConfig
-from agents.grpo.losses import forward_logprobs, group_advantages, grpo_loss, pad_batch
-from agents.grpo.metrics import MetricsLogger, plot_curves, rollout_metrics
-from agents.grpo.rollout import (
+from .config import GRPOConfig
+from .losses import forward_logprobs, group_advantages, grpo_loss, pad_batch
+from .metrics import MetricsLogger, plot_curves, rollout_metrics
+from .rollout import (
     ChatFormat,
     HFGenerator,
     Rollout,
@@ -61,7 +63,6 @@ from agents.grpo.rollout import (
     collect_rollouts,
     make_envs,
 )
-from drgym.errors import ConfigError, DrgymError
 
 __all__ = [
     "Run",
@@ -268,8 +269,9 @@ def _generator(run: Run) -> Any:
 async def _warmstart(run: Run) -> dict[str, float]:
     from tqdm.auto import tqdm
 
-    from agents.grpo.warmstart import collect_demonstrations, supervised_warmstart
     from drgym.agent import make_agent
+
+    from .warmstart import collect_demonstrations, supervised_warmstart
 
     cfg = run.cfg
     indices = data_indices(
@@ -669,7 +671,7 @@ async def atrain(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
 
 
 def _summary(run: Run, checkpoint: Path | None, plot: Path | None) -> dict[str, Any]:
-    from agents.grpo.metrics import read_metrics
+    from .metrics import read_metrics
 
     rows = read_metrics(run.metrics.path) if run.metrics else []
     train_rows = [r for r in rows if "rollout/reward_mean" in r]

@@ -18,13 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agents.grpo.losses import aggregate, forward_logprobs, pad_batch
+from .losses import aggregate, forward_logprobs, pad_batch
 
 if TYPE_CHECKING:
-    from agents.grpo.config import GRPOConfig
-    from agents.grpo.rollout import ChatFormat
     from drgym.agent import Agent
     from drgym.env import WebResearchEnv
+
+    from .config import GRPOConfig
+    from .rollout import ChatFormat
 
 __all__ = ["Demonstration", "collect_demonstrations", "supervised_warmstart"]
 

@@ -4,9 +4,9 @@
 model; :func:`repair_turn` turns imperfect replies into protocol turns.
 """
 
-from agents.prompt_baseline.agent import STOP, PromptAgent, TurnUsage, call_llm
-from agents.prompt_baseline.llm import close_shared_clients, resolve_llm
-from agents.prompt_baseline.repair import (
+from .agent import STOP, PromptAgent, TurnUsage, call_llm
+from .llm import close_shared_clients, resolve_llm
+from .repair import (
     Repair,
     final_answer_turn,
     render_answer,

@@ -20,18 +20,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from agents.prompt_baseline.llm import release_llm, resolve_llm, sampling_options
-from agents.prompt_baseline.prompts import (
+from drgym import protocol
+from drgym.agent import BaseAgent
+from drgym.errors import ConfigError, LLMError
+from drgym.llm import ChatClient, Completion, ContextOverflowError
+
+from .llm import release_llm, resolve_llm, sampling_options
+from .prompts import (
     ELIDED_OBSERVATION,
     FEW_SHOT_EXAMPLE,
     FINAL_ANSWER_INSTRUCTION,
     FORMAT_REMINDER,
 )
-from agents.prompt_baseline.repair import Repair, final_answer_turn, render_answer, repair_turn
-from drgym import protocol
-from drgym.agent import BaseAgent
-from drgym.errors import ConfigError, LLMError
-from drgym.llm import ChatClient, Completion, ContextOverflowError
+from .repair import Repair, final_answer_turn, render_answer, repair_turn
 
 __all__ = ["STOP", "PromptAgent", "TurnUsage", "call_llm"]
 
@@ -105,6 +106,8 @@ class PromptAgent(BaseAgent):
 
     name = "prompt"
     env_options: ClassVar[dict[str, Any]] = {}
+    run_options: ClassVar[tuple[str, ...]] = ("llm", "model")
+    requires_one_of: ClassVar[tuple[str, ...]] = ("llm",)
 
     def __init__(
         self,

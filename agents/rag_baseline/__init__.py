@@ -3,7 +3,7 @@
 ``RAGAgent(llm=..., retrieval="bm25" | "dense" | "none")``; see :mod:`agents.rag_baseline.agent`.
 """
 
-from agents.rag_baseline.agent import RAGAgent
-from agents.rag_baseline.retrieve import RETRIEVALS, RetrievedPassage, Retriever
+from .agent import RAGAgent
+from .retrieve import RETRIEVALS, RetrievedPassage, Retriever
 
 __all__ = ["RETRIEVALS", "RAGAgent", "RetrievedPassage", "Retriever"]

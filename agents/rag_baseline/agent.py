@@ -13,15 +13,16 @@ import importlib.util
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from agents.prompt_baseline.agent import STOP, TurnUsage, call_llm
-from agents.prompt_baseline.llm import release_llm, resolve_llm, sampling_options
-from agents.prompt_baseline.repair import final_answer_turn, render_answer
-from agents.rag_baseline.prompts import rag_messages
-from agents.rag_baseline.retrieve import RetrievedPassage, Retriever, default_corpus, resolve_backend
 from drgym.agent import BaseAgent
 from drgym.errors import ConfigError, LLMError, ToolError, missing_dependency
 from drgym.llm import ChatClient, ContextOverflowError
 from drgym.search import SearchBackend
+
+from ..prompt_baseline.agent import STOP, TurnUsage, call_llm
+from ..prompt_baseline.llm import release_llm, resolve_llm, sampling_options
+from ..prompt_baseline.repair import final_answer_turn, render_answer
+from .prompts import rag_messages
+from .retrieve import RetrievedPassage, Retriever, default_corpus, resolve_backend
 
 __all__ = ["RAGAgent"]
 
@@ -56,6 +57,8 @@ class RAGAgent(BaseAgent):
 
     name = "rag"
     env_options: ClassVar[dict[str, Any]] = {}
+    run_options: ClassVar[tuple[str, ...]] = ("llm", "model", "search", "corpus", "search_kwargs")
+    requires_one_of: ClassVar[tuple[str, ...]] = ("llm",)
 
     def __init__(
         self,

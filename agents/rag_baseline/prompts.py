@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from agents.rag_baseline.retrieve import RetrievedPassage
 from drgym import protocol
+
+from .retrieve import RetrievedPassage
 
 __all__ = ["SYSTEM_PROMPT", "rag_messages"]
 

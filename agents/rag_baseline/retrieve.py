@@ -101,7 +101,7 @@ class Retriever:
         )
 
     async def _rerank(self, question: str, passages: list[RetrievedPassage]) -> list[RetrievedPassage]:
-        from agents.rag_baseline.embed import load_embedder
+        from .embed import load_embedder
 
         embedder = await asyncio.to_thread(load_embedder, self.device)
         vectors = await embedder.aencode([question, *(f"{p.title}. {p.text}" for p in passages)])

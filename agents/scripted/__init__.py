@@ -9,8 +9,9 @@ import json
 import re
 from typing import Any, ClassVar
 
-from agents.scripted.spans import best_span
 from drgym.agent import BaseAgent
+
+from .spans import best_span
 
 __all__ = ["ScriptedAgent"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 __all__ = ["Outcome", "discover", "main", "run_all"]
 
-_PACKAGE = "benchmarks.perf"
+_PACKAGE = __package__ or "benchmarks.perf"
 _SELF = "all"
 
 

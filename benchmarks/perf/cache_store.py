@@ -12,7 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from drgym.search.base import Document, Result
+from drgym.document import Document
+from drgym.search.base import Result
 from drgym.search.cache import SearchStore
 from drgym.search.replay import RecordingBackend, ReplayBackend
 

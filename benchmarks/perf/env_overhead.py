@@ -16,8 +16,8 @@ import time
 import gymnasium as gym
 
 import drgym
-from agents.scripted import ScriptedAgent
 from drgym._loop import run_sync
+from drgym.agents.scripted import ScriptedAgent
 from drgym.search import close_shared_backends
 
 

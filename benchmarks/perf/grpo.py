@@ -22,15 +22,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.grpo.config import GRPOConfig
-from agents.grpo.metrics import read_metrics
+from drgym.agents.grpo.config import GRPOConfig
+from drgym.agents.grpo.metrics import read_metrics
 
 CONFIG = Path(__file__).resolve().parents[2] / "agents" / "grpo" / "configs" / "tiny-cpu.yaml"
 
 
 async def _throughput(cfg: GRPOConfig, repeats: int) -> dict[str, float]:
-    from agents.grpo.rollout import collect_rollouts
-    from agents.grpo.train import data_indices, setup, update_policy
+    from drgym.agents.grpo.rollout import collect_rollouts
+    from drgym.agents.grpo.train import data_indices, setup, update_policy
 
     run = await setup(cfg)
     rollout_s = update_s = 0.0
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             rows = read_metrics(Path(args.run) / "metrics.jsonl")
             source = args.run
         else:
-            from agents.grpo.train import train
+            from drgym.agents.grpo.train import train
 
             demo = GRPOConfig.from_yaml(
                 CONFIG,

@@ -163,7 +163,7 @@ def _run_phase(phase: str, index_dir: Path, args: argparse.Namespace) -> dict[st
     cmd = [
         sys.executable,
         "-m",
-        "benchmarks.perf.local_search",
+        __spec__.name if __spec__ else "benchmarks.perf.local_search",
         "--phase",
         phase,
         "--index-dir",

@@ -37,7 +37,7 @@ from typing import Any
 import gymnasium as gym
 
 import drgym  # noqa: F401  (registers the env ids)
-from agents.scripted import ScriptedAgent
+from drgym.agents.scripted import ScriptedAgent
 from drgym.miniweb import MiniWebBackend
 from drgym.web.extract import extract
 from drgym.web.fetch import Fetcher

@@ -142,7 +142,7 @@ async def run_batch(url: str, delay: float, concurrency: int, episodes: int, sta
     import gymnasium as gym
 
     import drgym
-    from agents.prompt_baseline import PromptAgent
+    from drgym.agents.prompt_baseline import PromptAgent
     from drgym.llm.openai import OpenAIChatClient
 
     client = OpenAIChatClient(url, "bench", max_concurrency=concurrency, timeout=120.0)

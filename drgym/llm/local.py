@@ -21,13 +21,11 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from drgym.errors import ConfigError, DrgymError, LLMError, missing_dependency
 from drgym.llm.base import Completion, ContextOverflowError, Message
-
-if TYPE_CHECKING:
-    import torch
+from drgym.llm.decode import DecodeRow, decode, sample_tokens
 
 __all__ = [
     "CHATML_TEMPLATE",
@@ -390,20 +388,20 @@ class TransformersChatClient:
         return _Request(check_messages(messages), opts)
 
     def _generate(self, requests: list[_Request]) -> list[Completion | BaseException]:
-        prepared: list[_Row | BaseException] = []
+        prepared: list[tuple[SamplingOptions, DecodeRow] | BaseException] = []
         for req in requests:
             try:
-                prepared.append(self._row(req))
+                prepared.append((req.options, self._row(req)))
             except DrgymError as exc:  # this request only (e.g. too long); the others still run
                 prepared.append(exc)
-        rows = [r for r in prepared if isinstance(r, _Row)]
-        if rows:
-            self._decode(rows)
-        return [self._finish(r) if isinstance(r, _Row) else r for r in prepared]
+        rows = [p[1] for p in prepared if not isinstance(p, BaseException)]
+        decode(self.model, self.tokenizer, rows, eos_token_ids=self.eos_token_ids, pad_token_id=self.pad_token_id)
+        return [p if isinstance(p, BaseException) else self._finish(*p) for p in prepared]
 
-    def _row(self, req: _Request) -> _Row:
+    def _row(self, req: _Request) -> DecodeRow:
         ids = self.encode(req.messages)
-        budget = req.options.max_tokens
+        opts = req.options
+        budget = opts.max_tokens
         if self.max_context is not None:
             if len(ids) >= self.max_context:
                 raise ContextOverflowError(
@@ -411,66 +409,12 @@ class TransformersChatClient:
                     "tokens; shorten the conversation"
                 )
             budget = min(budget, self.max_context - len(ids))
-        gen = self._torch.Generator().manual_seed(req.options.seed)
-        return _Row(prompt_ids=ids, options=req.options, budget=budget, generator=gen)
+        return DecodeRow(prompt_ids=ids, budget=budget, seed=opts.seed, temperature=opts.temperature,
+                         top_p=opts.top_p, top_k=opts.top_k, stop=tuple(opts.stop))
 
-    def _decode(self, rows: list[_Row]) -> None:
-        """KV-cached decoding of a left-padded batch until every row has stopped."""
-        torch = self._torch
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[i, width - len(r.prompt_ids):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        temperature = torch.tensor([r.options.temperature for r in rows], dtype=torch.float32, device=self.device)
-        top_p = torch.tensor([r.options.top_p for r in rows], dtype=torch.float32, device=self.device)
-        top_k = torch.tensor([max(r.options.top_k, 0) for r in rows], dtype=torch.long, device=self.device)
-        was_training = self.model.training
-        self.model.eval()
-        past = None
-        try:
-            with torch.inference_mode():
-                for _ in range(max(r.budget for r in rows)):
-                    out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                     past_key_values=past, use_cache=True)
-                    past = out.past_key_values
-                    uniform = torch.tensor([torch.rand(1, generator=r.generator).item() for r in rows],
-                                           dtype=torch.float32, device=self.device)
-                    tokens, logprobs = sample_tokens(out.logits[:, -1, :].float(), temperature, top_p, top_k, uniform)
-                    for row, tok, lp in zip(rows, tokens.tolist(), logprobs.tolist()):
-                        if row.finish_reason is None:
-                            self._append(row, tok, lp)
-                    if all(r.finish_reason is not None for r in rows):
-                        break
-                    ids = torch.where(torch.tensor([r.finish_reason is None for r in rows], device=self.device),
-                                      tokens, self.pad_token_id)[:, None]
-                    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                    positions = positions[:, -1:] + 1
-        finally:
-            self.model.train(was_training)
-
-    def _append(self, row: _Row, token: int, logprob: float) -> None:
-        row.token_ids.append(token)
-        row.logprobs.append(logprob)
-        if token in self.eos_token_ids:
-            row.finish_reason, row.stop_reason = "stop", token
-        elif row.options.stop and self._tail_has_stop(row):
-            row.finish_reason = "stop"
-        elif len(row.token_ids) >= row.budget:
-            row.finish_reason = "length"
-
-    def _tail_has_stop(self, row: _Row) -> bool:
-        # A stop string completed by the newest token lies within the last few tokens: decode only those.
-        window = 2 * max(len(s) for s in row.options.stop) + 8
-        tail = self.tokenizer.decode(row.token_ids[-window:], skip_special_tokens=True)
-        return any(s in tail for s in row.options.stop)
-
-    def _finish(self, row: _Row) -> Completion:
+    def _finish(self, opts: SamplingOptions, row: DecodeRow) -> Completion:
         text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
-        text, met = truncate_at_stop(text, row.options.stop, row.options.include_stop_str_in_output)
+        text, met = truncate_at_stop(text, opts.stop, opts.include_stop_str_in_output)
         finish_reason = "stop" if met is not None else row.finish_reason
         return Completion(
             text=text,
@@ -480,62 +424,8 @@ class TransformersChatClient:
             token_ids=row.token_ids,
             logprobs=row.logprobs,
             extras={"prompt_token_ids": row.prompt_ids, "stop_reason": met if met is not None else row.stop_reason,
-                    "seed": row.options.seed},
+                    "seed": opts.seed},
         )
-
-
-@dataclass
-class _Row:
-    """One sequence being decoded."""
-
-    prompt_ids: list[int]
-    options: SamplingOptions
-    budget: int
-    generator: Any
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: str | None = None
-    stop_reason: int | str | None = None
-
-
-def sample_tokens(
-    logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, top_k: torch.Tensor,
-    uniform: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row by inverse-CDF with the given uniforms; return tokens and their logprobs.
-
-    Args:
-        logits: ``(B, V)`` float logits of the next token.
-        temperature: ``(B,)``; 0 means greedy (argmax).
-        top_p: ``(B,)`` nucleus mass; 1 keeps all.
-        top_k: ``(B,)`` tokens kept; 0 keeps all.
-        uniform: ``(B,)`` draws in ``[0, 1)`` from each row's own generator.
-
-    Returns:
-        ``(B,)`` token ids and ``(B,)`` logprobs under the temperature-scaled, unfiltered distribution.
-    """
-    import torch
-
-    greedy = temperature <= 0
-    scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
-    logprobs = torch.log_softmax(scaled, dim=-1)  # (B, V)
-    vocab = logits.shape[-1]
-    if bool(((top_k > 0) | (top_p < 1)).any()):
-        sorted_lp, order = logprobs.sort(dim=-1, descending=True)
-        probs = sorted_lp.exp()
-        ranks = torch.arange(vocab, device=logits.device)[None, :]
-        drop = (top_k[:, None] > 0) & (ranks >= top_k[:, None])
-        drop |= (probs.cumsum(-1) - probs) >= top_p[:, None]  # mass before this token already reaches top_p
-        drop[:, 0] = False
-        probs = probs.masked_fill(drop, 0.0)
-    else:
-        order, probs = None, logprobs.exp()
-    cdf = probs.cumsum(-1)
-    target = (uniform * cdf[:, -1])[:, None].contiguous()
-    index = torch.searchsorted(cdf, target, right=True).clamp_(max=vocab - 1)  # (B, 1)
-    sampled = (index if order is None else order.gather(1, index)).squeeze(1)
-    tokens = torch.where(greedy, logits.argmax(dim=-1), sampled)
-    return tokens, logprobs.gather(1, tokens[:, None]).squeeze(1)
 
 
 def _raise_first(results: Sequence[Completion | BaseException]) -> list[Completion]:

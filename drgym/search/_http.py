@@ -27,10 +27,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from drgym.document import Document
 from drgym.errors import BackendError, ConfigError, FetchError, RateLimitedError, ToolError
 from drgym.ratelimit import TokenBucket, shared_limiter
 from drgym.retry import Retryable, RetryPolicy, parse_retry_after, with_retries
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 
 __all__ = ["HttpSearchBackend", "LoopSessions", "PageOpener", "ProviderRequest", "clean_text"]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from drgym.document import Document  # re-exported: it lived here before drgym.document
+
 __all__ = ["Document", "Result", "SearchBackend"]
 
 
@@ -16,20 +18,6 @@ class Result:
     url: str
     snippet: str
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
-class Document:
-    """A readable document behind a URL, already converted to text/markdown for the reader.
-
-    ``content`` is plain text or markdown (never raw HTML); ``source`` is attribution (e.g. the corpus name).
-    """
-
-    url: str
-    title: str
-    content: str
-    content_type: str = "text/markdown"
-    source: str = ""
 
 
 @runtime_checkable

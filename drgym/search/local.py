@@ -7,16 +7,14 @@ temporary name and renamed into place, and every file's size and sha256 are reco
 cache is detected (:func:`load_index` raises :class:`~drgym.errors.IndexCorruptError`) and rebuilt with a
 warning rather than giving wrong results.
 
-Slow searches run in a worker thread (``asyncio.to_thread``) so many episodes can share one index on one event
-loop. Fast ones score inline, where the thread hop (two thread switches and a GIL hand-off, 0.1-0.3 ms) would
-cost as much as the search: indexes of at most ``_INLINE_MAX_PASSAGES`` passages, indexes whose queries are
-measured to take under ``_INLINE_MAX_SECONDS``, and every search made through the env's synchronous ``step``
-(whose private loop serves no one else).
+Searches are scored in a worker thread (``asyncio.to_thread``), so many episodes can share one index on one
+event loop without a search holding up the others.
 Ranking is deterministic: equal scores are ordered by passage position in the corpus.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -35,21 +33,17 @@ from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 
-from drgym._loop import offload
 from drgym.data.records import Passage
+from drgym.document import Document
 from drgym.errors import ConfigError, DataError, FetchError, IndexCorruptError, ToolError
 from drgym.search._tokenize import Tokenizer
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 
 if TYPE_CHECKING:
     import bm25s
 
 __all__ = ["HOST", "BM25Backend", "IndexInfo", "corpus_fingerprint", "load_index"]
 
-_INLINE_MAX_PASSAGES = 2_000
-"""Indexes up to this size are scored on the event loop itself (tens of microseconds; no thread hop)."""
-_INLINE_MAX_SECONDS = 0.002
-"""Larger indexes also score inline once a call's queries are seen to take less than this (CPU time)."""
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +314,6 @@ class BM25Backend:
         self._indptr: np.ndarray = self._retriever.scores["indptr"]
         self._vocab: dict[str, int] = self._retriever.vocab_dict
         self._num_docs = len(self._passages)
-        self._cost_s: float | None = None  # moving average of one query's scoring time, once measured
         self._idf_cache: dict[str, float] = {}
 
     @classmethod
@@ -386,20 +379,7 @@ class BM25Backend:
             raise ToolError(f"k must be a non-negative integer, got {k!r}")
         if not queries or k == 0:
             return [[] for _ in queries]
-        if self._num_docs <= _INLINE_MAX_PASSAGES or (
-            self._cost_s is not None and self._cost_s * len(queries) < _INLINE_MAX_SECONDS
-        ):
-            # a fast search costs less than the hop into a worker thread, and holds the loop for under 2 ms
-            return self._search_measured(queries, k)
-        return await offload(self._search_measured, queries, k)
-
-    def _search_measured(self, queries: list[str], k: int) -> list[list[Result]]:
-        """``_search_sync``, keeping a moving average of its CPU time (thread time: waits for the GIL excluded)."""
-        started = time.thread_time()
-        results = self._search_sync(queries, k)
-        cost = (time.thread_time() - started) / len(queries)
-        self._cost_s = cost if self._cost_s is None else 0.8 * self._cost_s + 0.2 * cost
-        return results
+        return await asyncio.to_thread(self._search_sync, queries, k)
 
     async def open(self, url: str) -> Document:
         """Return the passage behind a ``https://local.drgym/<corpus>/<id>`` URL as a markdown document.

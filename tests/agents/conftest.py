@@ -9,7 +9,7 @@ import gymnasium as gym
 import pytest
 
 import drgym  # noqa: F401  (registers the env ids)
-from agents.prompt_baseline import close_shared_clients
+from drgym.agents.prompt_baseline import close_shared_clients
 from drgym.data import load_dataset
 
 

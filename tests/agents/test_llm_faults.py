@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agents.prompt_baseline import PromptAgent
-from agents.rag_baseline import RAGAgent
+from drgym.agents.prompt_baseline import PromptAgent
+from drgym.agents.rag_baseline import RAGAgent
 from drgym.llm.openai import OpenAIChatClient
 from drgym.retry import RetryPolicy
 from drgym.runner import arun_episode, arun_episodes

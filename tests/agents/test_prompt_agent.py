@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from agents.prompt_baseline import STOP, PromptAgent
-from agents.prompt_baseline.prompts import ELIDED_OBSERVATION, FINAL_ANSWER_INSTRUCTION, FORMAT_REMINDER
 from drgym.agent import make_agent
+from drgym.agents.prompt_baseline import STOP, PromptAgent
+from drgym.agents.prompt_baseline.prompts import ELIDED_OBSERVATION, FINAL_ANSWER_INSTRUCTION, FORMAT_REMINDER
 from drgym.errors import ConfigError, LLMError
 from drgym.llm.server import create_app
 from drgym.runner import arun_episode, run_episode

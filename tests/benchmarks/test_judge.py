@@ -12,8 +12,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from benchmarks.judge import JUDGE_PROMPT, Judge, JudgeUnavailable, VerdictCache, judge_prompt, parse_verdict
-from benchmarks.run import BenchConfig, arun_bench
+from drgym.benchmarks.judge import (
+    JUDGE_PROMPT,
+    Judge,
+    JudgeUnavailable,
+    VerdictCache,
+    judge_prompt,
+    parse_verdict,
+)
+from drgym.benchmarks.run import BenchConfig, arun_bench
 from drgym.llm.openai import OpenAIChatClient
 from drgym.retry import RetryPolicy
 

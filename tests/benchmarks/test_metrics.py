@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.metrics import (
+from drgym.benchmarks.metrics import (
     bootstrap_macro_mean,
     bootstrap_mean,
     episode_costs,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.perf.all import discover, main, run_all
+from drgym.benchmarks.perf.all import discover, main, run_all
 
 _MODULES = {
     "__init__.py": '"""Fake benchmarks."""\n',

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.judge import Verdict
-from benchmarks.report import build_scores, render_markdown, write_report
+from drgym.benchmarks.judge import Verdict
+from drgym.benchmarks.report import build_scores, render_markdown, write_report
 from drgym.runner import Trajectory, TurnRecord
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import drgym.agent
-from benchmarks.run import (
+from drgym.benchmarks.run import (
     DEFAULT_DATASETS,
     BenchConfig,
     TrajectoryStore,
@@ -22,15 +21,19 @@ from benchmarks.run import (
 from drgym.errors import ConfigError
 from drgym.runner import read_jsonl
 from tests.benchmarks.bench_agents import InterruptingAgent
+from tests.plugins import register_entry_points
 
 DEMO_QUESTIONS = 22
 
 
 @pytest.fixture
-def test_agents(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the crashing and interrupting agents for the duration of a test."""
-    monkeypatch.setitem(drgym.agent.AGENTS, "crashy", "tests.benchmarks.bench_agents:CrashyAgent")
-    monkeypatch.setitem(drgym.agent.AGENTS, "interrupting", "tests.benchmarks.bench_agents:InterruptingAgent")
+def test_agents(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Register the crashing and interrupting agents (as entry points) for the duration of a test."""
+    agents = {
+        "crashy": "tests.benchmarks.bench_agents:CrashyAgent",
+        "interrupting": "tests.benchmarks.bench_agents:InterruptingAgent",
+    }
+    register_entry_points(monkeypatch, tmp_path_factory.mktemp("plugins"), "drgym.agents", agents)
     monkeypatch.setattr(InterruptingAgent, "started", 0)
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from drgym.document import Document
 from drgym.errors import FetchError
 from drgym.llm.base import Completion, Message
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 
 
 class ScriptedClient:

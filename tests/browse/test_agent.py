@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from drgym.browse import BrowsingAgent, EpisodeMemory, PageNotes, Reader
 from drgym.browse.agent import parse_reply
+from drgym.document import Document
 from drgym.errors import ConfigError, LLMError
-from drgym.search.base import Document
 from drgym.web.segment import segment_text
 
 from .doubles import ScriptedClient

@@ -14,12 +14,12 @@ pytest.importorskip("transformers")
 from aiohttp.test_utils import TestServer
 
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory
+from drgym.document import Document
 from drgym.llm.local import TransformersChatClient
 from drgym.llm.openai import OpenAIChatClient
 from drgym.llm.server import create_app
 from drgym.llm.tiny import tiny_causal_lm
 from drgym.retry import RetryPolicy
-from drgym.search.base import Document
 
 from .doubles import DictBackend
 

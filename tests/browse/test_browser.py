@@ -7,8 +7,9 @@ import time
 import pytest
 
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader
+from drgym.document import Document
 from drgym.errors import BlockedURLError, ConfigError, ReplayMissError
-from drgym.search.base import Document, SearchBackend
+from drgym.search.base import SearchBackend
 
 from .doubles import DictBackend, ScriptedClient
 

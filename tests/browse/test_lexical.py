@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 from drgym.browse import EpisodeMemory, LexicalReader
 from drgym.browse.lexical import select_passages
+from drgym.document import Document
 from drgym.errors import ConfigError
-from drgym.search.base import Document
 
 QUESTION = "When was the Eiffel Tower completed?"
 SUBQUESTION = "Eiffel Tower construction completion date"

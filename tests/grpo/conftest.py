@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from agents.grpo.config import GRPOConfig
-from agents.grpo.losses import forward_logprobs, pad_batch
-from agents.grpo.rollout import Sample
-from agents.scripted.spans import best_span
+from drgym.agents.grpo.config import GRPOConfig
+from drgym.agents.grpo.losses import forward_logprobs, pad_batch
+from drgym.agents.grpo.rollout import Sample
+from drgym.agents.scripted.spans import best_span
 
 _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
 

@@ -8,9 +8,9 @@ import gymnasium
 import pytest
 
 import drgym  # noqa: F401
-from agents.grpo.agent import GRPOAgent
-from agents.grpo.train import train
 from drgym.agent import make_agent
+from drgym.agents.grpo.agent import GRPOAgent
+from drgym.agents.grpo.train import train
 from drgym.cli import main as drgym_main
 from drgym.data.synthetic import make_synthetic_task
 from drgym.errors import ConfigError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.grpo.config import GRPOConfig
-from agents.grpo.train import build_parser
+from drgym.agents.grpo.config import GRPOConfig
+from drgym.agents.grpo.train import build_parser
 from drgym.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "agents" / "grpo" / "configs"

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from agents.grpo.losses import (
+from drgym.agents.grpo.losses import (
     KL_CLAMP,
     aggregate,
     clip_fraction,

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import torch
 
-from agents.grpo.losses import forward_logprobs, pad_batch
-from agents.grpo.rollout import (
+from drgym.agents.grpo.losses import forward_logprobs, pad_batch
+from drgym.agents.grpo.rollout import (
     ChatFormat,
     HFGenerator,
     build_task,

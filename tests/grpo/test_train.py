@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from agents.grpo.checkpoint import checkpoint_dirs
-from agents.grpo.metrics import read_metrics
-from agents.grpo.rollout import collect_rollouts
-from agents.grpo.train import TrainingError, data_indices, main, setup, train, update_policy
+from drgym.agents.grpo.checkpoint import checkpoint_dirs
+from drgym.agents.grpo.metrics import read_metrics
+from drgym.agents.grpo.rollout import collect_rollouts
+from drgym.agents.grpo.train import TrainingError, data_indices, main, setup, train, update_policy
 from drgym.errors import ConfigError
 from tests.grpo.conftest import ScriptedPolicy, tiny_config
 
@@ -75,7 +75,7 @@ def test_two_steps_then_resume_continue_exactly_like_one_run(tmp_path):
     second = train(resumed_cfg, resume=True)
     assert second["steps"] == 4
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
-    from agents.grpo.checkpoint import load_model
+    from drgym.agents.grpo.checkpoint import load_model
 
     a, _ = load_model(tmp_path / "a" / "run" / "checkpoint-000004", "cpu")
     b, _ = load_model(out / "checkpoint-000004", "cpu")
@@ -217,7 +217,7 @@ def test_a_run_can_start_from_another_runs_checkpoint(tmp_path):
     ckpt = tmp_path / "first" / "run" / "checkpoint-000001"
     cfg = tiny_config(tmp_path / "second", model_name_or_path=str(ckpt), synthetic_kinds=["founder"])
     run = asyncio.run(setup(cfg))
-    from agents.grpo.checkpoint import load_model
+    from drgym.agents.grpo.checkpoint import load_model
 
     saved, _ = load_model(ckpt, "cpu")
     for a, b in zip(saved.parameters(), run.model.parameters()):

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 import torch
 
-from agents.grpo.losses import forward_logprobs, grpo_loss, pad_batch, token_logprobs
-from agents.grpo.train import setup, update_policy
+from drgym.agents.grpo.losses import forward_logprobs, grpo_loss, pad_batch, token_logprobs
+from drgym.agents.grpo.train import setup, update_policy
 from tests.grpo.conftest import tiny_config
 from tests.grpo.test_train import _params, _scripted_rollouts
 

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs ki
 WRITER = textwrap.dedent(
     """
     import sys
-    from drgym.search.base import Document, Result
+    from drgym.document import Document
+    from drgym.search.base import Result
     from drgym.search.cache import SearchStore
 
     store = SearchStore(sys.argv[1])

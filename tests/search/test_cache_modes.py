@@ -22,10 +22,11 @@ import pytest
 from aiohttp import web
 
 import drgym  # noqa: F401  (registers the env ids)
+from drgym.document import Document
 from drgym.errors import ConfigError, DataError, FetchError, ReplayMissError
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.brave import BraveBackend
 from drgym.search.cache import SearchStore, normalize_query, normalize_url, options_key
 from drgym.search.failover import FailoverBackend

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from drgym.document import Document
 from drgym.errors import BackendError, BudgetExceededError, DataError
 from drgym.ratelimit import TokenBucket
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.cache import SearchStore
 from drgym.search.metering import Budget, EpisodeView, Meter, MeteredBackend
 from drgym.search.replay import ReplayBackend

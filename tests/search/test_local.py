@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from drgym.data.records import Passage
+from drgym.document import Document
 from drgym.errors import (
     ConfigError,
     DataError,
@@ -20,7 +21,7 @@ from drgym.errors import (
     IndexCorruptError,
     ToolError,
 )
-from drgym.search.base import Document, SearchBackend
+from drgym.search.base import SearchBackend
 from drgym.search.local import BM25Backend, load_index
 
 LONG_TEXT = (
@@ -137,18 +138,10 @@ async def test_search_many_equals_individual_searches(backend: BM25Backend) -> N
 
 
 async def test_search_runs_off_the_event_loop(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("drgym.search.local._INLINE_MAX_PASSAGES", 0)  # as for a real (large) corpus
-    monkeypatch.setattr("drgym.search.local._INLINE_MAX_SECONDS", 0.0)  # whose queries are slow
     threads = _thread_spy(backend, monkeypatch)
     results = await asyncio.gather(*(backend.search("harbour") for _ in range(4)))
     assert all(_ids(r)[0] in {"kell", "river"} for r in results)
     assert threads and threading.get_ident() not in threads
-
-
-async def test_small_index_scores_inline(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    threads = _thread_spy(backend, monkeypatch)
-    await backend.search("harbour")
-    assert threads == [threading.get_ident()]
 
 
 def _thread_spy(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -161,29 +154,6 @@ def _thread_spy(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> list[i
 
     monkeypatch.setattr(backend, "_search_sync", spy)
     return threads
-
-
-async def test_large_index_with_fast_queries_moves_inline(
-    backend: BM25Backend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("drgym.search.local._INLINE_MAX_PASSAGES", 0)
-    threads = _thread_spy(backend, monkeypatch)
-    await backend.search("harbour")  # cost unknown: a worker thread
-    assert threads[0] != threading.get_ident()
-    assert backend._cost_s is not None and backend._cost_s < 0.002
-    await backend.search("harbour")  # measured fast: inline, no hop
-    assert threads[1] == threading.get_ident()
-
-
-def test_sync_calls_score_inline_whatever_the_size(backend: BM25Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    from drgym._loop import run_sync
-
-    monkeypatch.setattr("drgym.search.local._INLINE_MAX_PASSAGES", 0)
-    monkeypatch.setattr("drgym.search.local._INLINE_MAX_SECONDS", 0.0)
-    threads = _thread_spy(backend, monkeypatch)
-    # run_sync's private loop serves this one call: nothing to keep responsive, so no thread hop
-    assert _ids(run_sync(backend.search("harbour")))[0] in {"kell", "river"}
-    assert threads == [threading.get_ident()]
 
 
 # -- text handling ------------------------------------------------------------------------------------

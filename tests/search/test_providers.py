@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from drgym.document import Document
 from drgym.errors import BackendError, ConfigError, FetchError, RateLimitedError, ToolError
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
 from drgym.search._http import HttpSearchBackend, clean_text
-from drgym.search.base import Document, SearchBackend
+from drgym.search.base import SearchBackend
 from drgym.search.brave import BraveBackend
 from drgym.search.searxng import SearxngBackend
 from drgym.search.serper import SerperBackend

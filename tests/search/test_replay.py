@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from drgym.document import Document
 from drgym.errors import (
     BackendError,
     BudgetExceededError,
@@ -22,7 +23,7 @@ from drgym.errors import (
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
 from drgym.search._http import clean_text
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.cache import SearchStore, results_from_json, results_to_json
 from drgym.search.metering import Budget, Meter, MeteredBackend
 from drgym.search.replay import RecordingBackend, ReplayBackend

@@ -382,7 +382,7 @@ def test_arbitrary_input_needs_no_safety_net(page):
 
 
 def test_shingle_scores():
-    from benchmarks.perf.extract import shingle_scores
+    from drgym.benchmarks.perf.extract import shingle_scores
 
     assert shingle_scores("a b c d e", "a b c d") == pytest.approx((0.5, 1.0, 2 / 3))
     # Markdown markup and case do not count; tokens without a letter or digit are dropped.
@@ -392,7 +392,7 @@ def test_shingle_scores():
 
 
 def test_benchmark_quick_run(tmp_path, capsys):
-    from benchmarks.perf.extract import main
+    from drgym.benchmarks.perf.extract import main
 
     story = lxml.html.fromstring(_page("article.html")).xpath("//div[@class='entry-content']/p")
     reference = "".join(lxml.html.tostring(p, encoding="unicode") for p in story)

@@ -15,7 +15,7 @@ POLICIES = ("random ", "random (valid slots)", "search + top span", "PPO ")
 
 
 def test_benchmark_quick_prints_the_comparison_and_throughput(capsys):
-    from benchmarks.perf import sb3_ppo
+    from drgym.benchmarks.perf import sb3_ppo
 
     sb3_ppo.main(["--quick", "--timesteps", "256"])
     out = capsys.readouterr().out
