@@ -30,6 +30,7 @@ __all__ = [
     "Budget",
     "EpisodeUsage",
     "EpisodeView",
+    "LimitedUsage",
     "Meter",
     "MeteredBackend",
     "current_usage",
@@ -64,6 +65,20 @@ class EpisodeUsage:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for ``info``."""
         return asdict(self)
+
+    def call_limit(self) -> int | None:
+        """A per-episode cap this episode carries itself (a gateway request names one), else ``None``."""
+        return None
+
+
+@dataclass
+class LimitedUsage(EpisodeUsage):
+    """The usage of an episode that states its own per-episode cap (checked with the budget's own)."""
+
+    limit: int | None = None
+
+    def call_limit(self) -> int | None:
+        return self.limit
 
 
 def current_usage() -> EpisodeUsage | None:
@@ -204,10 +219,12 @@ class Budget:
         Raises:
             BudgetExceededError: a limit is spent; the message says which and how to raise it.
         """
+        own = usage.call_limit()
+        cap = self.per_episode if own is None or (self.per_episode is not None and self.per_episode < own) else own
         with self._lock:
-            if self.per_episode is not None and usage.calls >= self.per_episode:
+            if cap is not None and usage.calls >= cap:
                 raise BudgetExceededError(
-                    f"search budget spent: {usage.calls} of {self.per_episode} provider calls used in this "
+                    f"search budget spent: {usage.calls} of {cap} provider calls used in this "
                     f"episode (Budget.per_episode); cached results are still served"
                 )
             if self.global_ is not None and self._used >= self.global_:

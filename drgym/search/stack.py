@@ -35,6 +35,7 @@ __all__ = [
     "build_stack",
     "close_stacks",
     "default_meter",
+    "new_stack",
     "resolve_cache_mode",
     "usage_summary",
 ]
@@ -175,7 +176,21 @@ async def close_stacks() -> None:
         await stack.aclose()
 
 
-def _build(config: SearchConfig) -> SearchBackend:
+def new_stack(
+    config: SearchConfig, *, meter: Any = None, limiter: Any = None, budget: Any = None
+) -> SearchBackend:
+    """A stack for ``config`` owned by the caller (not shared, not remembered): close it with ``aclose``.
+
+    Args:
+        meter: The ``Meter`` that counts its calls, cache hits and spend (default: the process-wide one).
+        limiter: A ``TokenBucket`` every live HTTP provider of the stack takes one token from per request
+            (retries included), instead of each provider's own process-wide bucket.
+        budget: The ``Budget`` its live providers charge (default: one made from the config's limits).
+    """
+    return _build(config, meter=meter, limiter=limiter, budget=budget)
+
+
+def _build(config: SearchConfig, *, meter: Any = None, limiter: Any = None, budget: Any = None) -> SearchBackend:
     from drgym.search.cache import SearchStore
     from drgym.search.replay import RecordingBackend, ReplayBackend
 
@@ -208,13 +223,14 @@ def _build(config: SearchConfig) -> SearchBackend:
         stack = shared_backend(names[0], **options)
         live = False
     else:
-        stack = _live(names, config)
+        stack = _live(names, config, meter or default_meter(), limiter, budget)
         live = True
     cache_path = path if mode == "read-write" else under
     if live and cache_path is not None:
         store = SearchStore(cache_path, max_bytes=config.cache_max_bytes, max_entries=config.cache_max_entries)
         stack = ReplayBackend(
-            store, strict=False, inner=stack, ttl_s=config.cache_ttl_s, meter=default_meter(), close_store=True
+            store, strict=False, inner=stack, ttl_s=config.cache_ttl_s, meter=meter or default_meter(),
+            close_store=True,
         )
     if mode == "record":
         assert path is not None
@@ -230,13 +246,16 @@ def _stack_name(search: Any) -> str | None:
     return getattr(search, "name", None)
 
 
-def _live(names: Sequence[str], config: SearchConfig) -> SearchBackend:
+def _live(
+    names: Sequence[str], config: SearchConfig, meter: Any, limiter: Any, budget: Any = None
+) -> SearchBackend:
     from drgym.search.failover import FailoverBackend
     from drgym.search.metering import Budget, MeteredBackend
     from drgym.search.registry import make_backend
     from drgym.web.opener import PageOpener
 
-    budget = Budget(per_episode=config.budget_per_episode, global_=config.budget_global)
+    if budget is None:
+        budget = Budget(per_episode=config.budget_per_episode, global_=config.budget_global)
     opener = PageOpener()
     metered = []
     for name in names:
@@ -247,8 +266,17 @@ def _live(names: Sequence[str], config: SearchConfig) -> SearchBackend:
         kwargs = dict(kwargs)
         if name == "miniweb" and config.corpus is not None:
             kwargs.setdefault("corpus", config.corpus)
+        if limiter is not None and _takes_limiter(name):
+            kwargs.setdefault("limiter", limiter)
         backend = make_backend(name, **kwargs)
         if getattr(backend, "page_opener", "absent") is None:
             backend.page_opener = opener  # type: ignore[attr-defined]
-        metered.append(MeteredBackend(backend, default_meter(), budget))
+        metered.append(MeteredBackend(backend, meter, budget))
     return metered[0] if len(metered) == 1 else FailoverBackend(metered)
+
+
+def _takes_limiter(name: str) -> bool:
+    """Whether the named backend is an HTTP provider (it accepts ``limiter=``)."""
+    from drgym.search.registry import BACKENDS
+
+    return name in BACKENDS and name not in LOCAL_NAMES and name != "miniweb"
