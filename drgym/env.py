@@ -57,7 +57,7 @@ from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
 from drgym.search.metering import EpisodeView
 from drgym.search.replay import recording_episode
-from drgym.search.stack import SearchConfig, build_stack
+from drgym.search.stack import SearchConfig, acquire_stack, release_stack
 from drgym.spaces import UnicodeText
 
 __all__ = ["FORMAT_ERROR_MODES", "WebResearchEnv"]
@@ -200,6 +200,7 @@ class WebResearchEnv(gym.Env[str, str]):
         )
         self.reader = _make_reader(reader)
         self._owns_backend = isinstance(search, str) and isinstance(self.backend, GatewayBackend)
+        self._closed = False
         # Behind a gateway, pages are opened and read there unless the env names its own reader.
         self._gateway_reads = isinstance(self.backend, GatewayBackend) and reader is None
         self.max_pages_per_call = max_pages_per_call
@@ -518,7 +519,17 @@ class WebResearchEnv(gym.Env[str, str]):
         if self._owns_backend:  # a gateway client made for this env: its HTTP sessions are the env's
             self._owns_backend = False
             self.backend.close()  # type: ignore[attr-defined]
+        elif not self._closed:
+            release_stack(self.backend)  # the shared stack may drop its sessions once no env uses it
+        self._closed = True
         super().close()
+
+    async def aclose(self) -> None:
+        """``close()`` on the running loop: a gateway client the env made is closed before this returns."""
+        if self._owns_backend:
+            self._owns_backend = False
+            await self.backend.aclose()
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError(
@@ -599,10 +610,10 @@ def _make_search(search: str | Sequence[str] | SearchBackend, config: SearchConf
     if isinstance(search, SearchBackend):
         layered = (config.record_path, config.replay_path, config.cache_path, config.budget_per_episode,
                    config.budget_global)
-        return search if all(v is None for v in layered) else build_stack(config)
+        return search if all(v is None for v in layered) else acquire_stack(config)
     if not isinstance(search, (str, Sequence)) or not search:
         raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
-    return build_stack(config)
+    return acquire_stack(config)
 
 
 def _gateway(search: str | GatewayBackend, config: SearchConfig) -> GatewayBackend:

@@ -32,10 +32,14 @@ __all__ = [
     "CACHE_MODES",
     "LOCAL_NAMES",
     "SearchConfig",
+    "acquire_stack",
     "build_stack",
+    "close_idle_sessions",
+    "close_sessions",
     "close_stacks",
     "default_meter",
     "new_stack",
+    "release_stack",
     "resolve_cache_mode",
     "usage_summary",
 ]
@@ -49,6 +53,7 @@ LOCAL_NAMES = frozenset({"local"})
 
 _lock = threading.Lock()
 _stacks: dict[str, SearchBackend] = {}
+_users: dict[str, int] = {}  # open envs per shared stack: one nobody uses may drop its network sessions
 _meter: Any = None
 
 
@@ -167,11 +172,66 @@ def build_stack(config: SearchConfig) -> SearchBackend:
     return stack
 
 
+def acquire_stack(config: SearchConfig) -> SearchBackend:
+    """:func:`build_stack`, counted as one more user (an env) until :func:`release_stack`."""
+    stack = build_stack(config)
+    with _lock:
+        _users[config.key()] = _users.get(config.key(), 0) + 1
+    return stack
+
+
+def release_stack(stack: SearchBackend) -> None:
+    """One user of a shared stack is done with it (``env.close()``); the stack itself stays for others."""
+    with _lock:
+        for key, shared in _stacks.items():
+            if shared is stack and _users.get(key, 0) > 0:
+                _users[key] -= 1
+                return
+
+
+async def close_idle_sessions() -> None:
+    """Close the network sessions and local servers of shared stacks no open env uses (stores stay open).
+
+    ``arun_episodes`` calls this when its batch is over, so the sessions its envs opened on the caller's
+    loop are closed before that loop ends; a later env opens new ones.
+    """
+    with _lock:
+        idle = [stack for key, stack in _stacks.items() if _users.get(key) == 0]
+    for stack in idle:
+        await close_sessions(stack)
+
+
+async def close_sessions(backend: SearchBackend) -> None:
+    """Close what ``backend``'s layers hold open on the network (sessions, sites); each stays usable."""
+    from drgym.miniweb.backend import MiniWebBackend
+    from drgym.search._http import HttpSearchBackend
+    from drgym.search.failover import FailoverBackend
+    from drgym.search.metering import MeteredBackend
+    from drgym.search.replay import RecordingBackend, ReplayBackend
+    from drgym.web.opener import PageOpener
+
+    if isinstance(backend, FailoverBackend):
+        for member in backend.backends:
+            await close_sessions(member)
+    elif isinstance(backend, (MeteredBackend, RecordingBackend)):
+        await close_sessions(backend.inner)
+    elif isinstance(backend, ReplayBackend):
+        if backend.inner is not None:
+            await close_sessions(backend.inner)
+    elif isinstance(backend, HttpSearchBackend):
+        await backend.aclose()
+        if isinstance(backend.page_opener, PageOpener):
+            await backend.page_opener.aclose()
+    elif isinstance(backend, MiniWebBackend):
+        await backend.aclose()
+
+
 async def close_stacks() -> None:
     """Close and forget every shared stack (their stores, sessions and servers); the next env builds anew."""
     with _lock:
         stacks = list(_stacks.values())
         _stacks.clear()
+        _users.clear()
     for stack in stacks:
         await stack.aclose()
 
