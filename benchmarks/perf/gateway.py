@@ -1,18 +1,22 @@
 """Many concurrent episodes through one ``drgym serve`` gateway, against the same episodes run in-process.
 
-The upstream is the mini-web (the demo corpus served on loopback) with 200 ms of latency on every request and
-10% of requests faulted (429 with Retry-After, 503, connection reset). Scripted-agent episodes (a search, then
-reading the results' pages) run through ``drgym.arun_episodes`` in ``--clients`` processes, all
-``--episodes`` in flight at once:
+The upstream is the mini-web (the demo corpus served on loopback, in a process of its own, as the web would be)
+with 200 ms of latency on every request and 10% of requests faulted (429 with Retry-After, 503, connection
+reset). Searches go through the SearxNG client to the site's SearxNG API and pages through the SSRF-guarded
+fetcher (the site's address allow-listed) and the extractor. Scripted-agent episodes (a search, then reading
+the results' pages) run through ``drgym.arun_episodes`` in ``--clients`` processes, all ``--episodes`` in
+flight at once:
 
-* **gateway**: the mini-web and the search stack live in one gateway process; each client process shares
+* **gateway**: the search stack, fetcher and reader live in one gateway process; each client process shares
   one ``GatewayBackend`` (searches, page opens and page reads go through the gateway);
-* **in-process**: the same episodes, each client process with its own ``MiniWebBackend`` (no gateway).
+* **in-process**: the same episodes, each client process with the same stack of its own (no gateway).
 
 Reported: episodes/s, tool-call p50/p95 (a ``step`` that ran a tool, seen by the client), peak RSS of the gateway
 and of the clients, trajectories returned and with an error, and the gateway's cost per tool call as ratios to
 the in-process run of the same process count: latency (p50) and CPU seconds per tool call (all processes).
-Drip faults are left out: they measure the clients' timeouts, not the gateway.
+CPU counts the gateway and the clients while the episodes run (not start-up, not the site, which is the same in
+both runs). Drip faults are left out: they
+measure the clients' timeouts, not the gateway.
 
     python -m benchmarks.perf.gateway [--quick] [--episodes 4096] [--clients 2]
 """
@@ -40,35 +44,59 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _miniweb(corpus: str) -> Any:
-    from drgym.miniweb import FaultConfig, MiniWebBackend
+def _upstream(site_url: str) -> Any:
+    """The live path to the site: SearxNG client and page opener, limits wide enough not to be the bottleneck."""
+    from drgym.ratelimit import TokenBucket
+    from drgym.search.searxng import SearxngBackend
+    from drgym.web.fetch import FetchConfig
+    from drgym.web.opener import PageOpener
 
-    return MiniWebBackend(corpus, faults=FaultConfig(**FAULTS))
+    fetch = FetchConfig(
+        allow_hosts=frozenset({"127.0.0.1"}), per_host_rate=None, max_redirects=0, max_connections=1024,
+        max_connections_per_host=1024,
+    )
+    return SearxngBackend(
+        base_url=site_url, language=None, limiter=TokenBucket(100_000.0), connector_limit=1024,
+        page_opener=PageOpener(config=fetch),
+    )
+
+
+def _site_main(corpus: str, conn: Any) -> None:
+    """The mini-web with latency and faults, in its own process."""
+    from drgym.miniweb import FaultConfig, serve
+
+    asyncio.run(serve(corpus, port=0, faults=FaultConfig(**FAULTS), on_ready=lambda url, _: conn.send(url)))
 
 
 # ------------------------------------------------------------------------------------------------ processes
 
 
-def _gateway_main(corpus: str, conn: Any) -> None:
-    """The gateway process: serve until told to stop, then report its peak RSS and CPU time."""
+def _gateway_main(site_url: str, conn: Any) -> None:
+    """The gateway process: serve until told to stop, then report its peak RSS and the CPU time it spent
+    between the parent's "mark" (the clients start) and "stop"."""
     from drgym.gateway.server import serve
     from drgym.gateway.services import GatewayConfig, GatewayServices
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        site = _miniweb(corpus)
-        await site.start()  # the site starts on this loop, before the clock starts
-        services = GatewayServices(GatewayConfig(search=site))
-        waiter = loop.run_in_executor(None, conn.recv)
+        services = GatewayServices(GatewayConfig(search=_upstream(site_url)))
+
+        def commands() -> None:
+            while conn.recv() != "stop":  # "mark"
+                marks.append(_cpu_s())
+            marks.append(_cpu_s())
+
+        waiter = loop.run_in_executor(None, commands)
         waiter.add_done_callback(lambda _: stop.set())
         await serve(services, port=0, stop=stop, on_ready=conn.send, shutdown_timeout_s=10)
 
+    marks: list[float] = []
     asyncio.run(main())
-    conn.send({"rss_mb": _rss_mb(), "cpu_s": _cpu_s()})
+    conn.send({"rss_mb": _rss_mb(), "cpu_s": marks[-1] - marks[0]})
 
 
-def _client_main(url: str | None, corpus: str, episodes: int, seed: int, conn: Any) -> None:
+def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn: Any) -> None:
     """One client process: ``episodes`` episodes at once, through the gateway at ``url`` or in-process."""
     import gymnasium as gym
 
@@ -77,12 +105,10 @@ def _client_main(url: str | None, corpus: str, episodes: int, seed: int, conn: A
     from drgym.gateway.client import GatewayBackend
 
     async def main() -> dict[str, Any]:
-        backend: Any = GatewayBackend(url, connector_limit=1024) if url else _miniweb(corpus)
-        if not url:
-            await backend.start()
+        backend: Any = GatewayBackend(url, connector_limit=1024) if url else _upstream(site_url)
         conn.send("ready")
         conn.recv()  # every client starts together
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         try:
             trajectories = await drgym.arun_episodes(
                 lambda: gym.make("drgym/WebResearch-v0", dataset="demo", search=backend),
@@ -90,21 +116,26 @@ def _client_main(url: str | None, corpus: str, episodes: int, seed: int, conn: A
             )
         finally:
             await backend.aclose()
-        wall = time.perf_counter() - started
+            if not url:
+                await backend.page_opener.aclose()
+        wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_started
         tool_times = [turn.step_time_s for t in trajectories for turn in t.turns if turn.tool is not None]
         return {
             "wall_s": wall,
+            "cpu_s": cpu,
             "episodes": len(trajectories),
             "errors": sum(t.error is not None for t in trajectories),
             "tool_times": tool_times,
             "tool_errors": sum(
-                1 for t in trajectories for turn in t.turns if turn.tool is not None and "gateway" in turn.observation
-                and "failed" in turn.observation
+                1 for t in trajectories for turn in t.turns if turn.tool is not None and "Error:" in turn.observation
+            ),
+            "gateway_errors": sum(
+                1 for t in trajectories for turn in t.turns if turn.tool is not None and "gateway " in turn.observation
             ),
         }
 
     stats = asyncio.run(main())
-    stats.update(rss_mb=_rss_mb(), cpu_s=_cpu_s())
+    stats.update(rss_mb=_rss_mb())
     conn.send(stats)
 
 
@@ -116,6 +147,8 @@ class Run:
     errors: int
     wall_s: float
     tool_calls: int
+    tool_errors: int
+    gateway_errors: int
     p50_s: float
     p95_s: float
     cpu_s: float
@@ -146,18 +179,20 @@ def _recv(conn: Any, process: Any, timeout_s: float) -> Any:
     return conn.recv()
 
 
-def run(mode: str, episodes: int, clients: int, corpus: str, timeout_s: float) -> Run:
+def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float) -> Run:
     """One measured run: ``episodes`` split over ``clients`` processes, through a gateway or in-process."""
     ctx = mp.get_context("spawn")
     gateway = url = None
     if mode == "gateway":
-        gateway = _spawn(ctx, _gateway_main, corpus)
+        gateway = _spawn(ctx, _gateway_main, site_url)
         url = _recv(gateway[1], gateway[0], 120)
     shares = [episodes // clients + (i < episodes % clients) for i in range(clients)]
-    workers = [_spawn(ctx, _client_main, url, corpus, n, 1000 * i) for i, n in enumerate(shares)]
+    workers = [_spawn(ctx, _client_main, url, site_url, n, 1000 * i) for i, n in enumerate(shares)]
     try:
         for process, conn in workers:
             assert _recv(conn, process, 120) == "ready"
+        if gateway is not None:
+            gateway[1].send("mark")
         for _, conn in workers:
             conn.send("go")
         results = [_recv(conn, process, timeout_s) for process, conn in workers]
@@ -179,6 +214,8 @@ def run(mode: str, episodes: int, clients: int, corpus: str, timeout_s: float) -
         errors=sum(r["errors"] for r in results),
         wall_s=max(r["wall_s"] for r in results),
         tool_calls=len(times),
+        tool_errors=sum(r["tool_errors"] for r in results),
+        gateway_errors=sum(r["gateway_errors"] for r in results),
         p50_s=statistics.median(times) if times else float("nan"),
         p95_s=times[int(0.95 * (len(times) - 1))] if times else float("nan"),
         cpu_s=cpu,
@@ -196,16 +233,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take")
     args = parser.parse_args(argv)
     episodes = args.episodes or (128 if args.quick else 4096)
-    runs = [run(mode, episodes, args.clients, args.corpus, args.timeout) for mode in ("gateway", "in-process")]
+    ctx = mp.get_context("spawn")
+    site, site_conn = _spawn(ctx, _site_main, args.corpus)
+    try:
+        site_url = _recv(site_conn, site, 120)
+        runs = [run(mode, episodes, args.clients, site_url, args.timeout) for mode in ("gateway", "in-process")]
+    finally:
+        site.kill()
+        site.join(10)
     print(f"\n{episodes} concurrent episodes, {args.clients} client processes, mini-web {args.corpus!r}: "
           f"{FAULTS['latency_ms']:g} ms latency, {FAULTS['fault_rate']:.0%} faults ({', '.join(FAULTS['kinds'])})")
-    print("| mode | returned | with error | episodes/s | tool calls | p50 s | p95 s | CPU ms/call | "
-          "client peak RSS MB | gateway peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| mode | returned | with error | episodes/s | tool calls | with an error (gateway's) | p50 s | p95 s | "
+          "CPU ms/call | client peak RSS MB | gateway peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         gw = f"{r.gateway_rss_mb:.0f}" if r.gateway_rss_mb is not None else "-"
         print(f"| {r.mode} | {r.returned}/{r.episodes} | {r.errors} | {r.episodes_per_s:.1f} | {r.tool_calls} | "
-              f"{r.p50_s:.3f} | {r.p95_s:.3f} | {r.cpu_ms_per_call:.2f} | {r.client_rss_mb:.0f} | {gw} |")
+              f"{r.tool_errors} ({r.gateway_errors}) | {r.p50_s:.3f} | {r.p95_s:.3f} | {r.cpu_ms_per_call:.2f} | "
+              f"{r.client_rss_mb:.0f} | {gw} |")
     through, local = runs
     print(f"\ngateway / in-process: tool-call p50 x{through.p50_s / local.p50_s:.2f}, p95 "
           f"x{through.p95_s / local.p95_s:.2f}, CPU per tool call x{through.cpu_ms_per_call / local.cpu_ms_per_call:.2f}"
