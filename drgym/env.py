@@ -627,6 +627,11 @@ def _gateway(search: str | GatewayBackend, config: SearchConfig) -> GatewayBacke
             f"global budget (drgym serve --cache-path F --cache-mode M --budget N)"
         )
     if isinstance(search, GatewayBackend):
+        if config.budget_per_episode is not None or config.search_kwargs:
+            raise ConfigError(
+                "with a GatewayBackend instance, give its options (budget_per_episode, token, ...) to "
+                "GatewayBackend(...), not to the env"
+            )
         return search
     options = dict(config.search_kwargs)
     unknown = set(options) - {"token", "timeout_s", "retry", "connector_limit"}

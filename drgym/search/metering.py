@@ -20,7 +20,7 @@ import contextvars
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from drgym.errors import BackendError, BudgetExceededError, ConfigError
 from drgym.search.base import Document, Result, SearchBackend
@@ -33,6 +33,7 @@ __all__ = [
     "LimitedUsage",
     "Meter",
     "MeteredBackend",
+    "Priced",
     "current_usage",
     "episode_view",
 ]
@@ -242,6 +243,16 @@ class Budget:
             usage.calls = max(0, usage.calls - 1)
 
 
+@runtime_checkable
+class Priced(Protocol):
+    """A provider whose one search costs more than one unit of its price (e.g. Tavily's advanced depth)."""
+
+    @property
+    def cost_units(self) -> float:
+        """Price units one search costs."""
+        ...
+
+
 class MeteredBackend:
     """Wraps a backend: every search is charged to the budget and counted by the meter.
 
@@ -260,6 +271,7 @@ class MeteredBackend:
         self.budget = budget or Budget()
         self.name = inner.name
         self._default_usage = EpisodeUsage()
+        self._cost_units = float(inner.cost_units) if isinstance(inner, Priced) else 1.0
 
     @property
     def usage(self) -> EpisodeUsage:
@@ -278,7 +290,7 @@ class MeteredBackend:
         """Charge the budget, then search; see :class:`~drgym.search.base.SearchBackend`."""
         usage = _CURRENT.get() or self._default_usage
         self.budget.charge(usage)
-        cost_units = float(getattr(self.inner, "cost_units", 1.0))
+        cost_units = self._cost_units
         try:
             results = await self.inner.search(query, k)
         except BackendError:

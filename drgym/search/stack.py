@@ -309,6 +309,7 @@ def _stack_name(search: Any) -> str | None:
 def _live(
     names: Sequence[str], config: SearchConfig, meter: Any, limiter: Any, budget: Any = None
 ) -> SearchBackend:
+    from drgym.search._http import HttpSearchBackend
     from drgym.search.failover import FailoverBackend
     from drgym.search.metering import Budget, MeteredBackend
     from drgym.search.registry import make_backend
@@ -329,8 +330,8 @@ def _live(
         if limiter is not None and _takes_limiter(name):
             kwargs.setdefault("limiter", limiter)
         backend = make_backend(name, **kwargs)
-        if getattr(backend, "page_opener", "absent") is None:
-            backend.page_opener = opener  # type: ignore[attr-defined]
+        if isinstance(backend, HttpSearchBackend) and backend.page_opener is None:
+            backend.page_opener = opener
         metered.append(MeteredBackend(backend, meter, budget))
     return metered[0] if len(metered) == 1 else FailoverBackend(metered)
 

@@ -258,3 +258,30 @@ async def test_metrics_in_prometheus_text_format(run_gateway, upstream, tmp_path
     assert samples[("drgym_gateway_rate_limit_waits_total", ())] == 3  # 4 at once, burst 1: three waited
     assert samples[("drgym_gateway_rate_limit_wait_seconds_total", ())] > 0
     assert samples[("drgym_gateway_request_seconds_count", (("endpoint", "search"),))] == 5
+
+
+async def test_record_through_one_gateway_replay_through_another(run_gateway, upstream, tmp_path) -> None:
+    from drgym.errors import ReplayMissError
+    from drgym.search.replay import recording_episode
+
+    path = str(tmp_path / "run.sqlite")
+    recorder = GatewayBackend(await run_gateway(searxng(upstream, cache_path=path, cache_mode="record")))
+    try:
+        with recording_episode("ep-1"):
+            recorded = await recorder.episode_view().search("kept for replay")
+    finally:
+        await recorder.aclose()
+    replayer = GatewayBackend(await run_gateway(GatewayConfig(search="searxng", cache_path=path, cache_mode="replay")))
+    try:
+        assert await replayer.episode_view().search("kept for replay") == recorded
+        with pytest.raises(ReplayMissError, match="replay miss: no recorded search for 'never asked'"):
+            await replayer.episode_view().search("never asked")
+    finally:
+        await replayer.aclose()
+    assert upstream.queries() == ["kept for replay"]
+
+
+def test_a_gateway_instance_takes_its_own_options() -> None:
+    client = GatewayBackend("http://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="give its options .* to GatewayBackend"):
+        gym.make("drgym/WebResearch-v0", search=client, search_budget_per_episode=3)
