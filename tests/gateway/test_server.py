@@ -15,7 +15,7 @@ from agents.scripted import ScriptedAgent
 from drgym.errors import BackendError, BlockedURLError, BudgetExceededError, ConfigError
 from drgym.gateway.client import GatewayBackend
 from drgym.gateway.server import check_bind
-from drgym.gateway.services import GatewayConfig
+from drgym.gateway.services import GatewayConfig, GatewayServices
 from drgym.retry import RetryPolicy
 from tests.gateway.conftest import searxng
 from tests.gateway.upstream import stored
@@ -285,3 +285,22 @@ def test_a_gateway_instance_takes_its_own_options() -> None:
     client = GatewayBackend("http://127.0.0.1:1")
     with pytest.raises(ConfigError, match="give its options .* to GatewayBackend"):
         gym.make("drgym/WebResearch-v0", search=client, search_budget_per_episode=3)
+
+
+@pytest.mark.slow
+async def test_the_gateway_reads_pages_with_an_llm_reader(run_gateway) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from drgym.browse import BrowsingAgent
+
+    services = GatewayServices(GatewayConfig(search="local", corpus="demo", reader="tiny"))  # --reader tiny
+    assert isinstance(services.reader, BrowsingAgent)
+    services.reader.max_tokens = 8  # a random model: keep its answers short
+    url = await run_gateway(services)
+    trajectories = await drgym.arun_episodes(
+        lambda: gym.make("drgym/WebResearch-v0", dataset="demo", search="gateway:" + url), ScriptedAgent,
+        episodes=2, seed=0, concurrency=2,
+    )
+    assert all(t.error is None and (t.terminated or t.truncated) for t in trajectories)
+    browses = [turn for t in trajectories for turn in t.turns if turn.tool == "browse_webpage"]
+    assert browses and all("<tool_response>" in turn.observation for turn in browses)
