@@ -49,6 +49,7 @@ _METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)
 _TOKEN: web.AppKey[str] = web.AppKey("token", str)
 _STATE: web.AppKey[dict[str, Any]] = web.AppKey("state", dict)
 
+_ENDPOINTS = frozenset({"search", "open", "browse", "metrics", "health"})
 _Handler = Callable[[GatewayServices, Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -97,7 +98,7 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         scheme, _, value = sent.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
             metrics.errors.labels("unauthorized").inc()
-            metrics.requests.labels(request.path.rsplit("/", 1)[-1], "unauthorized").inc()
+            metrics.requests.labels(_endpoint_label(request.path), "unauthorized").inc()
             why = "missing" if not sent else "wrong"
             return _refusal(
                 401, "Unauthorized",
@@ -109,6 +110,12 @@ async def _guard(request: web.Request, handler: Callable[[web.Request], Awaitabl
         metrics.errors.labels("too_large").inc()
         return _refusal(413, "TooLarge", f"request body of {declared} bytes exceeds {wire.MAX_BODY_BYTES}")
     return await handler(request)
+
+
+def _endpoint_label(path: str) -> str:
+    """A known endpoint's name, else ``other`` (label values must not grow with what clients send)."""
+    name = path.rsplit("/", 1)[-1]
+    return name if name in _ENDPOINTS else "other"
 
 
 # ------------------------------------------------------------------------------------------ handlers

@@ -190,10 +190,10 @@ class GatewayServices:
         try:
             await self.stack.aclose()
         finally:
-            client = getattr(self.reader, "client", None)
-            close = getattr(client, "aclose", None)
-            if close is not None:
-                await close()
+            if isinstance(self.reader, BrowsingAgent):
+                close = getattr(self.reader.client, "aclose", None)  # ChatClient does not require one
+                if close is not None:
+                    await close()
 
 
 def _make_reader(reader: str | Reader | None) -> Reader:

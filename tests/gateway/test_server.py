@@ -304,3 +304,15 @@ async def test_the_gateway_reads_pages_with_an_llm_reader(run_gateway) -> None:
     assert all(t.error is None and (t.terminated or t.truncated) for t in trajectories)
     browses = [turn for t in trajectories for turn in t.turns if turn.tool == "browse_webpage"]
     assert browses and all("<tool_response>" in turn.observation for turn in browses)
+
+
+async def test_metric_labels_do_not_grow_with_what_clients_send(run_gateway, upstream) -> None:
+    url = await run_gateway(searxng(upstream), token="t0ken")
+    async with aiohttp.ClientSession() as session:
+        for i in range(5):
+            async with session.get(f"{url}/made-up-{i}") as resp:
+                assert resp.status == 401
+        async with session.get(url + "/metrics", headers={"Authorization": "Bearer t0ken"}) as resp:
+            text = await resp.text()
+    assert 'endpoint="other",outcome="unauthorized"} 5.0' in text
+    assert "made-up" not in text
