@@ -57,6 +57,7 @@ from drgym.data import list_corpora
 from drgym.data.records import QARecord, describe_record, record_problem
 from drgym.data.registry import unknown_name_error
 from drgym.errors import BudgetExceededError, ConfigError, DrgymError
+from drgym.gateway.client import GatewayBackend
 from drgym.llm.base import ChatClient
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
@@ -64,7 +65,7 @@ from drgym.search.cache import SearchStore
 from drgym.search.metering import EpisodeView
 from drgym.search.registry import backend_names
 from drgym.search.replay import recording_episode
-from drgym.search.stack import SearchConfig, build_stack
+from drgym.search.stack import SearchConfig, acquire_stack, release_stack
 from drgym.spaces import UnicodeText
 
 __all__ = ["FORMAT_ERROR_MODES", "WebResearchEnv"]
@@ -222,6 +223,10 @@ class WebResearchEnv(gym.Env[str, str]):
         )
         self._stores = _stores_of(self.backend)
         self.reader = _make_reader(reader)
+        self._owns_backend = isinstance(search, str) and isinstance(self.backend, GatewayBackend)
+        self._closed = False
+        # Behind a gateway, pages are opened and read there unless the env names its own reader.
+        self._gateway_reads = isinstance(self.backend, GatewayBackend) and reader is None
         self.max_pages_per_call = max_pages_per_call
         self.browse_time_budget_s = browse_time_budget_s
         self.max_turns = max_turns
@@ -421,10 +426,18 @@ class WebResearchEnv(gym.Env[str, str]):
             {"role": "system", "content": self._system_prompt},
             {"role": "user", "content": question},
         ]
-        view = EpisodeView(self.backend)
-        browser = Browser(
-            view, self.reader, max_pages_per_call=self.max_pages_per_call, time_budget_s=self.browse_time_budget_s
-        )
+        if isinstance(self.backend, GatewayBackend):
+            view: Any = self.backend.episode_view()
+        else:
+            view = EpisodeView(self.backend)
+        if self._gateway_reads:
+            browser: Any = self.backend.browser(
+                view, max_pages_per_call=self.max_pages_per_call, time_budget_s=self.browse_time_budget_s
+            )
+        else:
+            browser = Browser(
+                view, self.reader, max_pages_per_call=self.max_pages_per_call, time_budget_s=self.browse_time_budget_s
+            )
         self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory(), search=view, browser=browser)
         info = {
             "system_prompt": self._system_prompt,
@@ -527,11 +540,24 @@ class WebResearchEnv(gym.Env[str, str]):
         return self._episode.backend_time_s if self._episode is not None else 0.0
 
     def close(self) -> None:
-        """Drop the episode. Shared search backends stay open for other envs (see ``close_shared_backends``)."""
+        """Drop the episode and release what the env owns (a gateway client it made); shared backends stay open."""
         if self._episode is not None:
             self._episode.memory.clear()
         self._episode = None
+        if self._owns_backend:  # a gateway client made for this env: its HTTP sessions are the env's
+            self._owns_backend = False
+            self.backend.close()  # type: ignore[attr-defined]
+        elif not self._closed:
+            release_stack(self.backend)  # the shared stack may drop its sessions once no env uses it
+        self._closed = True
         super().close()
+
+    async def aclose(self) -> None:
+        """``close()`` on the running loop: a gateway client the env made is closed before this returns."""
+        if self._owns_backend:
+            self._owns_backend = False
+            await self.backend.aclose()
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError(
@@ -631,10 +657,41 @@ def _stores_of(backend: SearchBackend) -> list[SearchStore]:
 
 
 def _make_search(search: str | Sequence[str] | SearchBackend, config: SearchConfig) -> SearchBackend:
+    if isinstance(search, str) and search.startswith("gateway:"):
+        return _gateway(search, config)
+    if isinstance(search, GatewayBackend):
+        return _gateway(search, config)
     if isinstance(search, SearchBackend):
         layered = (config.record_path, config.replay_path, config.cache_path, config.budget_per_episode,
                    config.budget_global)
-        return search if all(v is None for v in layered) else build_stack(config)
+        return search if all(v is None for v in layered) else acquire_stack(config)
     if not isinstance(search, (str, Sequence)) or not search:
         raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
-    return build_stack(config)
+    return acquire_stack(config)
+
+
+def _gateway(search: str | GatewayBackend, config: SearchConfig) -> GatewayBackend:
+    """``search="gateway:URL"`` (or a ``GatewayBackend``): the store and the global budget live on the gateway."""
+    stored = {"cache_path": config.cache_path, "cache_mode": config.cache_mode, "record_path": config.record_path,
+              "replay_path": config.replay_path, "search_budget_global": config.budget_global}
+    given = [name for name, value in stored.items() if value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot be set on an env behind a gateway: the gateway holds the store and the "
+            f"global budget (drgym serve --cache-path F --cache-mode M --budget N)"
+        )
+    if isinstance(search, GatewayBackend):
+        if config.budget_per_episode is not None or config.search_kwargs:
+            raise ConfigError(
+                "with a GatewayBackend instance, give its options (budget_per_episode, token, ...) to "
+                "GatewayBackend(...), not to the env"
+            )
+        return search
+    options = dict(config.search_kwargs)
+    unknown = set(options) - {"token", "timeout_s", "retry", "connector_limit"}
+    if unknown:
+        raise ConfigError(
+            f"search_kwargs {sorted(unknown)} are not gateway client options (token, timeout_s, retry, "
+            f"connector_limit); backend options belong to drgym serve --search-kwargs"
+        )
+    return GatewayBackend(search[len("gateway:"):], budget_per_episode=config.budget_per_episode, **options)

@@ -50,6 +50,10 @@ class TokenBucket:
         self._level = self._burst
         self._stamp = time.monotonic()
         self._lock = threading.Lock()
+        self.waits = 0
+        """Acquisitions that had to wait (for metrics)."""
+        self.waited_s = 0.0
+        """Seconds of waiting reserved so far, all callers together (for metrics)."""
 
     @property
     def rate(self) -> float:
@@ -85,6 +89,9 @@ class TokenBucket:
                     f"more than the {max_wait:g} s allowed"
                 )
             self._level -= tokens
+            if wait > 0:
+                self.waits += 1
+                self.waited_s += wait
             return wait
 
     def _refund(self, tokens: float) -> None:

@@ -108,6 +108,16 @@ def _record_agent_stats(traj: Trajectory, agent: Agent) -> None:
         traj.metadata["agent_stats"] = dict(stats)
 
 
+async def _close_env(env: gym.Env) -> None:
+    """Close an env, awaiting what it releases on this loop when it can (a drgym env's ``aclose``)."""
+    from drgym.env import WebResearchEnv
+
+    base = _unwrapped(env)
+    if isinstance(base, WebResearchEnv):
+        await base.aclose()
+    env.close()
+
+
 async def _close_agent(agent: Agent) -> None:
     """Release what an agent holds (e.g. its share of an HTTP client), if it has an ``aclose``."""
     close = getattr(agent, "aclose", None)
@@ -264,7 +274,7 @@ async def arun_episodes(
                     if asyncio.iscoroutine(maybe):
                         await maybe
         finally:
-            env.close()
+            await _close_env(env)
             await _close_agent(agent)
 
     # Workers start one per loop pass: each builds its env and sends its first request (opening a connection
@@ -281,6 +291,12 @@ async def arun_episodes(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # their envs and agents are closed on return
         raise
+    finally:
+        # Sessions the batch's envs opened on this loop end with the batch (unless another env still uses
+        # them), so a program that ends its loop right after exits without "Unclosed client session".
+        from drgym.search.stack import close_idle_sessions
+
+        await close_idle_sessions()
     return [r for r in results if r is not None]
 
 

@@ -20,7 +20,7 @@ import contextvars
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from drgym.errors import BackendError, BudgetExceededError, ConfigError
 from drgym.search.base import Document, Result, SearchBackend
@@ -30,8 +30,10 @@ __all__ = [
     "Budget",
     "EpisodeUsage",
     "EpisodeView",
+    "LimitedUsage",
     "Meter",
     "MeteredBackend",
+    "Priced",
     "current_usage",
     "episode_view",
 ]
@@ -64,6 +66,20 @@ class EpisodeUsage:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for ``info``."""
         return asdict(self)
+
+    def call_limit(self) -> int | None:
+        """A per-episode cap this episode carries itself (a gateway request names one), else ``None``."""
+        return None
+
+
+@dataclass
+class LimitedUsage(EpisodeUsage):
+    """The usage of an episode that states its own per-episode cap (checked with the budget's own)."""
+
+    limit: int | None = None
+
+    def call_limit(self) -> int | None:
+        return self.limit
 
 
 def current_usage() -> EpisodeUsage | None:
@@ -204,10 +220,12 @@ class Budget:
         Raises:
             BudgetExceededError: a limit is spent; the message says which and how to raise it.
         """
+        own = usage.call_limit()
+        cap = self.per_episode if own is None or (self.per_episode is not None and self.per_episode < own) else own
         with self._lock:
-            if self.per_episode is not None and usage.calls >= self.per_episode:
+            if cap is not None and usage.calls >= cap:
                 raise BudgetExceededError(
-                    f"search budget spent: {usage.calls} of {self.per_episode} provider calls used in this "
+                    f"search budget spent: {usage.calls} of {cap} provider calls used in this "
                     f"episode (Budget.per_episode); cached results are still served"
                 )
             if self.global_ is not None and self._used >= self.global_:
@@ -223,6 +241,16 @@ class Budget:
         with self._lock:
             self._used = max(0, self._used - 1)
             usage.calls = max(0, usage.calls - 1)
+
+
+@runtime_checkable
+class Priced(Protocol):
+    """A provider whose one search costs more than one unit of its price (e.g. Tavily's advanced depth)."""
+
+    @property
+    def cost_units(self) -> float:
+        """Price units one search costs."""
+        ...
 
 
 class MeteredBackend:
@@ -243,6 +271,7 @@ class MeteredBackend:
         self.budget = budget or Budget()
         self.name = inner.name
         self._default_usage = EpisodeUsage()
+        self._cost_units = float(inner.cost_units) if isinstance(inner, Priced) else 1.0
 
     @property
     def usage(self) -> EpisodeUsage:
@@ -261,7 +290,7 @@ class MeteredBackend:
         """Charge the budget, then search; see :class:`~drgym.search.base.SearchBackend`."""
         usage = _CURRENT.get() or self._default_usage
         self.budget.charge(usage)
-        cost_units = float(getattr(self.inner, "cost_units", 1.0))
+        cost_units = self._cost_units
         try:
             results = await self.inner.search(query, k)
         except BackendError:

@@ -23,7 +23,7 @@ import asyncio
 import contextvars
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from drgym import errors as _errors
 from drgym.errors import BudgetExceededError, ConfigError, ReplayMissError, ToolError
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CACHE_TTL_S",
+    "HasCacheOptions",
     "RecordingBackend",
     "ReplayBackend",
     "backend_options",
@@ -97,25 +98,35 @@ def current_episode() -> str | None:
     return _EPISODE.get()
 
 
+@runtime_checkable
+class HasCacheOptions(Protocol):
+    """A backend that states the settings that change its answers (the cache key) itself."""
+
+    def cache_options(self) -> Mapping[str, Any]:
+        """Settings that change the answers (not endpoints, timeouts or keys)."""
+        ...
+
+
 def backend_options(backend: SearchBackend) -> dict[str, Any]:
     """The provider settings that change a backend's answers, for the cache key.
 
-    A backend may say so itself with a ``cache_options`` attribute (a mapping, or a method returning one).
-    Wrappers (metering, caches) are looked through; a failover chain gives ``{name: options}`` per member; an
-    HTTP provider gives its own public settings (``gl``, ``hl``, ``search_depth``, ...) minus transport ones
-    (endpoint, timeouts, limits). Any other backend has none.
+    A backend may say so itself (:class:`HasCacheOptions`). The stack's own wrappers (metering, caches,
+    recording) are looked through; a failover chain gives ``{name: options}`` per member; an HTTP provider gives
+    its own public settings (``gl``, ``hl``, ``search_depth``, ...) minus transport ones (endpoint, timeouts,
+    limits). Any other backend has none.
     """
-    explicit = getattr(backend, "cache_options", None)
-    if explicit is not None:
-        return dict(explicit() if callable(explicit) else explicit)
-    members = getattr(backend, "backends", None)
-    if isinstance(members, (list, tuple)):
-        return {member.name: backend_options(member) for member in members}
-    inner = getattr(backend, "inner", None)
-    if inner is not None and isinstance(inner, SearchBackend):
-        return backend_options(inner)
     from drgym.search._http import HttpSearchBackend
+    from drgym.search.failover import FailoverBackend
+    from drgym.search.metering import MeteredBackend
 
+    if isinstance(backend, HasCacheOptions):
+        return dict(backend.cache_options())
+    if isinstance(backend, FailoverBackend):
+        return {member.name: backend_options(member) for member in backend.backends}
+    if isinstance(backend, (MeteredBackend, RecordingBackend)):
+        return backend_options(backend.inner)
+    if isinstance(backend, ReplayBackend):
+        return backend_options(backend.inner) if backend.inner is not None else {}
     if not isinstance(backend, HttpSearchBackend):
         return {}
     return {

@@ -32,9 +32,14 @@ __all__ = [
     "CACHE_MODES",
     "LOCAL_NAMES",
     "SearchConfig",
+    "acquire_stack",
     "build_stack",
+    "close_idle_sessions",
+    "close_sessions",
     "close_stacks",
     "default_meter",
+    "new_stack",
+    "release_stack",
     "resolve_cache_mode",
     "usage_summary",
 ]
@@ -48,6 +53,7 @@ LOCAL_NAMES = frozenset({"local"})
 
 _lock = threading.Lock()
 _stacks: dict[str, SearchBackend] = {}
+_users: dict[str, int] = {}  # open envs per shared stack: one nobody uses may drop its network sessions
 _meter: Any = None
 
 
@@ -166,16 +172,85 @@ def build_stack(config: SearchConfig) -> SearchBackend:
     return stack
 
 
+def acquire_stack(config: SearchConfig) -> SearchBackend:
+    """:func:`build_stack`, counted as one more user (an env) until :func:`release_stack`."""
+    stack = build_stack(config)
+    with _lock:
+        _users[config.key()] = _users.get(config.key(), 0) + 1
+    return stack
+
+
+def release_stack(stack: SearchBackend) -> None:
+    """One user of a shared stack is done with it (``env.close()``); the stack itself stays for others."""
+    with _lock:
+        for key, shared in _stacks.items():
+            if shared is stack and _users.get(key, 0) > 0:
+                _users[key] -= 1
+                return
+
+
+async def close_idle_sessions() -> None:
+    """Close the network sessions and local servers of shared stacks no open env uses (stores stay open).
+
+    ``arun_episodes`` calls this when its batch is over, so the sessions its envs opened on the caller's
+    loop are closed before that loop ends; a later env opens new ones.
+    """
+    with _lock:
+        idle = [stack for key, stack in _stacks.items() if _users.get(key) == 0]
+    for stack in idle:
+        await close_sessions(stack)
+
+
+async def close_sessions(backend: SearchBackend) -> None:
+    """Close what ``backend``'s layers hold open on the network (sessions, sites); each stays usable."""
+    from drgym.miniweb.backend import MiniWebBackend
+    from drgym.search._http import HttpSearchBackend
+    from drgym.search.failover import FailoverBackend
+    from drgym.search.metering import MeteredBackend
+    from drgym.search.replay import RecordingBackend, ReplayBackend
+    from drgym.web.opener import PageOpener
+
+    if isinstance(backend, FailoverBackend):
+        for member in backend.backends:
+            await close_sessions(member)
+    elif isinstance(backend, (MeteredBackend, RecordingBackend)):
+        await close_sessions(backend.inner)
+    elif isinstance(backend, ReplayBackend):
+        if backend.inner is not None:
+            await close_sessions(backend.inner)
+    elif isinstance(backend, HttpSearchBackend):
+        await backend.aclose()
+        if isinstance(backend.page_opener, PageOpener):
+            await backend.page_opener.aclose()
+    elif isinstance(backend, MiniWebBackend):
+        await backend.aclose()
+
+
 async def close_stacks() -> None:
     """Close and forget every shared stack (their stores, sessions and servers); the next env builds anew."""
     with _lock:
         stacks = list(_stacks.values())
         _stacks.clear()
+        _users.clear()
     for stack in stacks:
         await stack.aclose()
 
 
-def _build(config: SearchConfig) -> SearchBackend:
+def new_stack(
+    config: SearchConfig, *, meter: Any = None, limiter: Any = None, budget: Any = None
+) -> SearchBackend:
+    """A stack for ``config`` owned by the caller (not shared, not remembered): close it with ``aclose``.
+
+    Args:
+        meter: The ``Meter`` that counts its calls, cache hits and spend (default: the process-wide one).
+        limiter: A ``TokenBucket`` every live HTTP provider of the stack takes one token from per request
+            (retries included), instead of each provider's own process-wide bucket.
+        budget: The ``Budget`` its live providers charge (default: one made from the config's limits).
+    """
+    return _build(config, meter=meter, limiter=limiter, budget=budget)
+
+
+def _build(config: SearchConfig, *, meter: Any = None, limiter: Any = None, budget: Any = None) -> SearchBackend:
     from drgym.search.cache import SearchStore
     from drgym.search.replay import RecordingBackend, ReplayBackend
 
@@ -208,13 +283,14 @@ def _build(config: SearchConfig) -> SearchBackend:
         stack = shared_backend(names[0], **options)
         live = False
     else:
-        stack = _live(names, config)
+        stack = _live(names, config, meter or default_meter(), limiter, budget)
         live = True
     cache_path = path if mode == "read-write" else under
     if live and cache_path is not None:
         store = SearchStore(cache_path, max_bytes=config.cache_max_bytes, max_entries=config.cache_max_entries)
         stack = ReplayBackend(
-            store, strict=False, inner=stack, ttl_s=config.cache_ttl_s, meter=default_meter(), close_store=True
+            store, strict=False, inner=stack, ttl_s=config.cache_ttl_s, meter=meter or default_meter(),
+            close_store=True,
         )
     if mode == "record":
         assert path is not None
@@ -230,13 +306,17 @@ def _stack_name(search: Any) -> str | None:
     return getattr(search, "name", None)
 
 
-def _live(names: Sequence[str], config: SearchConfig) -> SearchBackend:
+def _live(
+    names: Sequence[str], config: SearchConfig, meter: Any, limiter: Any, budget: Any = None
+) -> SearchBackend:
+    from drgym.search._http import HttpSearchBackend
     from drgym.search.failover import FailoverBackend
     from drgym.search.metering import Budget, MeteredBackend
     from drgym.search.registry import make_backend
     from drgym.web.opener import PageOpener
 
-    budget = Budget(per_episode=config.budget_per_episode, global_=config.budget_global)
+    if budget is None:
+        budget = Budget(per_episode=config.budget_per_episode, global_=config.budget_global)
     opener = PageOpener()
     metered = []
     for name in names:
@@ -247,8 +327,17 @@ def _live(names: Sequence[str], config: SearchConfig) -> SearchBackend:
         kwargs = dict(kwargs)
         if name == "miniweb" and config.corpus is not None:
             kwargs.setdefault("corpus", config.corpus)
+        if limiter is not None and _takes_limiter(name):
+            kwargs.setdefault("limiter", limiter)
         backend = make_backend(name, **kwargs)
-        if getattr(backend, "page_opener", "absent") is None:
-            backend.page_opener = opener  # type: ignore[attr-defined]
-        metered.append(MeteredBackend(backend, default_meter(), budget))
+        if isinstance(backend, HttpSearchBackend) and backend.page_opener is None:
+            backend.page_opener = opener
+        metered.append(MeteredBackend(backend, meter, budget))
     return metered[0] if len(metered) == 1 else FailoverBackend(metered)
+
+
+def _takes_limiter(name: str) -> bool:
+    """Whether the named backend is an HTTP provider (it accepts ``limiter=``)."""
+    from drgym.search.registry import BACKENDS
+
+    return name in BACKENDS and name not in LOCAL_NAMES and name != "miniweb"

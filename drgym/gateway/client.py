@@ -1,0 +1,260 @@
+"""The client side of ``drgym serve``: a ``SearchBackend`` whose searches, page opens and page reads run there.
+
+``WebResearchEnv(search="gateway:http://HOST:PORT")`` builds a :class:`GatewayBackend`; so does passing one
+as ``search=`` (one backend, one HTTP session per event loop, shared by every env of the process that is given
+it). Each episode gets a :class:`GatewayEpisode` (its own key, its record id and per-episode cap sent with every
+request, its counts copied back from the gateway's answers) and, unless the env names its own reader, a
+:class:`GatewayBrowser` that has the gateway open *and read* the pages.
+
+A gateway that is restarting is retried with bounded backoff (:mod:`drgym.retry`: connection refused or
+dropped, 502/503/504); one that stays down past the retry budget raises :class:`~drgym.errors.BackendError`,
+which the env turns into an error observation. Tool errors come back as the same :mod:`drgym.errors` class an
+in-process env would raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from drgym._loop import run_sync
+from drgym.browse.base import PageNotes
+from drgym.browse.memory import EpisodeMemory
+from drgym.errors import BackendError, ConfigError
+from drgym.gateway import wire
+from drgym.retry import Retryable, RetryPolicy, with_retries
+from drgym.search._http import LoopSessions
+from drgym.search.base import Document, Result
+from drgym.search.metering import EpisodeUsage
+from drgym.search.replay import current_episode
+
+__all__ = ["DEFAULT_RETRY", "GatewayBackend", "GatewayBrowser", "GatewayEpisode"]
+
+DEFAULT_RETRY = RetryPolicy(
+    max_attempts=12, base_delay=0.25, max_delay=4.0, max_total_s=60.0, retry_statuses=frozenset({502, 503, 504})
+)
+"""Long enough to ride out a gateway restart (a few seconds), short enough that a dead one ends the turn."""
+
+_PAGES_AT_ONCE = 4  # the gateway's Browser reads this many pages of one call at a time
+
+
+class GatewayBackend:
+    """A search backend served by a ``drgym serve`` gateway.
+
+    Args:
+        url: The gateway's base URL, ``http://HOST:PORT``.
+        token: The gateway's shared token; default ``DRGYM_GATEWAY_TOKEN``.
+        timeout_s: Limit for one search or open request (a browse request gets its time budget on top).
+        retry: How a gateway that is down or restarting is retried.
+        budget_per_episode: Provider calls one episode may make (the gateway's own cap applies too).
+        connector_limit: Connections to the gateway at once, per event loop.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 120.0,
+        retry: RetryPolicy | None = None,
+        budget_per_episode: int | None = None,
+        connector_limit: int = 256,
+    ) -> None:
+        if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
+            raise ConfigError(f'gateway URL must look like "http://HOST:PORT", got {url!r}')
+        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+            raise ConfigError(f"gateway timeout_s must be a positive number, got {timeout_s!r}")
+        if budget_per_episode is not None and (isinstance(budget_per_episode, bool) or budget_per_episode < 0):
+            raise ConfigError(f"budget_per_episode must be None or an integer >= 0, got {budget_per_episode!r}")
+        if isinstance(connector_limit, bool) or not isinstance(connector_limit, int) or connector_limit < 1:
+            raise ConfigError(f"gateway connector_limit must be a positive integer, got {connector_limit!r}")
+        self.url = url.strip().rstrip("/")
+        self.name = "gateway"
+        self._token = token if token is not None else os.environ.get(wire.TOKEN_ENV) or None
+        self.timeout_s = float(timeout_s)
+        self.retry = retry or DEFAULT_RETRY
+        self.budget_per_episode = budget_per_episode
+        self._connector_limit = connector_limit
+        self._sessions = LoopSessions(self._new_session)
+        self._client = uuid.uuid4().hex[:16]
+        self._counter = itertools.count()
+        self._default: GatewayEpisode | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:  # never the token
+        return f"GatewayBackend({self.url!r})"
+
+    # ------------------------------------------------------------------ episodes
+
+    def episode_view(self) -> GatewayEpisode:
+        """A new episode on the gateway (its own counts and per-episode budget there)."""
+        return GatewayEpisode(self, f"{self._client}-{next(self._counter)}")
+
+    def browser(self, view: GatewayEpisode, *, max_pages_per_call: int, time_budget_s: float) -> GatewayBrowser:
+        """The browse tool of ``view``'s episode, with pages opened and read on the gateway."""
+        return GatewayBrowser(view, max_pages_per_call=max_pages_per_call, time_budget_s=time_budget_s)
+
+    # ------------------------------------------------------------------ SearchBackend
+
+    def _outside(self) -> GatewayEpisode:
+        if self._default is None:
+            self._default = self.episode_view()
+        return self._default
+
+    async def search(self, query: str, k: int = 10) -> list[Result]:
+        """Search through the gateway, counted against an episode of this backend's own."""
+        return await self._outside().search(query, k)
+
+    async def open(self, url: str) -> Document:
+        """Open a page through the gateway (fetched and extracted there, behind its SSRF guard)."""
+        return await self._outside().open(url)
+
+    async def health(self) -> dict[str, Any]:
+        """The gateway's ``/health`` answer (one attempt; raises ``BackendError`` when it is down)."""
+        session = self._sessions.get()
+        try:
+            async with session.get(self.url + "/health", timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                return await resp.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise BackendError(f"gateway {self.url} is not answering ({type(exc).__name__})") from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP sessions of every event loop; safe to call twice."""
+        await self._sessions.aclose()
+
+    def close(self) -> None:
+        """Close from synchronous code (``env.close()``): now, or as soon as the running loop gets to it."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            run_sync(self.aclose())  # the sync API's sessions live on this thread's loop: closed there
+            return
+        task = loop.create_task(self.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self._connector_limit, limit_per_host=self._connector_limit)
+        headers = {"User-Agent": "drgym-gateway-client/0.1"}
+        if self._token:
+            headers[wire.TOKEN_HEADER] = f"Bearer {self._token}"
+        return aiohttp.ClientSession(connector=connector, headers=headers)
+
+    async def post(self, endpoint: str, payload: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
+        """POST ``payload`` to ``/v1/<endpoint>``; returns the answer or raises the error it reports."""
+        url = f"{self.url}{wire.API_PREFIX}/{endpoint}"
+        limit = self.timeout_s if timeout_s is None else timeout_s
+
+        async def attempt(number: int, remaining: float) -> Any:
+            session = self._sessions.get()
+            try:
+                async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=limit)) as resp:
+                    status = resp.status
+                    if status in self.retry.retry_statuses:
+                        raise Retryable(f"HTTP {status}")
+                    try:
+                        data = await resp.json(content_type=None)
+                    except ValueError:
+                        raise BackendError(f"gateway {endpoint}: HTTP {status} with a body that is not JSON") from None
+            except (asyncio.TimeoutError, TimeoutError):
+                raise BackendError(f"gateway {endpoint}: no answer within {limit:g} s") from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                raise Retryable(f"connection failed ({type(exc).__name__})") from exc
+            error = data.get("error") if isinstance(data, dict) else None
+            if status != 200:
+                message = error.get("message") if isinstance(error, dict) else None
+                raise BackendError(f"gateway {endpoint}: HTTP {status}: {message or 'refused'}")
+            if error is not None:
+                wire.raise_error(error)
+            return data
+
+        return await with_retries(attempt, self.retry, what=f"gateway {endpoint} at {self.url}")
+
+
+class GatewayEpisode:
+    """One episode's handle on a gateway: its key, record id and cap go with each request; counts come back."""
+
+    def __init__(self, backend: GatewayBackend, key: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.name = backend.name
+        self.usage = EpisodeUsage()
+
+    def identity(self) -> dict[str, Any]:
+        """The episode fields of a request."""
+        return {
+            "episode": self.key,
+            "record_id": current_episode(),
+            "budget_per_episode": self.backend.budget_per_episode,
+        }
+
+    def _count(self, data: Mapping[str, Any]) -> None:
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            wire.usage_from_json(usage, self.usage)
+
+    async def search(self, query: str, k: int = 10) -> list[Result]:
+        data = await self.backend.post("search", {"query": query, "k": k, **self.identity()})
+        self._count(data)
+        return [wire.result_from_json(r) for r in data["results"]]
+
+    async def open(self, url: str) -> Document:
+        data = await self.backend.post("open", {"url": url, **self.identity()})
+        self._count(data)
+        return wire.document_from_json(data["document"])
+
+    async def aclose(self) -> None:
+        """Nothing to release: the backend outlives the episode."""
+
+
+class GatewayBrowser:
+    """The ``browse_webpage`` tool with pages opened and read on the gateway (same contract as ``Browser``).
+
+    Every failure, the gateway's included, becomes the pages' ``error``: one call never raises.
+    """
+
+    def __init__(self, view: GatewayEpisode, *, max_pages_per_call: int, time_budget_s: float) -> None:
+        self.view = view
+        self.max_pages_per_call = max_pages_per_call
+        self.time_budget_s = time_budget_s
+
+    async def browse(
+        self,
+        urls: Sequence[str],
+        *,
+        question: str,
+        subquestions: Mapping[str, str],
+        memory: EpisodeMemory,
+    ) -> list[PageNotes]:
+        unique = list(dict.fromkeys(url.strip() for url in urls))
+        rounds = math.ceil(min(len(unique), self.max_pages_per_call) / _PAGES_AT_ONCE) or 1
+        payload = {
+            "urls": unique,
+            "question": question,
+            "subquestions": {u: subquestions.get(u, "") for u in unique},
+            "memory": [[u, memory.notes_for(u)] for u in memory.urls()],
+            "memory_chars": memory.max_chars,
+            "max_pages": self.max_pages_per_call,
+            "time_budget_s": self.time_budget_s,
+            **self.view.identity(),
+        }
+        try:
+            data = await self.view.backend.post(
+                "browse", payload, timeout_s=self.view.backend.timeout_s + rounds * self.time_budget_s
+            )
+        except Exception as exc:  # noqa: BLE001  (the gateway's failure is every page's error)
+            message = str(exc) or type(exc).__name__
+            return [PageNotes(u, "", "", 0, 0, error=message) for u in unique]
+        self.view._count(data)
+        for url, text in data.get("memory_added") or []:
+            memory.add(url, text)
+        return [wire.notes_from_json(p) for p in data["pages"]]
