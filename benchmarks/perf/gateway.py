@@ -101,7 +101,7 @@ def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn:
     import gymnasium as gym
 
     import drgym
-    from agents.scripted import ScriptedAgent
+    from drgym.agents.scripted import ScriptedAgent
     from drgym.gateway.client import GatewayBackend
 
     async def main() -> dict[str, Any]:

@@ -11,7 +11,7 @@ import gymnasium as gym
 import pytest
 
 import drgym
-from agents.scripted import ScriptedAgent
+from drgym.agents.scripted import ScriptedAgent
 from drgym.errors import BackendError, BlockedURLError, BudgetExceededError, ConfigError
 from drgym.gateway.client import GatewayBackend
 from drgym.gateway.server import check_bind

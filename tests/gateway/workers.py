@@ -28,7 +28,7 @@ def play_episodes(url: str, episodes: int, seed: int) -> list[dict[str, Any]]:
     import gymnasium as gym
 
     import drgym
-    from agents.scripted import ScriptedAgent
+    from drgym.agents.scripted import ScriptedAgent
 
     trajectories = asyncio.run(
         drgym.arun_episodes(
