@@ -96,7 +96,7 @@ class Browser:
                     self._open_and_read(url, question, subquestion, memory, opened, mark), self.time_budget_s
                 )
             except asyncio.TimeoutError:  # _open_and_read catches everything else, so this is our own limit
-                notes = _partial(url, opened, memory, mark, f"timed out after {self.time_budget_s:g}s")
+                notes = _partial(url, opened, memory, mark, _budget_message(self.time_budget_s))
             return replace(notes, url=url, elapsed_s=time.monotonic() - start)
 
     async def _open_and_read(
@@ -125,3 +125,7 @@ def _partial(url: str, opened: list[Document], memory: EpisodeMemory, mark: int,
         return PageNotes(url, "", "", 0, 0, error=error)
     doc = opened[0]
     return PageNotes(url, doc.title, memory.notes_for(doc.url, since=mark), 0, 0, error=error)
+
+
+def _budget_message(budget_s: float) -> str:
+    return f"timed out after {budget_s:g}s (the time budget per page); reading the page was stopped"

@@ -53,6 +53,7 @@ from drgym.search.base import Document, Result
 from drgym.search.searxng import SearxngBackend
 from drgym.search.serper import SerperBackend
 from drgym.web.fetch import FetchConfig
+from drgym.web.isolation import IsolatedPool
 from drgym.web.opener import PageOpener
 
 __all__ = ["MiniWebBackend"]
@@ -168,6 +169,7 @@ class MiniWebBackend:
         self._sites: dict[asyncio.AbstractEventLoop, _Site] = {}
         self._starting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._ports: set[int] = set()  # every port a site of this backend has listened on
+        self._pool = IsolatedPool()  # page extraction for every site's opener (its workers start at first use)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -207,6 +209,7 @@ class MiniWebBackend:
                     logger.warning("miniweb: the site on another event loop did not stop cleanly: %r", exc)
             else:
                 _abandon(site)
+        self._pool.close()
 
     def __repr__(self) -> str:
         ports = sorted(s.port for s in self._sites.values())
@@ -302,7 +305,7 @@ class MiniWebBackend:
             sock.close()
             raise
         search = self._search_client(base_url)
-        opener = PageOpener(config=self.fetch_config)
+        opener = PageOpener(config=self.fetch_config, pool=self._pool)
         logger.debug("miniweb: serving %d articles of %r at %s", len(wiki), wiki.corpus, base_url)
         return _Site(loop, runner, sock, base_url, port, search, opener)
 

@@ -39,12 +39,14 @@ from drgym.errors import (
 from drgym.ratelimit import KeyedRateLimiter
 from drgym.retry import parse_retry_after
 from drgym.web.charset import decode_text
-from drgym.web.pdf import extract_pdf_text, require_pypdf
+from drgym.web.pdf import extract_pdf_text, extract_pdf_text_sync, require_pypdf
 from drgym.web.robots import RobotsCache
 from drgym.web.ssrf import DEFAULT_ALLOWED_PORTS, PinnedResolver, SSRFGuard
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
+    from drgym.web.isolation import IsolatedPool
 
 __all__ = [
     "DEFAULT_CONTENT_TYPES",
@@ -416,10 +418,13 @@ class Fetcher:
 
     Args:
         config: Limits and policy; defaults to :class:`FetchConfig()`.
+        pool: Where PDF text extraction runs (a worker process that is killed when the fetch's time is up);
+            without one it runs in a worker thread. The caller owns the pool and closes it.
     """
 
-    def __init__(self, config: FetchConfig | None = None) -> None:
+    def __init__(self, config: FetchConfig | None = None, *, pool: IsolatedPool | None = None) -> None:
         self.config = cfg = config or FetchConfig()
+        self.pool = pool
         self._guard = SSRFGuard(
             cfg.allow_hosts,
             allow_private=cfg.allow_private,
@@ -697,6 +702,8 @@ class Fetcher:
 
     async def _pdf_text(self, body: _Body, url: URL) -> str:
         try:
+            if self.pool is not None:
+                return await self.pool.run(extract_pdf_text_sync, body.data, max_pages=self.config.pdf_max_pages)
             return await extract_pdf_text(body.data, max_pages=self.config.pdf_max_pages)
         except UnsupportedContentError as exc:
             if body.truncated:
