@@ -241,6 +241,10 @@ class IsolatedPool:
             call.abandon()
             raise
 
+    def start(self) -> None:
+        """Start the workers now, in the background (otherwise the first :meth:`run` starts them)."""
+        self._queue()
+
     def close(self) -> None:
         """Kill every worker and fail calls still queued; safe to call twice. The next ``run`` starts anew."""
         with self._lock:
@@ -285,7 +289,8 @@ class IsolatedPool:
         try:  # at once, so the pool's first calls find their workers ready or nearly
             worker: _Worker | None = self._start()
         except Exception as exc:  # noqa: BLE001  # the first call retries, and reports the failure
-            logger.warning("%s: a worker failed to start: %s", self.name, exc)
+            if self._jobs is jobs:  # not merely closed while it started
+                logger.warning("%s: a worker failed to start: %s", self.name, exc)
             worker = None
         while True:
             call = jobs.get()
