@@ -31,8 +31,12 @@ class Browser:
         reader: Turns a document into notes (:class:`~drgym.browse.lexical.LexicalReader`,
             :class:`~drgym.browse.agent.BrowsingAgent`).
         max_pages_per_call: URLs read per call after de-duplication; the rest come back as skipped.
-        time_budget_s: Wall-clock limit per page, opening and reading together.
-        max_concurrency: Pages read at the same time within one call.
+        time_budget_s: Wall-clock limit per page, opening and reading together (time spent waiting for a
+            free extraction worker counts). A page past it is cancelled, which stops its work (an isolated
+            extraction worker is killed), and comes back with the notes kept so far and an error.
+        max_concurrency: Pages read at the same time within one call. A page's budget starts when its turn
+            comes, so a call returns within ``ceil(pages / max_concurrency) * time_budget_s``: a call of 5
+            pages, 4 at a time, can take twice the budget.
     """
 
     def __init__(
