@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from drgym.errors import ConfigError, FetchError
+from drgym.errors import ConfigError, FetchError, UnsupportedContentError
 from drgym.web.extract import extract
+from drgym.web.fetch import Fetcher
 from drgym.web.isolation import IsolatedPool, WorkerCrashedError, WorkTimeoutError
+from drgym.web.opener import PageOpener
+
+from .conftest import UNICODE_TEXT
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "<html><head><title>T</title></head><body><h1>Title</h1><p>Alpha, beta and gamma, all here.</p></body></html>"
@@ -222,3 +226,26 @@ def test_exit_does_not_wait_for_abandoned_work_and_leaves_no_worker(tmp_path):
     for pid in pids:
         if pid:
             assert asyncio.run(wait_gone(pid, within_s=5.0)), f"worker {pid} outlived its program"
+
+
+async def test_pdf_text_and_errors_come_through_the_pool(web_server, fetch_config, pool):
+    pytest.importorskip("pypdf")
+    async with Fetcher(fetch_config(pdf_max_pages=2), pool=pool) as fetcher:
+        page = await fetcher.fetch(web_server.url("/pdf/3"))
+        assert "Hello PDF page 2" in page.text and "Hello PDF page 3" not in page.text
+        with pytest.raises(UnsupportedContentError, match="cannot read PDF"):  # raised in the worker
+            await fetcher.fetch(web_server.url("/pdf-broken"))
+    assert pool.pids and pool.replaced == 0
+
+
+async def test_opener_extracts_in_the_pool_it_was_given(web_server, fetch_config, pool):
+    opener = PageOpener(config=fetch_config(), pool=pool)
+    doc = await opener(web_server.url("/html/header-utf8"))
+    await opener.aclose()
+    assert UNICODE_TEXT in doc.content
+    assert pool.pids, "a pool passed in stays open: it belongs to the caller"
+    own = PageOpener(config=fetch_config())
+    assert UNICODE_TEXT in (await own(web_server.url("/html/header-utf8"))).content
+    [pid] = own.pool.pids[:1]
+    await own.aclose()
+    assert await wait_gone(pid), "an opener closes the pool it made"
