@@ -33,6 +33,7 @@ from agents.scripted import ScriptedAgent
 
 __all__ = ["main"]
 
+_ERROR = 'Error: search for "'
 _FAILED = '" failed: '
 
 
@@ -52,8 +53,8 @@ def _search_outcomes(trajs: Sequence[Any]) -> tuple[int, int, dict[str, int]]:
         for turn in traj.turns:
             if turn.tool != "web_search":
                 continue
-            for line in turn.observation.splitlines():
-                if line.lstrip().startswith("search for") and _FAILED in line:
+            for line in turn.observation.splitlines():  # each failure renders as 'Error: search for "q" failed: ...'
+                if line.lstrip().startswith(_ERROR) and _FAILED in line:
                     failed += 1
                     reason = line.split(_FAILED, 1)[1][:80]
                     reasons[reason] = reasons.get(reason, 0) + 1
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 50 episodes on the demo corpus")
     parser.add_argument("--episodes", type=int, default=2000, help="episodes in flight at once")
     parser.add_argument("--corpus", default="demo", help="corpus the mini-web serves (demo or wiki-local)")
+    parser.add_argument("--search-timeout", type=float, default=20.0,
+                        help="limit of one search request, seconds (the mini-web's default)")
     parser.add_argument("--external", action="store_true",
                         help="search an external `drgym miniweb serve` child process instead (the reference)")
     args = parser.parse_args(argv)
@@ -119,11 +122,12 @@ def main(argv: list[str] | None = None) -> None:
 
         with miniweb(args.corpus) as base_url:
             label = f"external site ({base_url}, searxng backend)"
-            rows = asyncio.run(_run(dataset, "searxng", {"base_url": base_url, "language": None,
-                                                          "rps": 1000.0}, args.episodes))
+            kwargs = {"base_url": base_url, "language": None, "rps": 1000.0, "timeout_s": args.search_timeout}
+            rows = asyncio.run(_run(dataset, "searxng", kwargs, args.episodes))
     else:
         label = 'in-process site (search="miniweb")'
-        rows = asyncio.run(_run(dataset, "miniweb", {"corpus": args.corpus}, args.episodes))
+        kwargs = {"corpus": args.corpus, "search_timeout_s": args.search_timeout}
+        rows = asyncio.run(_run(dataset, "miniweb", kwargs, args.episodes))
     width = max(len(name) for name, _, _ in rows)
     print(f"load: scripted agent, corpus {args.corpus}, {label}, one event loop")
     print(f"{'measure':<{width}}  {'value':>10}  unit")
