@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import json
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import gymnasium as gym
@@ -96,6 +98,38 @@ async def test_site_compresses_pages_when_asked(client: TestClient) -> None:
     resp = await client.get(article_path("Kellport"), headers={"Accept-Encoding": "gzip"})
     assert resp.headers["Content-Encoding"] == "gzip"
     assert "Kellport" in await resp.text()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A real thread pool that counts the jobs it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.jobs = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_articles_are_rendered_once_and_never_compressed_on_the_default_thread_pool() -> None:
+    """Under load, searches (BM25) wait in asyncio's default thread pool: page compression must not queue there."""
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    long_article = [Passage(f"long-{i}", "Long article", f"Paragraph {i} about harbours and tides. " * 20, "tests")
+                    for i in range(8)]
+    async with TestClient(TestServer(create_app(long_article, corpus="demo"))) as c:
+        bodies = set()
+        for _ in range(20):
+            resp = await c.get(article_path("Long article"), headers={"Accept-Encoding": "gzip"},
+                               auto_decompress=False)
+            assert resp.headers["Content-Encoding"] == "gzip"
+            bodies.add(await resp.read())
+        plain = await (await c.get(article_path("Long article"), headers={"Accept-Encoding": "identity"})).text()
+    assert len(bodies) == 1
+    assert gzip.decompress(next(iter(bodies))).decode() == plain and "Paragraph 7 about harbours" in plain
+    assert len(plain.encode()) > 4096  # large enough that aiohttp would compress it in the executor
+    assert executor.jobs == 0
 
 
 async def test_site_escapes_untrusted_titles_and_text(client: TestClient) -> None:
