@@ -6,6 +6,9 @@ import asyncio
 import dataclasses
 import gzip
 import json
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
@@ -310,20 +313,43 @@ async def test_ssrf_guard_blocks_other_loopback_ports_and_hosts(
     assert other_service.hits == []  # type: ignore[attr-defined]
 
 
-async def test_backend_serves_each_event_loop_its_own_site(backend: MiniWebBackend) -> None:
+async def test_backend_serves_every_event_loop_from_one_site_on_its_own_loop(backend: MiniWebBackend) -> None:
     here = await backend.start()
     there = run_sync(backend.start())  # the env's background loop
-    assert here != there
-    # A URL from the other loop's site is read from this loop's site (same content), never refused.
+    assert here == there
+    assert any(t.name.startswith("drgym-miniweb-") for t in threading.enumerate()), "the site has its own thread"
     url_there = run_sync(backend.url_for("Kellport"))
     doc = await backend.open(url_there)
     assert doc.title == "Kellport" and doc.url.startswith(here)
     assert run_sync(backend.search("tidal clock", 3))[0].url.startswith(there)
-    await backend.aclose()  # stops both sites, the other one on its own loop
+    await backend.aclose()  # closes both loops' clients, the other one on its own loop, and stops the site
+    assert not any(t.name.startswith("drgym-miniweb-") for t in threading.enumerate())
     with pytest.raises(FetchError, match="connection failed"):
         async with Fetcher(dataclasses.replace(backend.fetch_config, max_retries=0)) as fetcher:
             await fetcher.fetch(url_there)
-    assert (await backend.start()).startswith("http://127.0.0.1:"), "usable again after aclose"
+    again = await backend.start()
+    assert again.startswith("http://127.0.0.1:"), "usable again after aclose"
+    # A URL from the site before aclose is read from the new one (same content), never refused.
+    assert (await backend.open(url_there)).url.startswith(again)
+
+
+async def test_the_site_answers_while_the_callers_loop_is_busy(backend: MiniWebBackend) -> None:
+    """The site does not wait behind the episodes' callbacks: it answers a raw request while this loop is stuck."""
+    base = await backend.start()
+    host, port = base.removeprefix("http://").split(":")
+    answered = threading.Event()
+
+    def ask() -> None:
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if conn.recv(64).startswith(b"HTTP/1.1 200"):
+                answered.set()
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    time.sleep(2.0)  # noqa: ASYNC251  # blocks this loop on purpose: a site on it could not answer
+    asker.join(timeout=5)
+    assert answered.is_set()
 
 
 async def test_many_concurrent_reads(backend: MiniWebBackend) -> None:
