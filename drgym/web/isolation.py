@@ -297,14 +297,17 @@ class IsolatedPool:
             if call is None:
                 break
             if not call.future.set_running_or_notify_cancel():
-                continue  # the caller gave up while the call was queued
+                call.payload = b""  # the caller gave up while the call was queued
+                continue
             try:
                 if worker is None or not worker.alive:
                     worker = self._start()
             except Exception as exc:  # noqa: BLE001  # a worker that cannot start fails the call, clearly
+                call.payload = b""
                 call.future.set_exception(WorkerCrashedError(f"cannot start an isolated worker: {exc}"))
                 continue
             worker = self._run_call(worker, call)
+            del call  # this thread waits for the next call next: it must not keep the last page alive
             if worker is None:  # killed: start its replacement now, so the next call does not wait for it
                 try:
                     worker = self._start()
@@ -334,7 +337,9 @@ class IsolatedPool:
             return worker
         started = time.monotonic()
         try:
-            worker.send(call.payload)
+            payload, call.payload = call.payload, b""  # sent once; a page's HTML is not kept past that
+            worker.send(payload)
+            del payload
             reply = worker.receive(started + call.limit)
         except TimeoutError:
             self._replace(worker)

@@ -48,6 +48,7 @@ class PageOpener:
         self.max_html_chars = max_html_chars
 
     async def __call__(self, url: str) -> Document:
+        self.pool.start()  # a no-op once started; the first time, the workers start while the page downloads
         page = await self.fetcher.fetch(url)
         if page.content_type in _MARKUP_TYPES or page.content_type.endswith("+xml") and "<html" in page.text[:2048]:
             html = page.text[: self.max_html_chars]
