@@ -5,7 +5,9 @@ process, on the same loop as its clients) lost almost half their searches to "no
 same load against an external ``drgym miniweb serve`` lost 0.15%. This script measures that load, so a fix can
 be checked and a regression seen:
 
-* ``searches failed``: queries whose observation says ``search for "..." failed`` over all queries sent;
+* ``searches failed``: queries whose observation says ``search for "..." failed`` over all queries sent
+  (the commonest reasons follow, figures replaced by N);
+* ``pages that could not be read``: pages of ``browse_webpage`` calls that came back as an error;
 * ``step p50/p95``: wall time of one ``env.step`` over every turn (and of the ``web_search`` turns alone);
 * ``episodes/s``: episodes over the wall time of the batch (all in flight at once);
 * ``peak RSS``: the process's peak resident set (``ru_maxrss``) after the batch, and of finished children.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import resource
 import statistics
 import time
@@ -35,6 +38,7 @@ __all__ = ["main"]
 
 _ERROR = 'Error: search for "'
 _FAILED = '" failed: '
+_PAGE_ERROR = "Error: this page could not be read ("
 
 
 def _percentile(values: Sequence[float], q: float) -> float:
@@ -56,7 +60,7 @@ def _search_outcomes(trajs: Sequence[Any]) -> tuple[int, int, dict[str, int]]:
             for line in turn.observation.splitlines():  # each failure renders as 'Error: search for "q" failed: ...'
                 if line.lstrip().startswith(_ERROR) and _FAILED in line:
                     failed += 1
-                    reason = line.split(_FAILED, 1)[1][:80]
+                    reason = re.sub(r"\d+(\.\d+)?", "N", line.split(_FAILED, 1)[1])[:90]
                     reasons[reason] = reasons.get(reason, 0) + 1
     return sent, failed, reasons
 
@@ -84,6 +88,9 @@ async def _run(dataset: str, search: str, search_kwargs: dict[str, Any], episode
     finally:
         await close_shared_backends()
     sent, failed, reasons = _search_outcomes(trajs)
+    pages = sum(t.pages_read for t in trajs)
+    page_errors = sum(turn.observation.count(_PAGE_ERROR) for traj in trajs for turn in traj.turns
+                      if turn.tool == "browse_webpage")
     steps = [t.step_time_s * 1000 for traj in trajs for t in traj.turns]
     searches = [t.step_time_s * 1000 for traj in trajs for t in traj.turns if t.tool == "web_search"]
     f1 = statistics.fmean(t.f1 for t in trajs) if trajs else float("nan")
@@ -92,6 +99,8 @@ async def _run(dataset: str, search: str, search_kwargs: dict[str, Any], episode
          len(trajs) / wall, "episodes/s"),
         ("  wall", wall, "s"),
         (f"  searches failed ({failed}/{sent})", 100.0 * failed / sent if sent else float("nan"), "%"),
+        (f"  pages that could not be read ({page_errors}/{pages + page_errors})",
+         100.0 * page_errors / (pages + page_errors) if pages + page_errors else float("nan"), "%"),
         ("  step p50", _percentile(steps, 0.5), "ms"),
         ("  step p95", _percentile(steps, 0.95), "ms"),
         ("  web_search step p95", _percentile(searches, 0.95), "ms"),
