@@ -92,6 +92,8 @@ async def _run(repeat: int, inflight: int, workers: int) -> list[tuple[str, floa
             async def isolated(html: str = html) -> object:
                 return await pool.run(extract, html, "http://example.org/")
 
+            for call in (inline, thread, isolated):  # warm every path (parser caches, the workers' imports)
+                await _latency(call, 2)
             base = await _latency(inline, n)
             rows.append((f"{label}: inline, one at a time", base, "ms/page"))
             for name, call in (("thread", thread), ("pool", isolated)):
