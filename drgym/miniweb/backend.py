@@ -229,7 +229,10 @@ class MiniWebBackend:
         with self._server_lock:
             server, self._server = self._server, None
         if server is not None:
-            await asyncio.to_thread(_stop_server, server)
+            try:
+                await asyncio.to_thread(_stop_server, server)
+            except RuntimeError:  # no new threads at interpreter exit: stop it from this one
+                _stop_server(server)
         self._pool.close()
 
     def __repr__(self) -> str:
