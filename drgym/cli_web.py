@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -157,15 +158,30 @@ async def _fetch(args: argparse.Namespace) -> int:
     from drgym.errors import FetchError
     from drgym.web.extract import extract
     from drgym.web.fetch import Fetcher
+    from drgym.web.isolation import IsolatedPool
 
-    async with Fetcher(_fetch_config(args)) as fetcher:
-        try:
-            page = await fetcher.fetch(args.url)
-        except FetchError as exc:
-            return _failure("fetch", exc)
-    markup = page.content_type in ("text/html", "application/xhtml+xml")
-    text = page.text if args.raw or not markup else await asyncio.to_thread(extract, page.text, page.url,
-                                                                           links=args.links)
+    deadline = time.monotonic() + args.timeout  # --timeout bounds the whole command: fetch and extraction
+    pool = IsolatedPool(workers=1)
+    pool.start()  # the worker starts while the page downloads
+    try:
+        async with Fetcher(_fetch_config(args), pool=pool) as fetcher:
+            try:
+                page = await fetcher.fetch(args.url)
+            except FetchError as exc:
+                return _failure("fetch", exc)
+        markup = page.content_type in ("text/html", "application/xhtml+xml")
+        text = page.text
+        if markup and not args.raw:
+            left = max(0.1, deadline - time.monotonic())
+            try:  # the wait for a worker counts too; cancelling the call kills the worker
+                text = await asyncio.wait_for(pool.run(extract, page.text, page.url, links=args.links), left)
+            except asyncio.TimeoutError:
+                return _failure("fetch", FetchError(
+                    f"extracting the text of {page.url} took longer than the rest of --timeout "
+                    f"{args.timeout:g} s and was stopped"
+                ))
+    finally:
+        pool.close()
     if args.json:
         record = {
             "url": page.url,
@@ -173,6 +189,7 @@ async def _fetch(args: argparse.Namespace) -> int:
             "content_type": page.content_type,
             "charset": page.charset,
             "truncated": page.truncated,
+            "truncated_by": page.truncated_by,
             "redirects": page.redirects,
             "raw_bytes": page.raw_bytes_len,
             "text": text,
@@ -181,11 +198,29 @@ async def _fetch(args: argparse.Namespace) -> int:
     elif text.strip():
         _print_text(text)
     if page.truncated:
-        print(f"drgym fetch: note: the body was cut at the size cap ({args.max_bytes} bytes)", file=sys.stderr)
+        print(f"drgym fetch: note: {_truncation_note(page, args)}", file=sys.stderr)
     if not text.strip():
         print(f"drgym fetch: failed: {page.url} has no readable text", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _truncation_note(page: Any, args: argparse.Namespace) -> str:
+    """Say which limit or fault cut the body, with the figure that applies."""
+    from drgym.web.fetch import FetchConfig
+
+    if page.truncated_by == "max_bytes":
+        return f"the body was cut at the size cap (--max-bytes {args.max_bytes} bytes read from the wire)"
+    if page.truncated_by == "max_decompressed_bytes":
+        cap = FetchConfig().max_decompressed_bytes
+        return (f"the body was cut at the decompression cap ({cap} bytes once inflated; "
+                f"{page.raw_bytes_len} compressed bytes read)")
+    if page.truncated_by == "connection":
+        return (f"the connection dropped before the whole body arrived; what came ({page.raw_bytes_len} bytes) "
+                "is shown")
+    if page.truncated_by == "corrupt":
+        return f"the compressed body turned corrupt after {page.raw_bytes_len} bytes; what decoded is shown"
+    return "the body is incomplete"
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
@@ -237,19 +272,25 @@ def _make_reader(args: argparse.Namespace) -> tuple[Any, Any]:
 async def _read(args: argparse.Namespace) -> int:
     from drgym.browse import EpisodeMemory
     from drgym.errors import FetchError
+    from drgym.web.isolation import IsolatedPool
     from drgym.web.opener import PageOpener
 
     reader, client = _make_reader(args)
-    opener = PageOpener(config=_fetch_config(args))
+    pool = IsolatedPool(workers=1, time_limit_s=args.timeout)
+    pool.start()
+    opener = PageOpener(config=_fetch_config(args), pool=pool)
     try:
         try:
-            doc = await opener(args.url)
+            doc = await asyncio.wait_for(opener(args.url), args.timeout)
+        except asyncio.TimeoutError:
+            return _failure("read", FetchError(f"reading {args.url} took longer than --timeout {args.timeout:g} s"))
         except FetchError as exc:
             return _failure("read", exc)
         notes = await reader.read(doc, question=args.question, subquestion=args.subquestion,
                                   memory=EpisodeMemory())
     finally:
         await opener.aclose()
+        pool.close()
         close = getattr(client, "aclose", None)
         if close is not None:
             await close()

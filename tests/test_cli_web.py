@@ -7,6 +7,7 @@ in-process through ``drgym.cli.main`` against it, or against a small hostile ser
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 import json
 import selectors
@@ -28,6 +29,15 @@ from drgym.search.searxng import SearxngBackend
 from drgym.search.serper import SerperBackend
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
+BOMB = gzip.compress(b"word " * (4 * 1024 * 1024), compresslevel=9)  # 20 MiB of text in about 20 kB
+# One element with 40,000 attributes: libxml2 needs many seconds for it (its cost grows faster than linearly).
+SLOW_TO_PARSE = "<html><body><p " + " ".join(f'a{i}="x"' for i in range(40_000)) + ">text</p></body></html>"
+RAW_REPLIES = {
+    "/bad-status": b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nhi",
+    "/bad-header": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nBad Header\x01: x\r\nContent-Length: 2\r\n\r\nhi",
+    "/bad-chunk": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n",
+    "/dropped": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n" + b"word " * 1000,
+}
 TIDAL = next(p.text for p in load_corpus("demo") if p.title == "Tidal clock")
 
 
@@ -89,8 +99,15 @@ def hostile() -> Iterator[str]:
             await resp.write(b"<p>" + b"filler " * 1430 + b"</p>")
         return resp
 
+    async def bomb(_: web.Request) -> web.Response:
+        return web.Response(body=BOMB, headers={"Content-Type": "text/plain", "Content-Encoding": "gzip"})
+
+    async def slow_to_parse(_: web.Request) -> web.Response:
+        return web.Response(text=SLOW_TO_PARSE, content_type="text/html")
+
     app = web.Application()
-    for path, handler in (("/binary", binary), ("/image", image), ("/empty", empty), ("/big", big)):
+    for path, handler in (("/binary", binary), ("/image", image), ("/empty", empty), ("/big", big),
+                          ("/bomb", bomb), ("/slow-to-parse", slow_to_parse)):
         app.router.add_get(path, handler)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app, access_log=None)
@@ -102,6 +119,31 @@ def hostile() -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def raw() -> Iterator[str]:
+    """A bare TCP server in a thread that answers each path with exact bytes (malformed HTTP), then hangs up."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            writer.write(RAW_REPLIES[request.split(b" ", 2)[1].decode("latin-1")])
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, KeyError):
+            pass
+        finally:
+            writer.close()
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    loop.call_soon_threadsafe(server.close)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(timeout=10)
     loop.close()
@@ -218,8 +260,41 @@ def test_fetch_failures_exit_1(site: str, hostile: str, capsys: pytest.CaptureFi
 def test_fetch_stops_reading_at_the_cap(hostile: str, capsys: pytest.CaptureFixture[str]) -> None:
     started = time.perf_counter()
     code, out, err = run(capsys, "fetch", hostile + "/big", "--allow-host", "127.0.0.1", "--max-bytes", "200000")
-    assert code == 0 and "word word" in out and "cut at the size cap (200000 bytes)" in err
+    assert code == 0 and "word word" in out
+    assert "cut at the size cap (--max-bytes 200000 bytes read from the wire)" in err
     assert time.perf_counter() - started < 10
+
+
+def test_fetch_names_the_decompression_cap_and_a_dropped_connection(hostile: str, raw: str, capsys) -> None:
+    code, out, err = run(capsys, "fetch", hostile + "/bomb", "--allow-host", "127.0.0.1", "--json")
+    assert code == 0 and json.loads(out)["truncated_by"] == "max_decompressed_bytes"
+    assert f"cut at the decompression cap (10485760 bytes once inflated; {len(BOMB)} compressed" in err
+    assert "size cap" not in err
+    code, out, err = run(capsys, "fetch", raw + "/dropped", "--allow-host", "127.0.0.1")
+    assert code == 0 and out.startswith("word word")
+    assert "the connection dropped before the whole body arrived; what came (5000 bytes) is shown" in err
+    assert "size cap" not in err
+
+
+@pytest.mark.parametrize(("path", "detail"), [
+    ("/bad-status", "Bad status line: Invalid status code: b'HTTP/1.1 abc OK'"),
+    ("/bad-header", "Invalid header token: b'Bad Header\\x01: x'"),
+    ("/bad-chunk", "Invalid character in chunk size: b'zz'"),
+])
+def test_fetch_reports_malformed_http_without_a_made_up_400(raw: str, path: str, detail: str, capsys) -> None:
+    code, out, err = run(capsys, "fetch", raw + path, "--allow-host", "127.0.0.1")
+    assert (code, out) == (1, "")
+    assert err == f"drgym fetch: failed: malformed HTTP response from {raw}{path}: {detail}\n"
+
+
+def test_fetch_timeout_bounds_a_slow_to_parse_page(hostile: str, capsys) -> None:
+    """--timeout covers extraction too: the parse is stopped, and the command does not wait for it to end."""
+    started = time.perf_counter()
+    code, out, err = run(capsys, "fetch", hostile + "/slow-to-parse", "--allow-host", "127.0.0.1", "--timeout", "2")
+    elapsed = time.perf_counter() - started
+    assert (code, out) == (1, "")
+    assert "took longer than the rest of --timeout 2 s and was stopped" in err
+    assert elapsed < 3.5, f"drgym fetch --timeout 2 took {elapsed:.1f} s"
 
 
 # ----------------------------------------------------------------------------- extract

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import json
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import gymnasium as gym
@@ -96,6 +101,38 @@ async def test_site_compresses_pages_when_asked(client: TestClient) -> None:
     resp = await client.get(article_path("Kellport"), headers={"Accept-Encoding": "gzip"})
     assert resp.headers["Content-Encoding"] == "gzip"
     assert "Kellport" in await resp.text()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """A real thread pool that counts the jobs it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.jobs = 0
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+async def test_articles_are_rendered_once_and_never_compressed_on_the_default_thread_pool() -> None:
+    """Under load, searches (BM25) wait in asyncio's default thread pool: page compression must not queue there."""
+    executor = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(executor)
+    long_article = [Passage(f"long-{i}", "Long article", f"Paragraph {i} about harbours and tides. " * 20, "tests")
+                    for i in range(8)]
+    async with TestClient(TestServer(create_app(long_article, corpus="demo"))) as c:
+        bodies = set()
+        for _ in range(20):
+            resp = await c.get(article_path("Long article"), headers={"Accept-Encoding": "gzip"},
+                               auto_decompress=False)
+            assert resp.headers["Content-Encoding"] == "gzip"
+            bodies.add(await resp.read())
+        plain = await (await c.get(article_path("Long article"), headers={"Accept-Encoding": "identity"})).text()
+    assert len(bodies) == 1
+    assert gzip.decompress(next(iter(bodies))).decode() == plain and "Paragraph 7 about harbours" in plain
+    assert len(plain.encode()) > 4096  # large enough that aiohttp would compress it in the executor
+    assert executor.jobs == 0
 
 
 async def test_site_escapes_untrusted_titles_and_text(client: TestClient) -> None:
@@ -276,20 +313,43 @@ async def test_ssrf_guard_blocks_other_loopback_ports_and_hosts(
     assert other_service.hits == []  # type: ignore[attr-defined]
 
 
-async def test_backend_serves_each_event_loop_its_own_site(backend: MiniWebBackend) -> None:
+async def test_backend_serves_every_event_loop_from_one_site_on_its_own_loop(backend: MiniWebBackend) -> None:
     here = await backend.start()
     there = run_sync(backend.start())  # the env's background loop
-    assert here != there
-    # A URL from the other loop's site is read from this loop's site (same content), never refused.
+    assert here == there
+    assert any(t.name.startswith("drgym-miniweb-") for t in threading.enumerate()), "the site has its own thread"
     url_there = run_sync(backend.url_for("Kellport"))
     doc = await backend.open(url_there)
     assert doc.title == "Kellport" and doc.url.startswith(here)
     assert run_sync(backend.search("tidal clock", 3))[0].url.startswith(there)
-    await backend.aclose()  # stops both sites, the other one on its own loop
+    await backend.aclose()  # closes both loops' clients, the other one on its own loop, and stops the site
+    assert not any(t.name.startswith("drgym-miniweb-") for t in threading.enumerate())
     with pytest.raises(FetchError, match="connection failed"):
         async with Fetcher(dataclasses.replace(backend.fetch_config, max_retries=0)) as fetcher:
             await fetcher.fetch(url_there)
-    assert (await backend.start()).startswith("http://127.0.0.1:"), "usable again after aclose"
+    again = await backend.start()
+    assert again.startswith("http://127.0.0.1:"), "usable again after aclose"
+    # A URL from the site before aclose is read from the new one (same content), never refused.
+    assert (await backend.open(url_there)).url.startswith(again)
+
+
+async def test_the_site_answers_while_the_callers_loop_is_busy(backend: MiniWebBackend) -> None:
+    """The site does not wait behind the episodes' callbacks: it answers a raw request while this loop is stuck."""
+    base = await backend.start()
+    host, port = base.removeprefix("http://").split(":")
+    answered = threading.Event()
+
+    def ask() -> None:
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(b"GET /robots.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if conn.recv(64).startswith(b"HTTP/1.1 200"):
+                answered.set()
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    time.sleep(2.0)  # noqa: ASYNC251  # blocks this loop on purpose: a site on it could not answer
+    asker.join(timeout=5)
+    assert answered.is_set()
 
 
 async def test_many_concurrent_reads(backend: MiniWebBackend) -> None:

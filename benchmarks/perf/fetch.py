@@ -5,7 +5,8 @@ The mini-web runs in its own process (``drgym miniweb serve``), so client and se
 
 * ``fetch``: ``Fetcher.fetch`` of article pages (SSRF guard, HTTP, gzip, charset decoding), ``--concurrency``
   in flight: pages/s, MB/s on the wire (compressed) and MB/s of HTML delivered;
-* ``fetch + extract``: the same plus HTML → markdown in a worker thread (what ``PageOpener`` does);
+* ``fetch + extract``: the same plus HTML → markdown in a worker thread (what ``PageOpener`` did), and in an
+  :class:`~drgym.web.isolation.IsolatedPool` of two worker processes (what it does now);
 * ``1000 fetches, 200 ms latency``: a second server delays every answer by ``--latency-ms``; all fetches start
   at once (one session, connection limits raised to match). The wall time shows how many were in flight
   (``fetches × latency / wall``; the target is under 2 s for 1000 at 200 ms); memory is the process's RSS
@@ -102,6 +103,7 @@ async def _pool(items: Sequence[str], work: Callable[[str], Awaitable[object]], 
 async def _throughput(base: str, titles: Sequence[str], concurrency: int) -> list[tuple[str, float, str]]:
     from drgym.web.extract import extract
     from drgym.web.fetch import FetchConfig, Fetcher
+    from drgym.web.isolation import IsolatedPool
 
     config = FetchConfig(
         allow_hosts=frozenset({"127.0.0.1"}),
@@ -126,6 +128,12 @@ async def _throughput(base: str, titles: Sequence[str], concurrency: int) -> lis
         page = await fetcher.fetch(url)
         await asyncio.to_thread(extract, page.text, page.url)
 
+    async def fetch_isolated(url: str) -> None:
+        page = await fetcher.fetch(url)
+        await pool.run(extract, page.text, page.url)
+
+    pool = IsolatedPool()
+    await pool.run(len, "started")
     async with Fetcher(config) as fetcher:
         await _pool(_urls(base, titles[:50]), fetch, 8)  # warm connections
         wire = html = failures = 0
@@ -138,9 +146,13 @@ async def _throughput(base: str, titles: Sequence[str], concurrency: int) -> lis
             ("  mean page: wire / HTML", wire / n / 1024, f"KiB / {html / n / 1024:.1f} KiB"),
         ]
         both_s = await _pool(_urls(base, titles), fetch_extract, concurrency)
+        isolated_s = await _pool(_urls(base, titles), fetch_isolated, concurrency)
+        pool.close()
         rows += [
-            (f"fetch + extract, {concurrency} in flight", n / both_s, "pages/s"),
+            (f"fetch + extract (thread), {concurrency} in flight", n / both_s, "pages/s"),
             ("  HTML processed", html / _MB / both_s, "MB/s"),
+            (f"fetch + extract (IsolatedPool, what PageOpener does), {concurrency} in flight", n / isolated_s,
+             "pages/s"),
         ]
         if failures:
             rows.append(("fetch failures", failures, "pages"))

@@ -31,8 +31,12 @@ class Browser:
         reader: Turns a document into notes (:class:`~drgym.browse.lexical.LexicalReader`,
             :class:`~drgym.browse.agent.BrowsingAgent`).
         max_pages_per_call: URLs read per call after de-duplication; the rest come back as skipped.
-        time_budget_s: Wall-clock limit per page, opening and reading together.
-        max_concurrency: Pages read at the same time within one call.
+        time_budget_s: Wall-clock limit per page, opening and reading together (time spent waiting for a
+            free extraction worker counts). A page past it is cancelled, which stops its work (an isolated
+            extraction worker is killed), and comes back with the notes kept so far and an error.
+        max_concurrency: Pages read at the same time within one call. A page's budget starts when its turn
+            comes, so a call returns within ``ceil(pages / max_concurrency) * time_budget_s``: a call of 5
+            pages, 4 at a time, can take twice the budget.
     """
 
     def __init__(
@@ -96,7 +100,7 @@ class Browser:
                     self._open_and_read(url, question, subquestion, memory, opened, mark), self.time_budget_s
                 )
             except asyncio.TimeoutError:  # _open_and_read catches everything else, so this is our own limit
-                notes = _partial(url, opened, memory, mark, f"timed out after {self.time_budget_s:g}s")
+                notes = _partial(url, opened, memory, mark, _budget_message(self.time_budget_s))
             return replace(notes, url=url, elapsed_s=time.monotonic() - start)
 
     async def _open_and_read(
@@ -125,3 +129,7 @@ def _partial(url: str, opened: list[Document], memory: EpisodeMemory, mark: int,
         return PageNotes(url, "", "", 0, 0, error=error)
     doc = opened[0]
     return PageNotes(url, doc.title, memory.notes_for(doc.url, since=mark), 0, 0, error=error)
+
+
+def _budget_message(budget_s: float) -> str:
+    return f"timed out after {budget_s:g}s (the time budget per page); reading the page was stopped"

@@ -9,12 +9,15 @@ the SSRF-guarded :class:`~drgym.web.fetch.Fetcher`, then HTML extraction. Nothin
 ``faults=FaultConfig(...)`` the site also adds latency and fails some requests (429, 503, resets, slow
 drip), as the live web does.
 
-Event loops: aiohttp servers and sessions belong to the loop that made them. The site is started lazily on
-the running loop at first use (or by ``await start()``), and **each event loop that uses the backend gets its
-own site** on its own ephemeral port, serving the same content (built once per backend). So the env's
-synchronous API (a private background loop) and async callers (their own loops) can share one backend. A URL
-from any site this backend started is served by the current loop's site, so an episode that moves between
-loops keeps working. Call :meth:`aclose` before a loop ends to stop its server cleanly.
+Event loops: the site runs on **its own thread and event loop**, started lazily at first use (or by
+``await start()``), and every event loop that uses the backend gets its own clients (search client, page
+opener: aiohttp sessions belong to the loop that made them) talking to it. The site must not share the
+episodes' loop: with two thousand episodes in flight on one loop, each request the site had to answer waited
+behind every episode's callbacks, and half the searches ran out of time (see ``benchmarks/perf/load.py``); on
+its own loop the site gets its share of the interpreter whatever the episodes queue. So the env's synchronous
+API (a private background loop) and async callers (their own loops) share one backend and one site; a URL
+from a site this backend ran before (after :meth:`aclose`) is moved to the current one. Call :meth:`aclose`
+before a loop ends to close its clients cleanly.
 
 Only the site's own pages can be read: the fetcher allow-lists only the site's loopback address (everything
 else, other loopback and private addresses included, stays behind the SSRF guard), and :meth:`open` refuses
@@ -30,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import ipaddress
 import logging
@@ -53,6 +57,7 @@ from drgym.search.base import Document, Result
 from drgym.search.searxng import SearxngBackend
 from drgym.search.serper import SerperBackend
 from drgym.web.fetch import FetchConfig
+from drgym.web.isolation import IsolatedPool
 from drgym.web.opener import PageOpener
 
 __all__ = ["MiniWebBackend"]
@@ -64,13 +69,26 @@ SEARCH_APIS = ("searxng", "serper")
 _SERPER_KEY = "miniweb"  # the site accepts any key; the client insists on having one
 
 
+_START_TIMEOUT_S = 600.0  # loading and indexing a large corpus takes a while on a loaded machine
+
+
 @dataclass
-class _Site:
-    """One running copy of the site, bound to one event loop, with the clients that talk to it."""
+class _Server:
+    """The running site: its own event loop in a daemon thread."""
 
     loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
     runner: web.AppRunner
     sock: socket.socket
+    base_url: str
+    port: int
+
+
+@dataclass
+class _Site:
+    """The site as one client event loop sees it: its address, and that loop's clients."""
+
+    loop: asyncio.AbstractEventLoop
     base_url: str
     port: int
     search: HttpSearchBackend
@@ -85,8 +103,8 @@ class MiniWebBackend:
             ``passages`` is given, except as the name shown on pages.
         passages: Serve these passages instead of a named corpus.
         host: The loopback address to listen on (the only address the fetcher may reach).
-        port: The port; 0 (default) picks a free one per event loop. A fixed port gives stable URLs across
-            runs (useful with ``cache_path``) but serves one event loop at a time.
+        port: The port; 0 (default) picks a free one. A fixed port gives stable URLs across runs (useful with
+            ``cache_path``).
         results_per_page: Results per search (SearxNG pages hold about 10; the env asks for 10).
         search_api: Which API of the site searches go through: ``"searxng"`` (default) or ``"serper"``.
         faults: Latency and faults the site injects (none by default); see
@@ -168,6 +186,9 @@ class MiniWebBackend:
         self._sites: dict[asyncio.AbstractEventLoop, _Site] = {}
         self._starting: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
         self._ports: set[int] = set()  # every port a site of this backend has listened on
+        self._server: _Server | None = None
+        self._server_lock = threading.Lock()
+        self._pool = IsolatedPool()  # page extraction for every site's opener (its workers start at first use)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -185,7 +206,7 @@ class MiniWebBackend:
         return (await self._site()).base_url + article_path(title)
 
     async def aclose(self) -> None:
-        """Stop every site (each on its own loop) and close its clients; safe to call twice.
+        """Close every loop's clients (each on its own loop) and stop the site; safe to call twice.
 
         The backend stays usable: the next call starts a new site.
         """
@@ -205,8 +226,14 @@ class MiniWebBackend:
                     await asyncio.wait_for(asyncio.wrap_future(future), _CROSS_LOOP_CLOSE_S)
                 except (asyncio.TimeoutError, OSError) as exc:
                     logger.warning("miniweb: the site on another event loop did not stop cleanly: %r", exc)
-            else:
-                _abandon(site)
+        with self._server_lock:
+            server, self._server = self._server, None
+        if server is not None:
+            try:
+                await asyncio.to_thread(_stop_server, server)
+            except RuntimeError:  # no new threads at interpreter exit: stop it from this one
+                _stop_server(server)
+        self._pool.close()
 
     def __repr__(self) -> str:
         ports = sorted(s.port for s in self._sites.values())
@@ -281,30 +308,43 @@ class MiniWebBackend:
                 with self._lock:
                     self._sites[loop] = site
                     self._ports.add(site.port)
-                    dead = [lp for lp in self._sites if lp.is_closed()]
-                    for lp in dead:
-                        _abandon(self._sites.pop(lp))
+                    for lp in [lp for lp in self._sites if lp.is_closed()]:
+                        self._sites.pop(lp)  # its sessions went with their loop
                         self._starting.pop(lp, None)
         return site
 
     async def _start_site(self, loop: asyncio.AbstractEventLoop) -> _Site:
-        wiki = await asyncio.to_thread(self._load_wiki)
-        sock = _listen(self.host, self.port)
-        port = sock.getsockname()[1]
-        base_url = f"http://{self.host}:{port}" if ":" not in self.host else f"http://[{self.host}]:{port}"
-        app = build_app(wiki, base_url=base_url, results_per_page=self.results_per_page, faults=self.faults)
-        runner = web.AppRunner(app, access_log=None)
-        try:
-            await runner.setup()
-            await web.SockSite(runner, sock).start()
-        except BaseException:
-            await runner.cleanup()
-            sock.close()
-            raise
-        search = self._search_client(base_url)
-        opener = PageOpener(config=self.fetch_config)
-        logger.debug("miniweb: serving %d articles of %r at %s", len(wiki), wiki.corpus, base_url)
-        return _Site(loop, runner, sock, base_url, port, search, opener)
+        server = await asyncio.to_thread(self._ensure_server)
+        search = self._search_client(server.base_url)
+        opener = PageOpener(config=self.fetch_config, pool=self._pool)
+        return _Site(loop, server.base_url, server.port, search, opener)
+
+    def _ensure_server(self) -> _Server:
+        """The running site, started on its own thread and loop if needed (blocking; called in a thread)."""
+        with self._server_lock:
+            if self._server is not None and self._server.thread.is_alive():
+                return self._server
+            wiki = self._load_wiki()
+            sock = _listen(self.host, self.port)
+            port = sock.getsockname()[1]
+            base_url = f"http://{self.host}:{port}" if ":" not in self.host else f"http://[{self.host}]:{port}"
+            app = build_app(wiki, base_url=base_url, results_per_page=self.results_per_page, faults=self.faults)
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=_run_loop, args=(loop,), name=f"drgym-miniweb-{port}", daemon=True)
+            thread.start()
+            runner = web.AppRunner(app, access_log=None)
+            started = asyncio.run_coroutine_threadsafe(_start_runner(runner, sock), loop)
+            try:
+                started.result(timeout=_START_TIMEOUT_S)
+            except BaseException:
+                sock.close()
+                loop.call_soon_threadsafe(loop.stop)
+                raise
+            self._server = _Server(loop, thread, runner, sock, base_url, port)
+            with self._lock:
+                self._ports.add(port)
+            logger.debug("miniweb: serving %d articles of %r at %s", len(wiki), wiki.corpus, base_url)
+            return self._server
 
     def _search_client(self, base_url: str) -> HttpSearchBackend:
         common = {
@@ -332,14 +372,38 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 async def _stop(site: _Site) -> None:
+    """Close one loop's clients (on that loop)."""
     try:
         await site.search.aclose()
-        await site.opener.aclose()
     finally:
-        await site.runner.cleanup()
-        site.sock.close()
+        await site.opener.aclose()
 
 
-def _abandon(site: _Site) -> None:
-    """Release a site whose loop ended before it was stopped: only its listening socket can be closed."""
-    site.sock.close()
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+async def _start_runner(runner: web.AppRunner, sock: socket.socket) -> None:
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+
+
+def _stop_server(server: _Server) -> None:
+    """Stop the site's server and its loop (blocking; called in a thread)."""
+    try:
+        asyncio.run_coroutine_threadsafe(server.runner.cleanup(), server.loop).result(timeout=_CROSS_LOOP_CLOSE_S)
+    except (concurrent.futures.TimeoutError, RuntimeError, OSError) as exc:
+        logger.warning("miniweb: the site did not stop cleanly: %r", exc)
+    finally:
+        server.sock.close()
+        if not server.loop.is_closed():
+            server.loop.call_soon_threadsafe(server.loop.stop)
+        server.thread.join(timeout=_CROSS_LOOP_CLOSE_S)

@@ -14,15 +14,23 @@ Routes (all ``GET``; ``HEAD`` too):
 Latency and faults (429, 503, connection resets, slow drip) can be injected into every route but
 ``/robots.txt``, with a seed (:class:`~drgym.miniweb.faults.FaultConfig`).
 
-Pages are gzip/deflate-compressed when the client accepts it, so the fetcher's decompression path runs too.
+Pages are gzip-compressed when the client accepts it, so the fetcher's decompression path runs too.
 The content (:class:`MiniWiki`) is built once and can be served by several apps (one per event loop).
+
+Each app keeps the rendered and compressed bytes of the articles it served last (an LRU of
+``article_cache_size`` entries): an article is rendered and compressed once, not once per request. Rendering and
+compressing on every request cost the site's event loop CPU, and aiohttp compresses a body over 4 KiB on
+asyncio's *default* thread pool, the one BM25 searches and SQLite calls wait in: with thousands of episodes in
+flight on one loop, searches queued behind page compression until they timed out.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -53,6 +61,7 @@ ENGINE = "miniweb"
 _WIKI: web.AppKey[MiniWiki] = web.AppKey("miniweb_wiki")
 _BASE_URL: web.AppKey[str | None] = web.AppKey("miniweb_base_url")
 _PAGE_SIZE: web.AppKey[int] = web.AppKey("miniweb_page_size")
+_ARTICLES: web.AppKey[_ArticleCache] = web.AppKey("miniweb_article_bytes")
 _RELATED = 3  # sidebar links on each side of an article, in corpus order (neighbours are often related)
 _MAX_PAGENO = 50
 _SERPER_MAX_NUM = 100
@@ -172,14 +181,41 @@ def create_app(
     )
 
 
+class _ArticleCache:
+    """The last ``size`` articles an app served, as (UTF-8 HTML, gzip of it): rendered and compressed once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._bodies: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
+
+    def get(self, title: str, render: Any) -> tuple[bytes, bytes]:
+        bodies = self._bodies.get(title)
+        if bodies is not None:
+            self._bodies.move_to_end(title)
+            return bodies
+        html = render().encode("utf-8")
+        bodies = (html, gzip.compress(html, compresslevel=6, mtime=0))
+        if self.size:
+            self._bodies[title] = bodies
+            if len(self._bodies) > self.size:
+                self._bodies.popitem(last=False)
+        return bodies
+
+
 def build_app(
     wiki: MiniWiki,
     *,
     base_url: str | None = None,
     results_per_page: int = 10,
     faults: FaultConfig | None = None,
+    article_cache_size: int = 4096,
 ) -> web.Application:
-    """The site for already built content (cheap: many apps can serve one :class:`MiniWiki`)."""
+    """The site for already built content (cheap: many apps can serve one :class:`MiniWiki`).
+
+    ``article_cache_size``: articles whose rendered, compressed bytes are kept (0: render every request).
+    """
+    if isinstance(article_cache_size, bool) or not isinstance(article_cache_size, int) or article_cache_size < 0:
+        raise ConfigError(f"article_cache_size must be a non-negative integer, got {article_cache_size!r}")
     if isinstance(results_per_page, bool) or not isinstance(results_per_page, int) or results_per_page < 1:
         raise ConfigError(f"results_per_page must be a positive integer, got {results_per_page!r}")
     if base_url is not None and urlsplit(base_url).scheme not in ("http", "https"):
@@ -191,6 +227,7 @@ def build_app(
     app[_WIKI] = wiki
     app[_BASE_URL] = base_url.rstrip("/") if base_url else None
     app[_PAGE_SIZE] = results_per_page
+    app[_ARTICLES] = _ArticleCache(article_cache_size)
     app.router.add_get("/", _home)
     app.router.add_get("/robots.txt", _robots)
     app.router.add_get("/search", _search)
@@ -233,7 +270,14 @@ async def _article(request: web.Request) -> web.Response:
     article = wiki.article(title)
     if article is None:
         return await _not_found(request)
-    return _html(request, render_article(article, corpus=wiki.corpus, related=wiki.related(title)))
+    html, compressed = request.app[_ARTICLES].get(
+        title, lambda: render_article(article, corpus=wiki.corpus, related=wiki.related(title))
+    )
+    headers = {"Cache-Control": "public, max-age=3600", "Vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=compressed, headers=headers, content_type=_HTML, charset="utf-8")
+    return web.Response(body=html, headers=headers, content_type=_HTML, charset="utf-8")
 
 
 async def _search(request: web.Request) -> web.StreamResponse:

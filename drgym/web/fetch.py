@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import math
+import re
 import time
 import zlib
 from collections.abc import Callable
@@ -39,16 +40,19 @@ from drgym.errors import (
 from drgym.ratelimit import KeyedRateLimiter
 from drgym.retry import parse_retry_after
 from drgym.web.charset import decode_text
-from drgym.web.pdf import extract_pdf_text, require_pypdf
+from drgym.web.pdf import extract_pdf_text, extract_pdf_text_sync, require_pypdf
 from drgym.web.robots import RobotsCache
 from drgym.web.ssrf import DEFAULT_ALLOWED_PORTS, PinnedResolver, SSRFGuard
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+    from drgym.web.isolation import IsolatedPool
+
 __all__ = [
     "DEFAULT_CONTENT_TYPES",
     "DEFAULT_USER_AGENT",
+    "TRUNCATIONS",
     "FetchConfig",
     "Fetcher",
     "HTTPStatusError",
@@ -84,6 +88,11 @@ _CHUNK = 64 * 1024
 _SNIFF_BYTES = 1024
 _THREAD_DECODE_BYTES = 512 * 1024  # decode bigger bodies in a worker thread
 _ROBOTS_MAX_BYTES = 512 * 1024  # the size Google reads of a robots.txt
+_AIOHTTP_STATUS = re.compile(r"\b400, message=")  # how aiohttp prefixes an HTTP parse error
+
+TRUNCATIONS = ("max_bytes", "max_decompressed_bytes", "connection", "corrupt")
+"""Why a body can be cut (``Page.truncated_by``): the wire-size cap, the decompression cap, a connection that
+dropped before the body was complete, or a compressed stream that turned corrupt part-way."""
 
 # Signatures of formats that are never text, whatever the Content-Type says.
 _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -237,6 +246,8 @@ class Page:
     truncated: bool
     redirects: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    truncated_by: str | None = None
+    """Why the body was cut (None when it was not): one of :data:`TRUNCATIONS`."""
 
 
 class HTTPStatusError(FetchError):
@@ -405,7 +416,11 @@ class _LoopState:
 class _Body:
     data: bytes
     raw_len: int
-    truncated: bool
+    truncated_by: str | None
+
+    @property
+    def truncated(self) -> bool:
+        return self.truncated_by is not None
 
 
 class Fetcher:
@@ -416,10 +431,13 @@ class Fetcher:
 
     Args:
         config: Limits and policy; defaults to :class:`FetchConfig()`.
+        pool: Where PDF text extraction runs (a worker process that is killed when the fetch's time is up);
+            without one it runs in a worker thread. The caller owns the pool and closes it.
     """
 
-    def __init__(self, config: FetchConfig | None = None) -> None:
+    def __init__(self, config: FetchConfig | None = None, *, pool: IsolatedPool | None = None) -> None:
         self.config = cfg = config or FetchConfig()
+        self.pool = pool
         self._guard = SSRFGuard(
             cfg.allow_hosts,
             allow_private=cfg.allow_private,
@@ -572,6 +590,8 @@ class Fetcher:
                 raise FetchError(f"timed out ({_timeout_kind(exc)}) fetching {_short(url)}") from None
             except aiohttp.ClientSSLError as exc:
                 raise FetchError(f"TLS error fetching {_short(url)}: {_describe(exc)}") from None
+            except aiohttp.ClientResponseError as exc:  # raised before any response: the reply did not parse
+                raise FetchError(f"malformed HTTP response from {_short(url)}: {_describe(exc)}") from None
             except (aiohttp.ClientConnectionError, OSError) as exc:
                 delay = cfg.retry_backoff * 2**attempt
                 if attempt < cfg.max_retries and time.monotonic() + delay < deadline:
@@ -639,6 +659,7 @@ class Fetcher:
             truncated=body.truncated,
             redirects=list(redirects),
             elapsed_s=time.monotonic() - start,
+            truncated_by=body.truncated_by,
         )
 
     def _sniff_check(self, mime: str, url: URL) -> Callable[[bytes], None]:
@@ -668,35 +689,40 @@ class Fetcher:
         decoder = _BodyDecoder(codings, self.config.max_decompressed_bytes)
         out = bytearray()
         raw_len = 0
-        truncated = False
+        cut: str | None = None
         checked = False
         try:
-            while not truncated:
+            while cut is None:
                 chunk = await resp.content.read(min(_CHUNK, max_bytes - raw_len))
                 if not chunk:
                     break
                 raw_len += len(chunk)
                 out += decoder.feed(chunk)
-                truncated = decoder.capped or (raw_len >= max_bytes and not _complete(resp, raw_len))
-                if not checked and (len(out) >= _SNIFF_BYTES or truncated):
+                if decoder.capped:
+                    cut = "max_decompressed_bytes"
+                elif raw_len >= max_bytes and not _complete(resp, raw_len):
+                    cut = "max_bytes"
+                if not checked and (len(out) >= _SNIFF_BYTES or cut is not None):
                     check(bytes(out[:_SNIFF_BYTES]))
                     checked = True
         except _CorruptBody as exc:
             if not out:
                 raise FetchError(f"{exc} from {_short(resp.url)}") from None
-            truncated = True
+            cut = "corrupt"
         except aiohttp.ServerTimeoutError as exc:
             raise FetchError(f"timed out ({_timeout_kind(exc)}) reading {_short(resp.url)}") from None
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             if not out:
                 raise FetchError(f"connection broke reading {_short(resp.url)}: {_describe(exc)}") from None
-            truncated = True  # keep the part that arrived
+            cut = "connection"  # keep the part that arrived
         if not checked:
             check(bytes(out[:_SNIFF_BYTES]))
-        return _Body(bytes(out), raw_len, truncated)
+        return _Body(bytes(out), raw_len, cut)
 
     async def _pdf_text(self, body: _Body, url: URL) -> str:
         try:
+            if self.pool is not None:
+                return await self.pool.run(extract_pdf_text_sync, body.data, max_pages=self.config.pdf_max_pages)
             return await extract_pdf_text(body.data, max_pages=self.config.pdf_max_pages)
         except UnsupportedContentError as exc:
             if body.truncated:
@@ -766,7 +792,15 @@ def _timeout_kind(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    """One line about ``exc``. aiohttp renders a parse error as "400, message='...\\n  ^', url=..." although
+    no server sent a 400: keep its message only, without the caret line and line breaks."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        text = str(exc.message)
+    else:
+        text = str(exc)
+    text = _AIOHTTP_STATUS.sub("", text)
+    lines = [line.strip() for line in text.splitlines()]
+    text = " ".join(line for line in lines if line and set(line) != {"^"}) or type(exc).__name__
     return text if len(text) < 300 else text[:300] + "..."
 
 

@@ -72,7 +72,7 @@ async def test_time_budget_per_page():
     pages = await _browse(browser, ["https://site.example/0", "https://site.example/1"])
     assert time.monotonic() - start < 5
     assert pages[0].error is None
-    assert pages[1].error == "timed out after 0.3s" and pages[1].notes == ""
+    assert pages[1].error == "timed out after 0.3s (the time budget per page); reading the page was stopped" and pages[1].notes == ""
     assert 0.3 <= pages[1].elapsed_s < 5
 
 
@@ -87,7 +87,7 @@ async def test_timeout_keeps_the_notes_gathered_before_it():
     memory.add("https://final.example/page", "from an earlier call")
     pages = await _browse(Browser(backend, reader, time_budget_s=0.5), ["https://site.example/long"], memory)
     assert pages[0].url == "https://site.example/long" and pages[0].title == "Long"
-    assert pages[0].error == "timed out after 0.5s"
+    assert pages[0].error == "timed out after 0.5s (the time budget per page); reading the page was stopped"
     assert pages[0].notes == "Designed by Koechlin and Nouguier."
 
 

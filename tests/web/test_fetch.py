@@ -105,7 +105,7 @@ async def test_decompression_bomb_is_capped(web_server, fetch_config, coding):
     cap = 1024 * 1024
     async with Fetcher(fetch_config(max_decompressed_bytes=cap)) as fetcher:
         page = await fetcher.fetch(web_server.url(f"/bomb/{coding}"))
-    assert page.truncated
+    assert page.truncated and page.truncated_by == "max_decompressed_bytes"
     assert len(page.text) == cap < BOMB_SIZE
     assert set(page.text) == {"A"}
     assert page.raw_bytes_len < 100_000
@@ -120,7 +120,7 @@ async def test_body_larger_than_max_bytes_is_truncated_and_kept(web_server, fetc
         started = time.monotonic()
         page = await fetcher.fetch(web_server.url("/huge/text"))
         elapsed = time.monotonic() - started
-    assert page.truncated
+    assert page.truncated and page.truncated_by == "max_bytes"
     assert page.raw_bytes_len == cap
     assert len(page.text) == cap and page.text.startswith("word word")
     assert elapsed < 3
@@ -255,7 +255,7 @@ async def test_body_of_exactly_max_bytes_is_not_truncated(raw_server, fetch_conf
     )
     async with Fetcher(fetch_config(max_bytes=1000)) as fetcher:
         page = await fetcher.fetch(raw_server.url("/exact"))
-    assert page.text == "x" * 1000 and not page.truncated
+    assert page.text == "x" * 1000 and not page.truncated and page.truncated_by is None
 
 
 async def test_stray_nul_in_declared_text_is_still_decoded(raw_server, fetcher):
@@ -272,7 +272,7 @@ async def test_broken_connection_mid_body_keeps_what_arrived(raw_server, fetcher
         "200 OK", {"Content-Type": "text/html; charset=utf-8", "Content-Length": "100000"}, body
     )
     page = await fetcher.fetch(raw_server.url("/cut"))
-    assert page.truncated and page.text.count("partial content") == 100
+    assert page.truncated and page.truncated_by == "connection" and page.text.count("partial content") == 100
 
 
 async def test_pdf_text_extracted_with_page_cap(web_server, fetch_config):
@@ -439,3 +439,17 @@ def test_config_defaults_are_sane():
     assert not cfg.respect_robots and not cfg.allow_private and cfg.allow_hosts == frozenset()
     assert "image/png" not in cfg.allowed_content_types and "text/html" in cfg.allowed_content_types
     assert isinstance(FetchConfig(allow_hosts=["LocalHost"]).allow_hosts, frozenset)
+
+
+@pytest.mark.parametrize(("reply", "detail"), [
+    (b"HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nhi", "Bad status line: Invalid status code: b'HTTP/1.1 abc OK'"),
+    (b"hello there\r\n\r\n", "Bad status line: Expected HTTP/, RTSP/ or ICE/: b'hello there'"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
+     "Invalid character in Content-Length: b'Content-Length: abc'"),
+])
+async def test_malformed_response_is_named_so_without_a_status_nobody_sent(raw_server, fetcher, reply, detail):
+    raw_server.responses["/malformed"] = reply
+    url = raw_server.url("/malformed")
+    with pytest.raises(FetchError) as caught:
+        await fetcher.fetch(url)
+    assert str(caught.value) == f"malformed HTTP response from {url}: {detail}"
