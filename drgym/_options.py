@@ -128,6 +128,8 @@ def check_search(
         raise ConfigError(f"`search_kwargs` keys must be argument names (str), got {bad_keys[0]!r}")
     if isinstance(search, SearchBackend):
         return
+    if isinstance(search, str) and search.startswith("gateway:"):
+        return  # the gateway client checks its URL and options (drgym.gateway.client.GatewayBackend)
     names = _names(search)
     valid = sorted({*backends, _REPLAY})
     for name in names:
@@ -216,3 +218,4 @@ def check_env_options(
     _positive_seconds("browse_time_budget_s", browse_time_budget_s)
     if not isinstance(browse_only_seen_urls, bool):
         raise ConfigError(f"`browse_only_seen_urls` must be True or False, got {browse_only_seen_urls!r}")
+

@@ -32,7 +32,7 @@ from typing import Any
 import gymnasium as gym
 
 import drgym  # noqa: F401  (registers the env ids)
-from agents.scripted import ScriptedAgent
+from drgym.agents.scripted import ScriptedAgent
 
 __all__ = ["main"]
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         args.episodes = min(args.episodes, 50)
     dataset = "demo" if args.corpus == "demo" else "hotpotqa-dev500"
     if args.external:
-        from benchmarks.perf.fetch import miniweb
+        from .fetch import miniweb
 
         with miniweb(args.corpus) as base_url:
             label = f"external site ({base_url}, searxng backend)"
