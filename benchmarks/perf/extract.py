@@ -224,6 +224,13 @@ class _Row:
     f1: float
     token_f1: float
     worst: list[tuple[float, str]]
+    other_prf: tuple[float, float, float] | None  # P/R/F1 without the MediaWiki pages
+
+
+def _is_mediawiki(page: Page) -> bool:
+    """Wikipedia-like pages, where drgym drops on purpose what Readability's reference keeps (citation
+    markers, references, see-also lists)."""
+    return b'id="mw-content-text"' in page.html
 
 
 def _extractors() -> dict[str, Callable[[bytes], str | None]]:
@@ -231,7 +238,10 @@ def _extractors() -> dict[str, Callable[[bytes], str | None]]:
 
     from drgym.web.extract import extract
 
-    fns: dict[str, Callable[[bytes], str | None]] = {"drgym": extract}
+    fns: dict[str, Callable[[bytes], str | None]] = {
+        "drgym": extract,  # the default extractor
+        "drgym fast": lambda h: extract(h, extractor="fast"),
+    }
     try:
         import trafilatura
     except ImportError:
@@ -276,7 +286,9 @@ def _measure(name: str, fn: Callable[[bytes], str | None], pages: list[Page], re
     worst = sorted((s[2], p.name) for s, p in zip(scores, pages))[:3]
     precision, recall, f1 = (sum(s[i] for s in scores) / n for i in range(3))
     tok = sum(token_f1(out, p.reference) for out, p in zip(outputs, pages)) / n
-    return _Row(name, n / elapsed, precision, recall, f1, tok, worst)
+    other = [s for s, p in zip(scores, pages) if not _is_mediawiki(p)]
+    other_prf = tuple(sum(s[i] for s in other) / len(other) for i in range(3)) if other else None
+    return _Row(name, n / elapsed, precision, recall, f1, tok, worst, other_prf)  # type: ignore[arg-type]
 
 
 def _per_page(pages: list[Page]) -> None:
@@ -286,6 +298,53 @@ def _per_page(pages: list[Page]) -> None:
     for p in pages:
         pr, rc, f1 = shingle_scores(extract(p.html), p.reference)
         print(f"{p.name:32} {pr:6.3f} {rc:6.3f} {f1:6.3f}")
+
+
+def hostile_pages(scale: float = 1.0) -> dict[str, bytes]:
+    """Generated pages of the shapes that make parsers slow or fail (sizes times ``scale``)."""
+
+    def n(count: int) -> int:
+        return max(1, int(count * scale))
+
+    words = b"Words of a paragraph, with commas, long enough to read as prose. "
+    utf8 = "Caf\u00e9 cr\u00e8me \u2013 d\u00e9j\u00e0 vu. ".encode()
+    legacy = "na\u00efve fa\u00e7ade \u20ac5. ".encode("cp1252")
+    return {
+        "50 MB on one line": b"<html><body><p>" + words * n(50_000_000 // len(words)) + b"</p></body></html>",
+        "20,000-deep <div>": b"<div>" * n(20_000) + b"deep text" + b"</div>" * n(20_000),
+        "100,000 links": b"<html><body>"
+        + b"".join(b'<a href="/p%d">link %d</a> ' % (i, i) for i in range(n(100_000)))
+        + b"</body></html>",
+        "40,000 attributes": b"<div "
+        + b" ".join(b"a%d=1" % i for i in range(n(40_000)))
+        + b"><p>"
+        + words * 10
+        + b"</p></div>",
+        "80,000 attributes": b"<div "
+        + b" ".join(b"a%d=1" % i for i in range(n(80_000)))
+        + b"><p>"
+        + words * 10
+        + b"</p></div>",
+        "240,000 tiny <p> (2 MB)": b"<html><body>" + b"<p>x</p>" * n(240_000) + b"</body></html>",
+        "1 MB binary as HTML": bytes(range(256)) * n(4096),
+        "mixed encodings": b"<html><body><p>" + (utf8 + legacy) * n(20_000) + b"</p></body></html>",
+        "empty body": b"<html><body></body></html>",
+    }
+
+
+def _hostile(scale: float) -> None:
+    """CPU seconds and output size of each extractor on each hostile page."""
+    from drgym.web.extract import EXTRACTORS, extract
+
+    print(f"hostile pages (CPU seconds, output characters; sizes x{scale:g})")
+    print(f"{'page':26} {'bytes':>10} " + " ".join(f"{name:>20}" for name in EXTRACTORS))
+    for name, page in hostile_pages(scale).items():
+        cells = []
+        for extractor in EXTRACTORS:
+            start = time.process_time()
+            out = extract(page, extractor=extractor)
+            cells.append(f"{time.process_time() - start:8.2f}s {len(out):10d}")
+        print(f"{name:26} {len(page):10d} " + " ".join(f"{c:>20}" for c in cells))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -302,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--repeats", type=int, default=5, help="timing passes (the fastest counts)")
     ap.add_argument("--per-page", action="store_true", help="also print drgym's scores page by page")
+    ap.add_argument(
+        "--hostile",
+        action="store_true",
+        help="also time extraction of generated hostile pages (50 MB on one line, 20,000-deep nesting, ...)",
+    )
     args = ap.parse_args(argv)
 
     pages_dir = args.pages or mirror_readability_pages() or fetch_readability_pages()
@@ -321,8 +385,18 @@ def main(argv: list[str] | None = None) -> None:
         worst = ", ".join(f"{name} {f:.2f}" for f, name in r.worst)
         scores = f"{r.precision:6.3f} {r.recall:6.3f} {r.f1:6.3f} {r.token_f1:6.3f}"
         print(f"{r.name:18} {r.pages_per_s:9.1f} {ratio} {scores}  {worst}")
+    wiki = sum(_is_mediawiki(p) for p in pages)
+    if wiki and wiki < len(pages):
+        print(f"without the {wiki} MediaWiki pages ({len(pages) - wiki} pages):")
+        for r in rows:
+            if r.other_prf:
+                print(
+                    f"{r.name:18} {'':9} {'':7} {r.other_prf[0]:6.3f} {r.other_prf[1]:6.3f} {r.other_prf[2]:6.3f}"
+                )
     if args.per_page:
         _per_page(pages)
+    if args.hostile:
+        _hostile(0.01 if args.quick else 1.0)
 
 
 if __name__ == "__main__":
