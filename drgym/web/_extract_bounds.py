@@ -4,9 +4,10 @@ libxml2's cost is quadratic in the attributes of one element (40,000 attributes:
 extraction pays per element (about 50-100 µs each here, so a 2 MB page of 240,000 tiny ``<p>`` costs 10 s or
 more). A page is therefore cut *before* parsing, by a scan that is linear and runs at regex speed: at
 ``max_chars`` characters, after ``max_tags`` start tags, and with any start tag of more than
-``max_attributes`` attributes shortened to its first ones. Real pages stay far inside the defaults (the 130
-pages of Readability's test suite: at most 9,900 tags and 210 ``=`` signs in one tag, 1.6 MB). Nesting depth is
-bounded by the tag count here and handled by the parser's depth fallback.
+``max_attributes`` attributes shortened to its first ones; pages of more than ``max_tags_trafilatura`` tags
+take the fast extractor. Real pages stay inside the defaults (the 130 pages of Readability's test suite: at
+most 9,900 tags, on a Wikipedia page, and 210 ``=`` signs in one tag; 1.6 MB). Nesting depth is bounded by the
+tag count here and handled by the parser's depth fallback.
 """
 
 from __future__ import annotations
@@ -36,36 +37,45 @@ class PageLimits:
         max_chars: Characters of the page read (bytes, for undecoded input); the fetcher's body cap is 4 MiB.
         max_tags: Start tags read; the page is cut before the first tag past this.
         max_attributes: Attributes kept on one start tag (the first ones).
+        max_tags_trafilatura: Pages with more start tags than this take the fast extractor even when
+            trafilatura is asked for: trafilatura pays about twice as much per element.
     """
 
     max_chars: int = 4 * 1024 * 1024
-    max_tags: int = 40_000
+    max_tags: int = 25_000
     max_attributes: int = 256
+    max_tags_trafilatura: int = 12_000
 
     def __post_init__(self) -> None:
-        for name in ("max_chars", "max_tags", "max_attributes"):
+        for name in ("max_chars", "max_tags", "max_attributes", "max_tags_trafilatura"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"PageLimits.{name} must be a positive integer, got {value!r}")
 
 
 def cut_bytes(data: bytes, limits: PageLimits) -> bytes:
-    """The first ``max_chars`` bytes (decoding copes with a character cut in two)."""
+    """The first ``max_chars`` bytes, cut before a tag where one starts near the end."""
     if len(data) <= limits.max_chars:
         return data
-    logger.info("page cut at %d of %d bytes before parsing", limits.max_chars, len(data))
-    return data[: limits.max_chars]
+    end = data.rfind(b"<", max(0, limits.max_chars - 65536), limits.max_chars)
+    end = end if end > 0 else limits.max_chars  # decoding copes with a character cut in two
+    logger.info("page cut at %d of %d bytes before parsing", end, len(data))
+    return data[:end]
 
 
-def bound_page(text: str, limits: PageLimits) -> str:
-    """``text`` cut to the limits: at most ``max_chars`` characters and ``max_tags`` start tags, and no start
-    tag with more than ``max_attributes`` attributes."""
+def bound_page(text: str, limits: PageLimits) -> tuple[str, int]:
+    """``text`` cut to the limits, and the number of start tags it keeps.
+
+    The cut text has at most ``max_chars`` characters and ``max_tags`` start tags, and no start tag with more
+    than ``max_attributes`` attributes.
+    """
     if len(text) > limits.max_chars:
         # Cut before the last tag that starts in the final 64 KiB, so that no half tag is left at the end.
         end = text.rfind("<", max(0, limits.max_chars - 65536), limits.max_chars)
         logger.info("page cut at %d of %d characters before parsing", end, len(text))
         text = text[: end if end > 0 else limits.max_chars]
     pieces: list[str] = []
+    count = 0
     done = 0  # text[:done] is in pieces
     for count, m in enumerate(_START_TAG.finditer(text), 1):
         if count > limits.max_tags:
@@ -73,7 +83,7 @@ def bound_page(text: str, limits: PageLimits) -> str:
                 "page cut after %d start tags, at character %d, before parsing", limits.max_tags, m.start()
             )
             pieces.append(text[done : m.start()])
-            return "".join(pieces)
+            return "".join(pieces), limits.max_tags
         tag = m.group()
         if len(tag) > _LONG_TAG:
             attrs = _ATTRIBUTE.findall(tag, 1)
@@ -83,6 +93,6 @@ def bound_page(text: str, limits: PageLimits) -> str:
                 pieces.append("<" + " ".join(attrs[: limits.max_attributes + 1]))
                 done = m.end()
     if not pieces:
-        return text
+        return text, count
     pieces.append(text[done:])
-    return "".join(pieces)
+    return "".join(pieces), count

@@ -819,8 +819,10 @@ def _extract(
         text = None if _looks_binary(html[:4096]) else html
     else:
         return ""
-    text = bound_page(text, limits) if text else None
-    root = _parse(text) if text else None
+    if not text:
+        return ""
+    text, tags = bound_page(text, limits)
+    root = _parse(text)
     if root is None:
         return ""
     wiki = _wikipedia_content(root)
@@ -830,7 +832,12 @@ def _extract(
         title, body = _wiki_title(root), _render(wiki, url, links)
         return f"# {title}\n\n{body}" if title and body else body
     # A short page has nothing to choose between: the fast path keeps all of it that is not boilerplate.
-    if extractor == "trafilatura" and len(_body(root).text_content()) > _MIN_MAIN_CHARS:
+    # A very large page takes the fast path too: trafilatura pays about twice as much per element.
+    if (
+        extractor == "trafilatura"
+        and tags <= limits.max_tags_trafilatura
+        and len(_body(root).text_content()) > _MIN_MAIN_CHARS
+    ):
         from drgym.web._extract_trafilatura import trafilatura_markdown
 
         md = trafilatura_markdown(root, url, links)  # works on a copy: root stays whole for the fast path

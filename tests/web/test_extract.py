@@ -312,6 +312,7 @@ def test_binary_garbage_gives_empty_string(data):
     assert extract(data.decode("latin-1")) == "" or data.startswith((b"%PDF", b"\x89PNG", b"\x1f\x8b"))
 
 
+@pytest.mark.slow
 def test_huge_page_is_cut_before_parsing():
     para = (
         "<p>Paragraph {i} of the long report, with several clauses, commas, and enough words to look like "
