@@ -45,7 +45,34 @@ def trafilatura_markdown(tree: Element, url: str | None, links: bool) -> str | N
     body = getattr(doc, "body", None)
     if body is None:
         return None
-    return _Renderer(url, links).document(body) or None
+    text = _Renderer(url, links).document(body)
+    if not text:
+        return None
+    headline = _headline(tree)
+    if headline and not text.startswith("#") and headline not in text[: 4 * len(headline) + 200]:
+        text = f"# {headline}\n\n{text}"
+    return text
+
+
+def _headline(tree: Element) -> str | None:
+    """The article's title: the page's first ``<h1>`` when the ``<title>`` or ``og:title`` names it too.
+
+    trafilatura files the title under metadata and leaves it out of the text; requiring the document title to
+    agree keeps a site name in an ``<h1>`` logo out.
+    """
+    h1s = tree.xpath("(//body//h1)[1]")
+    if not h1s:
+        return None
+    headline = " ".join(h1s[0].text_content().split())
+    if not 3 <= len(headline) <= 300:
+        return None
+    titles = tree.xpath("//head/title/text() | //head/meta[@property='og:title']/@content")
+    key = headline.casefold()
+    for title in titles:
+        title = " ".join(str(title).split()).casefold()
+        if title and (key in title or title in key):
+            return headline
+    return None
 
 
 class _Renderer:

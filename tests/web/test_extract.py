@@ -446,3 +446,29 @@ def test_benchmark_quick_run(tmp_path, capsys):
     pages_per_s, precision, recall, f1 = (float(row.split()[i]) for i in (1, 3, 4, 5))
     assert pages_per_s > 0 and recall > 0.9 and precision > 0.8 and f1 > 0.85
     assert "lxml parse only" in out
+
+
+# --- a non-English page in a legacy encoding ----------------------------------------------------------------
+
+GERMAN_KEPT = [
+    "# Hochwasser an der Elbe: Pegel in Dresden sinkt langsam",
+    "ist der Pegel der Elbe in Dresden in der Nacht zum Donnerstag auf 6,82 Meter gefallen.",
+    "„Wir sind noch nicht über den Berg, aber das Schlimmste liegt hinter uns“, sagte Umweltbürgermeisterin",
+    "Greta Oßwald.",
+    "## Schäden an Straßen und Brücken",
+    "* LISTE-EINS Gesperrt bleiben das Terrassenufer und die Fähre Johannstadt.",
+    "ab der keine Warnstufe mehr gilt.",
+]
+GERMAN_DROPPED = [
+    "SCRIPT-LEAK", "COOKIE-HINWEIS", "Alle akzeptieren", "NAV-POLITIK", "TEILEN-FACEBOOK", "Auf X teilen",
+    "VERWANDT-EINS", "Mehr zum Thema", "KOMMENTAR-TEXT", "3 Kommentare", "FUSSZEILE", "Impressum",
+]  # fmt: skip
+
+
+def test_german_page_in_latin1_keeps_the_article_in_order(extractor):
+    out = extract(_page("german.html"), "https://elbkurier.example/hochwasser", extractor=extractor)
+    positions = [out.find(text) for text in GERMAN_KEPT]
+    assert all(p >= 0 for p in positions), [t for t, p in zip(GERMAN_KEPT, positions) if p < 0]
+    assert positions == sorted(positions)
+    dropped = [marker for marker in GERMAN_DROPPED if marker in out]
+    assert not dropped, dropped
