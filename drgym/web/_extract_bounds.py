@@ -3,7 +3,8 @@
 libxml2's cost is quadratic in the attributes of one element (40,000 attributes: 3 s; 80,000: 17 s) and
 extraction pays per element (about 50-100 µs each here, so a 2 MB page of 240,000 tiny ``<p>`` costs 10 s or
 more). A page is therefore cut *before* parsing, by a scan that is linear and runs at regex speed: at
-``max_chars`` characters, after ``max_tags`` start tags, and with any start tag of more than
+``max_chars`` characters, after ``max_tags`` start tags (the words past that are kept as at most a thousand
+plain paragraphs), and with any start tag of more than
 ``max_attributes`` attributes shortened to its first ones; pages of more than ``max_tags_trafilatura`` tags
 take the fast extractor. Real pages stay inside the defaults (the 130 pages of Readability's test suite: at
 most 9,900 tags, on a Wikipedia page, and 210 ``=`` signs in one tag; 1.6 MB). Nesting depth is bounded by the
@@ -12,13 +13,14 @@ tag count here and handled by the parser's depth fallback.
 
 from __future__ import annotations
 
+import html
 import logging
 import re
 from dataclasses import dataclass
 
 from drgym.errors import ConfigError
 
-__all__ = ["PageLimits", "bound_page"]
+__all__ = ["PageLimits", "bound_page", "cut_bytes", "plain_paragraphs"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +65,12 @@ def cut_bytes(data: bytes, limits: PageLimits) -> bytes:
     return data[:end]
 
 
-def bound_page(text: str, limits: PageLimits) -> tuple[str, int]:
-    """``text`` cut to the limits, and the number of start tags it keeps.
+def bound_page(text: str, limits: PageLimits) -> tuple[str, int, str]:
+    """``text`` cut to the limits, the number of start tags it keeps, and the rest past the tag cap.
 
     The cut text has at most ``max_chars`` characters and ``max_tags`` start tags, and no start tag with more
-    than ``max_attributes`` attributes.
+    than ``max_attributes`` attributes. The rest (``""`` when the page has fewer tags) is for the caller to read
+    as plain text, so that words past the cap (after 50,000 nested ``<div>``, say) are not lost.
     """
     if len(text) > limits.max_chars:
         # Cut before the last tag that starts in the final 64 KiB, so that no half tag is left at the end.
@@ -83,7 +86,7 @@ def bound_page(text: str, limits: PageLimits) -> tuple[str, int]:
                 "page cut after %d start tags, at character %d, before parsing", limits.max_tags, m.start()
             )
             pieces.append(text[done : m.start()])
-            return "".join(pieces), limits.max_tags
+            return "".join(pieces), limits.max_tags, text[m.start() :]
         tag = m.group()
         if len(tag) > _LONG_TAG:
             attrs = _ATTRIBUTE.findall(tag, 1)
@@ -93,6 +96,39 @@ def bound_page(text: str, limits: PageLimits) -> tuple[str, int]:
                 pieces.append("<" + " ".join(attrs[: limits.max_attributes + 1]))
                 done = m.end()
     if not pieces:
-        return text, count
+        return text, count, ""
     pieces.append(text[done:])
-    return "".join(pieces), count
+    return "".join(pieces), count, ""
+
+
+_SKIPPED_OPEN = re.compile(r"<(script|style|noscript|template|svg|head)\b", re.IGNORECASE)
+_BLOCK_TAG = re.compile(
+    r"</?(?:address|article|aside|blockquote|br|dd|div|dl|dt|figcaption|figure|footer|h[1-6]|header|hr|li|main"
+    r"|nav|ol|p|pre|section|table|td|th|tr|ul)\b[^<>]*>?",
+    re.IGNORECASE,
+)
+_ANY_TAG = re.compile(r"<[^<>]*>?")
+
+
+def plain_paragraphs(fragment: str, max_paragraphs: int) -> str:
+    """The words of an HTML fragment as at most ``max_paragraphs`` ``<p>`` paragraphs, in linear time.
+
+    For the part of a page past the tag cap: regex passes at C speed, no parser, script and style text left out.
+    """
+    lower = fragment.lower()
+    kept: list[str] = []
+    pos = 0
+    while (m := _SKIPPED_OPEN.search(fragment, pos)) is not None:
+        kept.append(fragment[pos : m.start()])
+        close = lower.find("</" + m.group(1).lower(), m.end())
+        if close < 0:
+            pos = len(fragment)
+            break
+        pos = close + 2
+    kept.append(fragment[pos:])
+    text = _ANY_TAG.sub("", _BLOCK_TAG.sub("\n\n", "".join(kept)))
+    paras = [q for q in (" ".join(p.split()) for p in html.unescape(text).split("\n\n")) if q]
+    if len(paras) > max_paragraphs:
+        size = -(-len(paras) // max_paragraphs)
+        paras = [" ".join(paras[i : i + size]) for i in range(0, len(paras), size)]
+    return "".join(f"<p>{html.escape(q, quote=False)}</p>" for q in paras)

@@ -46,7 +46,7 @@ import lxml.html
 from lxml import etree
 
 from drgym.errors import ConfigError
-from drgym.web._extract_bounds import PageLimits, bound_page, cut_bytes
+from drgym.web._extract_bounds import PageLimits, bound_page, cut_bytes, plain_paragraphs
 from drgym.web.charset import normalize_charset
 
 __all__ = ["DEFAULT_EXTRACTOR", "EXTRACTORS", "PageLimits", "extract"]
@@ -804,6 +804,7 @@ def extract(
 
 
 _DEFAULT_LIMITS = PageLimits()
+_REST_PARAGRAPHS = 1000
 
 
 def _extract(
@@ -821,7 +822,9 @@ def _extract(
         return ""
     if not text:
         return ""
-    text, tags = bound_page(text, limits)
+    text, tags, rest = bound_page(text, limits)
+    if rest:  # past the tag cap the words are kept, as a bounded number of plain paragraphs
+        text += plain_paragraphs(rest, _REST_PARAGRAPHS)
     root = _parse(text)
     if root is None:
         return ""
