@@ -21,14 +21,18 @@ are dropped, so that markdown output and plain-text output score alike. A bag-of
 those tokens, order ignored) is reported beside it: it forgives reordering and boilerplate kept in small
 pieces less than shingles do, so the two together tell missing text from misplaced text.
 
-Extractors: drgym's ``extract``; trafilatura (when installed; its default and ``fast`` modes); plain
+Extractors: drgym's ``extract`` with its default extractor (``drgym``) and with ``extractor="fast"``
+(``drgym fast``); trafilatura (when installed; its default and ``fast`` modes); plain
 ``html2text`` (the whole page to markdown, no main-content selection: what a converter without extraction
 keeps); and lxml's ``text_content()`` of the parsed page (a parse-only floor for speed).
 
 Speed is pages per second of CPU time on one core (process time, so that other load on a shared machine
 distorts it less), every extractor on the same pages in the same process, best of several passes.
 
-Run: ``python -m benchmarks.perf.extract [--quick] [--pages DIR]``.
+A score row without the MediaWiki pages is printed too: on those Readability's reference keeps citation markers
+and reference lists that drgym drops on purpose. ``--hostile`` times generated hostile pages (:func:`hostile_pages`).
+
+Run: ``python -m benchmarks.perf.extract [--quick] [--split check|tune|all] [--pages DIR] [--hostile]``.
 """
 
 from __future__ import annotations
@@ -50,8 +54,10 @@ from pathlib import Path
 __all__ = [
     "Page",
     "fetch_readability_pages",
+    "hostile_pages",
     "load_pages",
     "main",
+    "mirror_readability_pages",
     "reference_text",
     "shingle_scores",
     "split_of",

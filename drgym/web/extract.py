@@ -843,7 +843,11 @@ def _extract(
     ):
         from drgym.web._extract_trafilatura import trafilatura_markdown
 
-        md = trafilatura_markdown(root, url, links)  # works on a copy: root stays whole for the fast path
+        try:
+            md = trafilatura_markdown(root, url, links)  # works on a copy: root stays whole for the fast path
+        except Exception:  # a library failure on an odd tree costs the page nothing: the fast path reads it
+            logger.info("trafilatura failed on %s; using the fast extractor", url or "a page", exc_info=True)
+            md = None
         if md:
             return _tidy(md)
     return _fast(root, text, url, links)

@@ -153,3 +153,15 @@ def test_broken_utf8_declared_as_utf8():
 )
 def test_empty_and_binary_bodies_give_empty_text(page, extractor):
     assert extract(page, extractor=extractor) == ""
+
+
+def test_a_trafilatura_failure_falls_back_to_the_fast_path(monkeypatch):
+    import drgym.web._extract_trafilatura as traf
+
+    page = (Path(__file__).parent / "pages" / "article.html").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("library bug")
+
+    monkeypatch.setattr(traf, "trafilatura_markdown", broken)
+    assert _extract(page, None, False, "trafilatura") == extract(page, extractor="fast") != ""
