@@ -491,3 +491,22 @@ def test_benchmark_hostile_pages_are_all_read():
     assert {"50 MB on one line", "20,000-deep <div>", "100,000 links", "80,000 attributes"} <= set(pages)
     for page in pages.values():
         assert isinstance(extract(page), str)
+
+
+def test_short_article_page_is_not_flattened_by_trafilaturas_baseline(extractor):
+    # On a short page trafilatura may give up and return the page's text as one paragraph (breadcrumb and
+    # share bar included); drgym then reads it with the fast path.
+    from drgym.miniweb.render import ArticleView, render_article
+
+    article = ArticleView(
+        "Achter's Comet",
+        [
+            "Achter's Comet is a periodic comet discovered in 1889 by Rosalind Achter at Tirrow Observatory.",
+            "It returns to the inner solar system every 47 years. Its returns were observed in 1936 and 1983.",
+        ],
+        ["demo"],
+    )
+    out = extract(render_article(article, corpus="demo", related=["Tirrow Observatory"]), extractor=extractor)
+    assert out.startswith("# Achter's Comet\n\nAchter's Comet is a periodic comet discovered in 1889")
+    assert "\n\nIt returns to the inner solar system every 47 years." in out
+    assert "Share this article" not in out and "Main page" not in out
