@@ -56,8 +56,16 @@ def trafilatura_markdown(tree: Element, url: str | None, links: bool) -> str | N
 
 def _is_baseline(body: Element, tree: Element) -> bool:
     """Whether trafilatura gave up and returned its baseline: the text of the page as a single paragraph,
-    breadcrumbs and share bars included, from a page that has paragraphs of its own."""
-    return len(body) == 1 and body[0].tag == "p" and len(tree.xpath("(//body//p)[position() <= 2]")) == 2
+    headline, breadcrumbs and share bars included, from a page that has paragraphs of its own.
+
+    A single paragraph alone is no sign (a one-paragraph article reads that way too); holding the page's
+    ``<h1>`` inside it is.
+    """
+    if len(body) != 1 or body[0].tag != "p" or len(tree.xpath("(//body//p)[position() <= 2]")) < 2:
+        return False
+    h1s = tree.xpath("(//body//h1)[1]")
+    headline = " ".join(h1s[0].text_content().split()) if h1s else ""
+    return bool(headline) and headline in " ".join("".join(body[0].itertext()).split())
 
 
 def _headline(tree: Element) -> str | None:
