@@ -198,16 +198,8 @@ class FetchConfig:
 
 
 _POSITIVE = {
-    "connect_timeout",
-    "read_timeout",
-    "total_timeout",
-    "max_bytes",
-    "max_decompressed_bytes",
-    "max_connections",
-    "max_connections_per_host",
-    "per_host_rate",
-    "max_url_length",
-    "robots_ttl",
+    "connect_timeout", "read_timeout", "total_timeout", "max_bytes", "max_decompressed_bytes",
+    "max_connections", "max_connections_per_host", "per_host_rate", "max_url_length", "robots_ttl",
     "pdf_max_pages",
 }
 _NON_NEGATIVE = {"max_redirects", "max_retries", "retry_backoff", "max_retry_after"}

@@ -36,19 +36,13 @@ class PageOpener:
 
     async def __call__(self, url: str) -> Document:
         page = await self.fetcher.fetch(url)
-        if (
-            page.content_type in _MARKUP_TYPES
-            or page.content_type.endswith("+xml")
-            and "<html" in page.text[:2048]
-        ):
+        if page.content_type in _MARKUP_TYPES or page.content_type.endswith("+xml") and "<html" in page.text[:2048]:
             html = page.text[: self.max_html_chars]
             content = await asyncio.to_thread(extract, html, page.url, links=self.links)
         else:
             content = page.text  # plain text, or text already extracted from a PDF
         title = _title_of(content) or page.url
-        return Document(
-            url=page.url, title=title, content=content, content_type="text/markdown", source=page.url
-        )
+        return Document(url=page.url, title=title, content=content, content_type="text/markdown", source=page.url)
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
