@@ -12,9 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drgym.web.extract import _extract, extract
+from drgym.errors import ConfigError
+from drgym.web.extract import DEFAULT_EXTRACTOR, EXTRACTORS, PageLimits, _extract, extract
 
 PAGES = Path(__file__).parent / "pages"
+
+
+@pytest.fixture(params=EXTRACTORS)
+def extractor(request: pytest.FixtureRequest) -> str:
+    """Each extractor in turn: both must meet what the policy needs from a page."""
+    return request.param
 
 
 def _page(name: str) -> bytes:
@@ -25,7 +32,6 @@ def _page(name: str) -> bytes:
 
 ARTICLE_KEPT = [
     "# Harbour seals return to the estuary after forty years",
-    "By Mara Quint, environment reporter",
     "recorded 212 harbour seals last weekend",
     "a ban on gill nets introduced in 2009",
     "said survey coordinator Ilse Barrow",
@@ -44,35 +50,58 @@ ARTICLE_DROPPED = [
 # fmt: on
 
 
-def test_article_keeps_the_story_in_order():
-    out = extract(_page("article.html"), "https://ledger.example/news/seals")
+def test_article_keeps_the_story_in_order(extractor):
+    out = extract(_page("article.html"), "https://ledger.example/news/seals", extractor=extractor)
     positions = [out.find(text) for text in ARTICLE_KEPT]
     assert all(p >= 0 for p in positions), [t for t, p in zip(ARTICLE_KEPT, positions) if p < 0]
     assert positions == sorted(positions)
 
 
+def test_fast_extractor_keeps_byline_and_captions():
+    # trafilatura files bylines under metadata and drops figure captions with the images: a known loss.
+    out = extract(_page("article.html"), extractor="fast")
+    assert "By Mara Quint, environment reporter" in out
+    assert out.index("By Mara Quint") < out.index("recorded 212 harbour seals")
+
+
 @pytest.mark.parametrize("marker", ARTICLE_DROPPED)
-def test_article_drops_boilerplate(marker):
-    assert marker not in extract(_page("article.html"), "https://ledger.example/news/seals")
+def test_article_drops_boilerplate(marker, extractor):
+    assert marker not in extract(
+        _page("article.html"), "https://ledger.example/news/seals", extractor=extractor
+    )
 
 
-def test_links_are_dropped_by_default_keeping_anchor_text():
-    out = extract(_page("article.html"), "https://ledger.example/news/seals")
+def test_default_extractor_and_unknown_names():
+    assert DEFAULT_EXTRACTOR == "trafilatura"
+    page = _page("article.html")
+    assert extract(page) == extract(page, extractor="trafilatura") != extract(page, extractor="fast")
+    with pytest.raises(ConfigError, match=re.escape("unknown extractor 'trafilatur'")) as err:
+        extract(page, extractor="trafilatur")
+    assert "did you mean 'trafilatura'?" in str(err.value) and "trafilatura, fast" in str(err.value)
+
+
+def test_links_are_dropped_by_default_keeping_anchor_text(extractor):
+    out = extract(_page("article.html"), "https://ledger.example/news/seals", extractor=extractor)
     assert "according to the regional conservation trust." in out
     assert "](" not in out
     assert "http" not in out and "/organisations/" not in out
 
 
-def test_links_kept_on_request_resolved_against_the_page_url():
-    out = extract(_page("article.html"), "https://ledger.example/news/seals", links=True)
+def test_links_kept_on_request_resolved_against_the_page_url(extractor):
+    out = extract(_page("article.html"), "https://ledger.example/news/seals", links=True, extractor=extractor)
     assert "[regional conservation trust](https://ledger.example/organisations/coast-trust)" in out
     # A javascript: pseudo-link keeps its text and loses its target.
     assert "two sewage outfalls" in out
     assert "javascript:" not in out
 
 
-def test_images_are_dropped_and_captions_kept():
-    out = extract(_page("article.html"))
+def test_images_are_dropped(extractor):
+    out = extract(_page("article.html"), extractor=extractor)
+    assert "seals.jpg" not in out and "![" not in out and "Seals on a sandbank" not in out
+
+
+def test_fast_extractor_keeps_captions():
+    out = extract(_page("article.html"), extractor="fast")
     assert "seals.jpg" not in out and "![" not in out
     assert "Seals resting on the Long Sand bank at low tide." in out
 
@@ -106,8 +135,8 @@ WIKI_DROPPED = [
 
 
 @pytest.mark.parametrize("url", ["https://en.wikipedia.org/wiki/Kestrel_Island", None])
-def test_wikipedia_keeps_article_and_infobox(url):
-    out = extract(_page("wikipedia.html"), url)
+def test_wikipedia_keeps_article_and_infobox(url, extractor):
+    out = extract(_page("wikipedia.html"), url, extractor=extractor)
     positions = [out.find(text) for text in WIKI_KEPT]
     assert all(p >= 0 for p in positions), [t for t, p in zip(WIKI_KEPT, positions) if p < 0]
     assert positions == sorted(positions)
@@ -139,8 +168,8 @@ def test_wikipedia_host_without_mediawiki_structure_uses_the_general_path():
 # --- tables and lists ---------------------------------------------------------------------------------------
 
 
-def test_data_tables_and_lists_are_rendered():
-    out = extract(_page("tables_lists.html"))
+def test_data_tables_and_lists_are_rendered(extractor):
+    out = extract(_page("tables_lists.html"), extractor=extractor)
     assert out.startswith("# Rainfall at three stations, 2022–2023")
     assert re.search(r"^Station\s*\|\s*2022 \(mm\)\s*\|\s*2023 \(mm\)$", out, re.MULTILINE)
     assert re.search(r"^---\s*\|\s*---\s*\|\s*---$", out, re.MULTILINE)
@@ -152,8 +181,8 @@ def test_data_tables_and_lists_are_rendered():
     assert "Home" not in out and "Contact us" not in out
 
 
-def test_layout_tables_become_prose():
-    out = extract(_page("tables_lists.html"))
+def test_layout_tables_become_prose(extractor):
+    out = extract(_page("tables_lists.html"), extractor=extractor)
     line = next(ln for ln in out.splitlines() if "LAYOUT-CELL" in ln)
     assert line.startswith("LAYOUT-CELL The data may be reused") and "|" not in line
 
@@ -161,11 +190,17 @@ def test_layout_tables_become_prose():
 # --- broken, empty and hostile input ------------------------------------------------------------------------
 
 
-def test_broken_html_keeps_all_text():
-    out = extract(_page("broken.html"))
+def test_broken_html_keeps_the_article_text(extractor):
+    out = extract(_page("broken.html"), extractor=extractor)
     assert "# Notes from the field" in out
     assert "BROKEN-FIRST The first paragraph has no closing tag" in out
     assert "The second paragraph has misnested formatting and an unclosed span element" in out
+    assert "SCRIPT-IN-BROKEN" not in out
+
+
+def test_fast_extractor_keeps_text_after_stray_closing_tags():
+    # trafilatura reads the table after the stray closing tags as outside the article and drops it.
+    out = extract(_page("broken.html"), extractor="fast")
     assert (
         "BROKEN-LAST After the stray closing tags the text continues, & entities like é and — decode" in out
     )
@@ -277,7 +312,8 @@ def test_binary_garbage_gives_empty_string(data):
     assert extract(data.decode("latin-1")) == "" or data.startswith((b"%PDF", b"\x89PNG", b"\x1f\x8b"))
 
 
-def test_huge_page_completes():
+@pytest.mark.slow
+def test_huge_page_is_cut_before_parsing():
     para = (
         "<p>Paragraph {i} of the long report, with several clauses, commas, and enough words to look like "
         "prose that a reader would want to keep in the extracted text.</p>\n"
@@ -285,10 +321,13 @@ def test_huge_page_completes():
     menu = '<ul class="menu">' + '<li><a href="/x">menu link</a></li>' * 200 + "</ul>"
     body = "".join(para.format(i=i) for i in range(31_000))
     page = f"<html><body><nav>{menu}</nav><article><h1>Long report</h1>{body}</article><footer>FOOT</footer>"
-    assert len(page) > 5_000_000
-    out = extract(page.encode())
+    assert len(page) > 5_000_000 > PageLimits().max_chars
+    out = extract(page.encode(), extractor="fast")
     assert out.startswith("# Long report")
-    assert "Paragraph 0 of the long report" in out and "Paragraph 30999 of the long report" in out
+    assert "Paragraph 0 of the long report" in out and "Paragraph 20000 of the long report" in out
+    # Cut at 4 MiB: the paragraphs past it are not read, and the last one kept is whole.
+    assert "Paragraph 30999 of the long report" not in out
+    assert out.endswith("in the extracted text.")
     assert "menu link" not in out and "FOOT" not in out
 
 
@@ -400,10 +439,74 @@ def test_benchmark_quick_run(tmp_path, capsys):
         (tmp_path / name).mkdir()
         (tmp_path / name / "source.html").write_bytes(_page("article.html"))
         (tmp_path / name / "expected.html").write_text(reference, encoding="utf-8")
-    main(["--quick", "--pages", str(tmp_path), "--min-bytes", "0"])
+    main(["--quick", "--pages", str(tmp_path), "--min-bytes", "0", "--split", "all"])
     out = capsys.readouterr().out
-    assert out.startswith("2 pages, best of 1 timing passes, one core")
+    assert out.startswith("2 pages (all split), best of 1 timing passes, one core")
     row = next(line for line in out.splitlines() if line.startswith("drgym "))
     pages_per_s, precision, recall, f1 = (float(row.split()[i]) for i in (1, 3, 4, 5))
     assert pages_per_s > 0 and recall > 0.9 and precision > 0.8 and f1 > 0.85
     assert "lxml parse only" in out
+
+
+# --- a non-English page in a legacy encoding ----------------------------------------------------------------
+
+GERMAN_KEPT = [
+    "# Hochwasser an der Elbe: Pegel in Dresden sinkt langsam",
+    "ist der Pegel der Elbe in Dresden in der Nacht zum Donnerstag auf 6,82 Meter gefallen.",
+    "„Wir sind noch nicht über den Berg, aber das Schlimmste liegt hinter uns“, sagte Umweltbürgermeisterin",
+    "Greta Oßwald.",
+    "## Schäden an Straßen und Brücken",
+    "* LISTE-EINS Gesperrt bleiben das Terrassenufer und die Fähre Johannstadt.",
+    "ab der keine Warnstufe mehr gilt.",
+]
+GERMAN_DROPPED = [
+    "SCRIPT-LEAK", "COOKIE-HINWEIS", "Alle akzeptieren", "NAV-POLITIK", "TEILEN-FACEBOOK", "Auf X teilen",
+    "VERWANDT-EINS", "Mehr zum Thema", "KOMMENTAR-TEXT", "3 Kommentare", "FUSSZEILE", "Impressum",
+]  # fmt: skip
+
+
+def test_german_page_in_latin1_keeps_the_article_in_order(extractor):
+    out = extract(_page("german.html"), "https://elbkurier.example/hochwasser", extractor=extractor)
+    positions = [out.find(text) for text in GERMAN_KEPT]
+    assert all(p >= 0 for p in positions), [t for t, p in zip(GERMAN_KEPT, positions) if p < 0]
+    assert positions == sorted(positions)
+    dropped = [marker for marker in GERMAN_DROPPED if marker in out]
+    assert not dropped, dropped
+
+
+def test_benchmark_split_is_fixed_and_keeps_developed_pages_out_of_check():
+    from benchmarks.perf.extract import _DEVELOPED_ON, split_of
+
+    assert all(split_of(name) == "tune" for name in _DEVELOPED_ON)
+    names = [f"page-{i}" for i in range(200)]
+    halves = [split_of(n) for n in names]
+    assert halves == [split_of(n) for n in names]  # a function of the name alone
+    assert 60 < halves.count("check") < 140
+
+
+def test_benchmark_hostile_pages_are_all_read():
+    from benchmarks.perf.extract import hostile_pages
+
+    pages = hostile_pages(0.001)
+    assert {"50 MB on one line", "20,000-deep <div>", "100,000 links", "80,000 attributes"} <= set(pages)
+    for page in pages.values():
+        assert isinstance(extract(page), str)
+
+
+def test_short_article_page_is_not_flattened_by_trafilaturas_baseline(extractor):
+    # On a short page trafilatura may give up and return the page's text as one paragraph (breadcrumb and
+    # share bar included); drgym then reads it with the fast path.
+    from drgym.miniweb.render import ArticleView, render_article
+
+    article = ArticleView(
+        "Achter's Comet",
+        [
+            "Achter's Comet is a periodic comet discovered in 1889 by Rosalind Achter at Tirrow Observatory.",
+            "It returns to the inner solar system every 47 years. Its returns were observed in 1936 and 1983.",
+        ],
+        ["demo"],
+    )
+    out = extract(render_article(article, corpus="demo", related=["Tirrow Observatory"]), extractor=extractor)
+    assert out.startswith("# Achter's Comet\n\nAchter's Comet is a periodic comet discovered in 1889")
+    assert "\n\nIt returns to the inner solar system every 47 years." in out
+    assert "Share this article" not in out and "Main page" not in out
