@@ -299,9 +299,13 @@ class DrgymRollout:
         episodes: The last batch's episodes (ids, masks, turns, rewards), for inspection.
     """
 
-    def __init__(self, env_kwargs: Mapping[str, Any]) -> None:
+    def __init__(
+        self, env_kwargs: Mapping[str, Any], *, system_prompt: str | None = None, generator: Any = None
+    ) -> None:
         from drgym.integrations._trl_rollout import RolloutTimes
 
+        self.system_prompt = system_prompt
+        self.generator = generator
         self.env_kwargs = dict(env_kwargs)
         self.envs = [_make_env(self.env_kwargs)]
         _check_golds(self.envs[0])
@@ -372,12 +376,15 @@ class DrgymRollout:
 
         key = id(tokenizer)
         if key not in self._formats:
-            self._formats = {key: ChatFormat(tokenizer)}
+            self._formats = {key: ChatFormat(tokenizer, system_prompt=self.system_prompt)}
         return self._formats[key]
 
     @contextlib.contextmanager
     def _generator(self, trainer: Any, tokenizer: Any) -> Iterator[Any]:
-        """The trainer's vLLM engine when it has one, else its own model (unwrapped for generation)."""
+        """The given generator, else the trainer's vLLM engine when it has one, else its own model."""
+        if self.generator is not None:
+            yield self.generator
+            return
         if getattr(trainer, "use_vllm", False):
             from drgym.integrations._trl_rollout import VLLMTurnGenerator
 
@@ -400,7 +407,9 @@ class DrgymRollout:
             yield HFGenerator(model, tokenizer, stop=STOP)
 
 
-def make_rollout_func(**env_kwargs: Any) -> DrgymRollout:
+def make_rollout_func(
+    *, system_prompt: str | None = None, generator: Any = None, **env_kwargs: Any
+) -> DrgymRollout:
     """A ``rollout_func`` for ``trl.GRPOTrainer`` that plays whole ``WebResearch-v0`` episodes.
 
     The trainer's prompts must be questions of the env's dataset (build ``train_dataset`` with
@@ -410,12 +419,15 @@ def make_rollout_func(**env_kwargs: Any) -> DrgymRollout:
     when ``use_vllm`` is set, else the training model itself. Pass ``reward_funcs=[rollout_reward]``.
 
     Args:
+        system_prompt: Replaces the env's system prompt (``None``: the env's own, the paper's protocol).
+        generator: Samples the turns instead of the trainer (an ``agents.grpo.rollout.Generator``, e.g. a
+            client of a separate inference server); ``None``: the trainer's vLLM engine or model.
         **env_kwargs: Options of ``drgym/WebResearch-v0`` (``dataset``, ``search``, ``max_turns``, ...).
 
     Raises:
         ConfigError: An unknown option, or a dataset record without gold answers.
     """
-    return DrgymRollout(env_kwargs)
+    return DrgymRollout(env_kwargs, system_prompt=system_prompt, generator=generator)
 
 
 def rollout_reward(completions: list[Any], drgym_reward: list[float] | None = None, **kwargs: Any) -> list[float]:
@@ -432,11 +444,12 @@ def rollout_reward(completions: list[Any], drgym_reward: list[float] | None = No
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def make_dataset(**env_kwargs: Any) -> Any:
+def make_dataset(*, system_prompt: str | None = None, **env_kwargs: Any) -> Any:
     """The env's questions as a TRL ``train_dataset`` (``datasets.Dataset``).
 
-    Each row holds ``prompt`` (the env's system prompt and the question, as chat messages), ``question``,
-    ``answers`` and ``id``: the same rows serve ``environment_factory`` and ``rollout_func``.
+    Each row holds ``prompt`` (the env's system prompt, or ``system_prompt``, and the question, as chat
+    messages), ``question``, ``answers`` and ``id``: the same rows serve ``environment_factory`` and
+    ``rollout_func`` (which renders its own prompt from the env and reads only the question).
 
     Raises:
         ConfigError: An unknown option, or a record without gold answers.
@@ -445,7 +458,7 @@ def make_dataset(**env_kwargs: Any) -> Any:
 
     env = _make_env(env_kwargs)
     _check_golds(env)
-    system = env.reset(options={"index": 0})[1]["system_prompt"]
+    system = system_prompt if system_prompt is not None else env.reset(options={"index": 0})[1]["system_prompt"]
     rows = [
         {
             "prompt": [{"role": "system", "content": system}, {"role": "user", "content": r.question}],
