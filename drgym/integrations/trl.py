@@ -313,6 +313,8 @@ class DrgymRollout:
         self._index = _record_index(self.envs[0])
         self.times = RolloutTimes()
         self.episodes: list[Any] = []
+        self.record_indices: list[int] = []
+        """The dataset record each of the last batch's episodes posed."""
         self._calls = 0
         self._formats: dict[int, Any] = {}
 
@@ -348,7 +350,7 @@ class DrgymRollout:
                     times=self.times,
                 )
             )
-        self.episodes = episodes
+        self.episodes, self.record_indices = episodes, indices
         return {
             "prompt_ids": [ep.prompt_ids for ep in episodes],
             "completion_ids": [ep.completion_ids for ep in episodes],

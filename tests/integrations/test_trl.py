@@ -13,12 +13,12 @@ import pytest
 pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
-from drgym.data.synthetic import make_synthetic_task  # noqa: E402
-from drgym.errors import ConfigError, DependencyNotInstalled  # noqa: E402
-from drgym.integrations import trl as dtrl  # noqa: E402
-from drgym.integrations._trl_version import SUPPORTED_TRL, check_trl_version  # noqa: E402
-from drgym.search.base import SearchBackend  # noqa: E402
-from drgym.search.local import BM25Backend  # noqa: E402
+from drgym.data.synthetic import make_synthetic_task
+from drgym.errors import ConfigError, DependencyNotInstalled
+from drgym.integrations import trl as dtrl
+from drgym.integrations._trl_version import SUPPORTED_TRL, check_trl_version
+from drgym.search.base import SearchBackend
+from drgym.search.local import BM25Backend
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -50,21 +50,21 @@ def tiny_model(texts, cls=None):
 
 
 def config(tmp_path, **overrides):
-    values = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=96,
-        max_steps=1,
-        learning_rate=1e-2,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
-        seed=0,
-        gradient_checkpointing=False,
-    )
+    values = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 256,
+        "max_steps": 1,
+        "learning_rate": 1e-2,
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 0,
+        "gradient_checkpointing": False,
+    }
     values.update(overrides)
     return dtrl.grpo_config(**values)
 
@@ -179,3 +179,183 @@ def test_tool_methods_are_what_trl_turns_into_the_schemas():
     }
     browse = get_json_schema(dtrl.WebResearchToolEnv.browse_webpage)["function"]
     assert browse["parameters"]["required"] == ["url_list"]
+
+
+# ------------------------------------------------------------------------------ the real GRPOTrainer
+
+from transformers import Qwen2ForCausalLM
+
+from agents.scripted.spans import best_span
+
+
+class ScriptedQwen2(Qwen2ForCausalLM):
+    """A real tiny Qwen2 (its forward is what TRL trains) whose ``generate`` writes scripted turns.
+
+    Turn 1 calls ``web_search`` on the question (Qwen2.5's tool-call form); after the tool result, even rows
+    answer with the scripted agent's best span of the results and odd rows break the format, so the rewards of
+    a group differ and the update has an advantage to follow.
+    """
+
+    script_tokenizer = None
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        tok = self.script_tokenizer
+        rows = []
+        for i, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
+            text = tok.decode(ids[mask.bool()].tolist())
+            rows.append(tok(self._turn(text, i), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
+        out = torch.full((len(rows), max(map(len, rows))), tok.pad_token_id, dtype=input_ids.dtype)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row)
+        return torch.cat([input_ids, out.to(input_ids.device)], dim=1)
+
+    @staticmethod
+    def _turn(text: str, row: int) -> str:
+        question = _USER.findall(text)[0].strip()
+        results = _RESULT.findall(text)
+        if not results:
+            call = {"name": "web_search", "arguments": {"query": [question]}}
+            return f"<think>search</think>\n<tool_call>\n{json.dumps(call)}\n</tool_call>"
+        if row % 2:
+            return "<think>unsure<answer>broken"
+        return f"<think>found</think><answer>{best_span(question, results) or 'none'}</answer>"
+
+
+def _replay(env_kwargs, options, actions):
+    """The reward a fresh ``WebResearch-v0`` env gives the same actions."""
+    from drgym.env import WebResearchEnv
+
+    env = WebResearchEnv(**env_kwargs)
+    env.reset(options=options)
+    reward = None
+    for action in actions:
+        _, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    return reward
+
+
+def _params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _changed(before, model):
+    return sum(not torch.equal(before[n], p.detach()) for n, p in model.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def env_factory_run(task, tmp_path_factory):
+    from trl import GRPOTrainer
+
+    env_kwargs, texts = task
+    model, tokenizer = tiny_model(texts, ScriptedQwen2)
+    model.script_tokenizer = tokenizer
+    dataset = dtrl.make_dataset(system_prompt=SYSTEM, **env_kwargs).select(range(2))
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=[dtrl.finish_episodes],
+        args=config(tmp_path_factory.mktemp("env"), max_tool_calling_iterations=4),
+        train_dataset=dataset,
+        environment_factory=functools.partial(dtrl.WebResearchToolEnv, **env_kwargs),
+    )
+    before = _params(trainer.model)
+    trainer.train()
+    return trainer, before
+
+
+@pytest.mark.slow
+def test_environment_factory_trains_on_the_envs_reward(task, env_factory_run):
+    trainer, before = env_factory_run
+    log = trainer.state.log_history[0]
+    envs = trainer.environments
+    rewards = [e.get_reward() for e in envs]
+    assert len(envs) == 4 and min(rewards) == -1.0 and max(rewards) >= 0.0  # odd rows broke the format
+    assert log["tools/call_frequency"] == 1.0 and log["tools/failure_frequency"] == 0.0
+    assert log["rewards/WebResearchToolEnv/mean"] == pytest.approx(sum(rewards) / 4)
+    assert _changed(before, trainer.model) > 0
+    for env in envs:  # the same turns through a fresh env: the same reward (the env's, not a re-implementation)
+        episode = env.env._episode
+        options = {"question": episode.record.question, "answers": list(episode.record.answers)}
+        actions = [m["content"] for m in episode.messages if m["role"] == "assistant"]
+        assert episode.tool_calls == 1 and len(actions) == 2
+        assert _replay(task[0], options, actions) == env.get_reward()
+
+
+@pytest.fixture(scope="module")
+def rollout_run(task, tmp_path_factory):
+    from trl import GRPOTrainer
+
+    from tests.grpo.conftest import ScriptedPolicy
+
+    env_kwargs, texts = task
+    model, tokenizer = tiny_model(texts)
+    rollout = dtrl.make_rollout_func(system_prompt=SYSTEM, generator=ScriptedPolicy(model, tokenizer), **env_kwargs)
+    dataset = dtrl.make_dataset(system_prompt=SYSTEM, **env_kwargs).select([0, 1])
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=[dtrl.rollout_reward],
+        args=config(tmp_path_factory.mktemp("rollout"), num_generations=4, seed=1),
+        train_dataset=dataset,
+        rollout_func=rollout,
+    )
+    before = _params(trainer.model)
+    trainer.train()
+    return trainer, rollout, before
+
+
+@pytest.mark.slow
+def test_rollout_func_trains_on_the_ids_sampled_and_the_envs_reward(task, rollout_run):
+    trainer, rollout, before = rollout_run
+    log = trainer.state.log_history[0]
+    episodes = rollout.episodes
+    rewards = [ep.reward for ep in episodes]
+    assert len(episodes) == 4 and len(set(rewards)) > 1
+    assert log["rewards/rollout_reward/mean"] == pytest.approx(sum(rewards) / 4)
+    assert _changed(before, trainer.model) > 0
+    fmt = rollout._format(trainer.processing_class)
+    for ep, env, index in zip(episodes, rollout.envs, rollout.record_indices):
+        assert _replay(task[0], {"index": index}, ep.turns) == ep.reward
+        # token-in/token-out: the sequence is the env's conversation rendered turn by turn, the mask is 1 exactly
+        # on the policy's turns, and the only id added after the last turn is the template's end of turn (EOS)
+        ids, mask = fmt.episode_ids(env._episode.messages[: 2 + 2 * len(ep.turns) - 1])
+        sequence, full_mask = ep.prompt_ids + ep.completion_ids, [0] * len(ep.prompt_ids) + ep.env_mask
+        assert sequence[: len(ids)] == ids and full_mask[: len(ids)] == mask
+        assert sequence[len(ids) :] in ([], [trainer.processing_class.eos_token_id])
+        assert len(ep.logprobs) == len(ep.completion_ids)
+        assert all(lp == 0.0 for lp, m in zip(ep.logprobs, ep.env_mask) if not m)
+
+
+@pytest.mark.slow
+def test_no_tool_token_is_in_the_loss(rollout_run):
+    trainer, rollout, _ = rollout_run
+    model = trainer.model
+    model.train()
+    rows = [dict(trainer.train_dataset[0]) for _ in range(4)]  # one group: TRL writes rewards into each row
+    inputs = trainer._generate_and_score_completions(rows)
+    tool_mask = inputs["tool_mask"]
+    assert inputs["advantages"].abs().sum() > 0
+    for ep, row in zip(rollout.episodes, tool_mask):
+        assert row[: len(ep.env_mask)].tolist() == ep.env_mask
+    grads = []
+
+    def keep(module, args, out):
+        out.retain_grad()
+        grads.append(out)
+
+    # TRL takes log-probs from a fused lm_head: follow the gradient at the final norm's output instead
+    handle = model.model.norm.register_forward_hook(keep)
+    try:
+        loss = trainer.compute_loss(model, inputs)
+        loss.backward()
+    finally:
+        handle.remove()
+        model.zero_grad()
+    # the hidden state at position P - 1 + j predicts completion token j (P: the padded prompt width)
+    start = inputs["prompt_ids"].shape[1] - 1
+    grad = grads[0].grad[:, start : start + tool_mask.shape[1]].abs().sum(-1)
+    loss_mask = inputs["completion_mask"] * tool_mask
+    assert torch.all(grad[loss_mask == 0] == 0)
+    assert grad[loss_mask == 1].sum() > 0
+    assert (tool_mask == 0).sum() > 20  # the check covered real tool turns
