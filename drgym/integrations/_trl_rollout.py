@@ -59,6 +59,7 @@ class TurnLimits:
 
     max_completion_length: int
     max_context: int
+    max_turn_tokens: int | None
     temperature: float
     top_p: float
     top_k: int
@@ -132,11 +133,14 @@ async def play_episodes(
 def _room(ep: EpisodeTokens, limits: TurnLimits) -> int:
     """Tokens the next turn may sample: what is left of the completion budget and of the context."""
     context = len(ep.prompt_ids) + len(ep.completion_ids)
-    return min(limits.max_completion_length - len(ep.completion_ids), limits.max_context - context)
+    room = min(limits.max_completion_length - len(ep.completion_ids), limits.max_context - context)
+    return room if limits.max_turn_tokens is None else min(room, limits.max_turn_tokens)
 
 
 def _out_of_room(ep: EpisodeTokens, limits: TurnLimits, extra: int) -> bool:
-    return _room(ep, limits) < extra
+    context = len(ep.prompt_ids) + len(ep.completion_ids)
+    room = min(limits.max_completion_length - len(ep.completion_ids), limits.max_context - context)
+    return room < extra
 
 
 def _cut(ep: EpisodeTokens, limits: TurnLimits) -> None:

@@ -300,10 +300,18 @@ class DrgymRollout:
     """
 
     def __init__(
-        self, env_kwargs: Mapping[str, Any], *, system_prompt: str | None = None, generator: Any = None
+        self,
+        env_kwargs: Mapping[str, Any],
+        *,
+        system_prompt: str | None = None,
+        generator: Any = None,
+        max_turn_tokens: int | None = None,
     ) -> None:
         from drgym.integrations._trl_rollout import RolloutTimes
 
+        if max_turn_tokens is not None and (not isinstance(max_turn_tokens, int) or max_turn_tokens < 1):
+            raise ConfigError(f"`max_turn_tokens` must be a positive integer or None, got {max_turn_tokens!r}")
+        self.max_turn_tokens = max_turn_tokens
         self.system_prompt = system_prompt
         self.generator = generator
         self.env_kwargs = dict(env_kwargs)
@@ -330,6 +338,7 @@ class DrgymRollout:
         limits = TurnLimits(
             max_completion_length=int(args.max_completion_length),
             max_context=int(trainer.model.config.max_position_embeddings),
+            max_turn_tokens=self.max_turn_tokens,
             temperature=float(args.temperature),
             top_p=float(args.top_p),
             top_k=int(args.top_k or 0),
@@ -410,7 +419,11 @@ class DrgymRollout:
 
 
 def make_rollout_func(
-    *, system_prompt: str | None = None, generator: Any = None, **env_kwargs: Any
+    *,
+    system_prompt: str | None = None,
+    generator: Any = None,
+    max_turn_tokens: int | None = None,
+    **env_kwargs: Any,
 ) -> DrgymRollout:
     """A ``rollout_func`` for ``trl.GRPOTrainer`` that plays whole ``WebResearch-v0`` episodes.
 
@@ -424,12 +437,16 @@ def make_rollout_func(
         system_prompt: Replaces the env's system prompt (``None``: the env's own, the paper's protocol).
         generator: Samples the turns instead of the trainer (an ``agents.grpo.rollout.Generator``, e.g. a
             client of a separate inference server); ``None``: the trainer's vLLM engine or model.
+        max_turn_tokens: New tokens one turn may sample at most (``None``: what is left of the episode's
+            ``max_completion_length``).
         **env_kwargs: Options of ``drgym/WebResearch-v0`` (``dataset``, ``search``, ``max_turns``, ...).
 
     Raises:
         ConfigError: An unknown option, or a dataset record without gold answers.
     """
-    return DrgymRollout(env_kwargs, system_prompt=system_prompt, generator=generator)
+    return DrgymRollout(
+        env_kwargs, system_prompt=system_prompt, generator=generator, max_turn_tokens=max_turn_tokens
+    )
 
 
 def rollout_reward(completions: list[Any], drgym_reward: list[float] | None = None, **kwargs: Any) -> list[float]:
