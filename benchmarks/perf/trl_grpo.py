@@ -78,6 +78,7 @@ async def _bundled(cfg: Any, repeats: int) -> tuple[dict[str, float], Any]:
         clock.wrap(env)
     initial = copy.deepcopy(run.model)  # the TRL rows start from the same weights
     rollout_s = update_s = 0.0
+    sampled = 0
     for step in range(repeats + 1):  # step 0 warms up (allocations, first-call paths) and is not counted
         indices = data_indices(run.task.train_indices, cfg.prompts_per_step, step, cfg.seed)
         t0 = time.perf_counter()
@@ -90,10 +91,16 @@ async def _bundled(cfg: Any, repeats: int) -> tuple[dict[str, float], Any]:
         if step == 0:
             clock.seconds = 0.0
             continue
+        sampled += sum(r.policy_tokens for r in rollouts)
         rollout_s += t1 - t0
         update_s += time.perf_counter() - t1
     run.metrics.close()
-    row = {"rollout_s": rollout_s / repeats, "update_s": update_s / repeats, "env_s": clock.seconds / repeats}
+    row = {
+        "rollout_s": rollout_s / repeats,
+        "update_s": update_s / repeats,
+        "env_s": clock.seconds / repeats,
+        "sampled": sampled / repeats,
+    }
     return row, (initial, run)
 
 
@@ -133,10 +140,15 @@ def _trl_row(trainer: Any, repeats: int, env_s: float = 0.0) -> dict[str, float]
     trainer.remove_callback(PrinterCallback)  # keep the log dicts of every step out of the table
     trainer.rollout_times = []
     trainer.train()
-    steps = [r["step_time"] for r in trainer.state.log_history if "step_time" in r][1:]  # step 1 warms up
-    rollouts = trainer.rollout_times[1:]
-    rollout_s = sum(rollouts) / repeats
-    return {"rollout_s": rollout_s, "update_s": sum(steps) / repeats - rollout_s, "env_s": env_s / repeats}
+    logs = [r for r in trainer.state.log_history if "step_time" in r][1:]  # step 1 warms up
+    rollout_s = sum(trainer.rollout_times[1:]) / repeats
+    batch = trainer.args.per_device_train_batch_size  # TRL counts only env_mask-1 tokens in mean_length
+    return {
+        "rollout_s": rollout_s,
+        "update_s": sum(r["step_time"] for r in logs) / repeats - rollout_s,
+        "env_s": env_s / repeats,
+        "sampled": sum(r["completions/mean_length"] for r in logs) * batch / repeats,
+    }
 
 
 def _part1(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]]:
@@ -326,13 +338,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"GRPO step, tiny model (tiny-cpu.yaml) on CPU: {args.prompts} questions x {args.generations} "
                 f"episodes, <= {args.tokens} tokens per turn, mean of {args.repeats} steps after a warm-up"
             )
-            print("| trainer | rollout s | update s | step s | env share | step / bundled |")
-            print("|---|---|---|---|---|---|")
+            print("| trainer | sampled tokens | rollout s | sampled tokens/s | update s | step s | env share |"
+                  " step / bundled |")
+            print("|---|---|---|---|---|---|---|---|")
             for name, r in rows.items():
                 step = r["rollout_s"] + r["update_s"]
                 print(
-                    f"| {name} | {r['rollout_s']:.2f} | {r['update_s']:.2f} | {step:.2f} | "
-                    f"{100 * r['env_s'] / step:.1f}% | {step / base_step:.2f}x |"
+                    f"| {name} | {r['sampled']:.0f} | {r['rollout_s']:.2f} | {r['sampled'] / r['rollout_s']:.0f} | "
+                    f"{r['update_s']:.2f} | {step:.2f} | {100 * r['env_s'] / step:.1f}% | {step / base_step:.2f}x |"
                 )
         if args.part in ("2", "both"):
             wait = _part2(args, tmp)
