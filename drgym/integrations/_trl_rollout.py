@@ -219,19 +219,22 @@ class VLLMTurnGenerator:
         saved = self.vllm.max_completion_length
         self.vllm.max_completion_length = max(budgets)
         try:
-            _, completion_ids, logprobs, _ = self.vllm.generate(
+            _, completion_ids, logprobs, logprob_ids = self.vllm.generate(
                 prompts=[list(p) for p in prompts], images=None, num_generations=1
             )
         finally:
             self.vllm.max_completion_length = saved
         out = []
-        for ids, lps, budget in zip(completion_ids, logprobs or [None] * len(prompts), budgets):
+        for row, (ids, budget) in enumerate(zip(completion_ids, budgets)):
             ids = list(ids)[:budget]
-            flat = [float(x[0]) if isinstance(x, (list, tuple)) else float(x) for x in (lps or [0.0] * len(ids))]
+            lps = [
+                _sampled_logprob(tok, logprobs[row][t] if logprobs else None, logprob_ids[row][t] if logprob_ids else None)
+                for t, tok in enumerate(ids)
+            ]
             ids, stopped = self._cut_at_stop(ids)
             stopped = stopped or bool(ids and ids[-1] in self.eos_token_ids)
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            out.append(Sample(ids, flat[: len(ids)], text, "stop" if stopped else "length"))
+            out.append(Sample(ids, lps[: len(ids)], text, "stop" if stopped else "length"))
         return out
 
     def _cut_at_stop(self, ids: list[int]) -> tuple[list[int], bool]:
@@ -252,3 +255,15 @@ class VLLMTurnGenerator:
             else:
                 lo = mid + 1
         return ids[:lo], True
+
+
+def _sampled_logprob(token: int, logprobs: Any, token_ids: Any) -> float:
+    """The logprob vLLM reports for the sampled ``token`` (its entries are sorted by rank, the sampled one
+    included); NaN where vLLM has none."""
+    if logprobs is None:
+        return float("nan")
+    if token_ids is not None and token in token_ids:
+        value = logprobs[list(token_ids).index(token)]
+    else:
+        value = logprobs[0] if isinstance(logprobs, (list, tuple)) else logprobs
+    return float("nan") if value is None else float(value)

@@ -359,3 +359,17 @@ def test_no_tool_token_is_in_the_loss(rollout_run):
     assert torch.all(grad[loss_mask == 0] == 0)
     assert grad[loss_mask == 1].sum() > 0
     assert (tool_mask == 0).sum() > 20  # the check covered real tool turns
+
+
+def test_vllm_turns_are_cut_after_the_first_stop_and_keep_the_sampled_logprob(task):
+    from drgym.integrations._trl_rollout import VLLMTurnGenerator, _sampled_logprob
+
+    _, tokenizer = tiny_model(task[1])
+    turns = VLLMTurnGenerator(vllm_generation=None, tokenizer=tokenizer, stop=dtrl.STOP)
+    ids = tokenizer('<think>a</think><answer>Ralun</answer> and more <answer>x</answer>', add_special_tokens=False)
+    kept, stopped = turns._cut_at_stop(ids["input_ids"])
+    assert stopped and tokenizer.decode(kept) == "<think>a</think><answer>Ralun</answer>"
+    assert turns._cut_at_stop(ids["input_ids"][:3]) == (ids["input_ids"][:3], False)
+    # vLLM lists a position's logprobs by rank, the sampled token among them (not necessarily first)
+    assert _sampled_logprob(7, [-0.1, -2.5], [3, 7]) == -2.5
+    assert _sampled_logprob(7, None, None) != _sampled_logprob(7, None, None)  # NaN: vLLM gave none
