@@ -325,7 +325,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per row (after one warm-up step)")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds a search takes in part 2")
     parser.add_argument("--part", choices=("1", "2", "both"), default="both")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch intra-op threads (1: on a shared 2-core machine, 2 threads made one forward vary 20x)",
+    )
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.prompts, args.generations, args.tokens, args.repeats, args.latency = 2, 2, 16, 1, 0.05
 
@@ -335,8 +342,9 @@ def main(argv: list[str] | None = None) -> None:
             base = rows["bundled"]
             base_step = base["rollout_s"] + base["update_s"]
             print(
-                f"GRPO step, tiny model (tiny-cpu.yaml) on CPU: {args.prompts} questions x {args.generations} "
-                f"episodes, <= {args.tokens} tokens per turn, mean of {args.repeats} steps after a warm-up"
+                f"GRPO step, tiny model (tiny-cpu.yaml) on CPU ({args.threads} torch thread): {args.prompts} "
+                f"questions x {args.generations} episodes, <= {args.tokens} tokens per turn, mean of "
+                f"{args.repeats} steps after a warm-up"
             )
             print("| trainer | sampled tokens | rollout s | sampled tokens/s | update s | step s | env share |"
                   " step / bundled |")
