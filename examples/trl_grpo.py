@@ -23,7 +23,7 @@ from typing import Any
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func / environment_factory are experimental
 
-from drgym.integrations.trl import (  # noqa: E402  (checks the installed TRL version)
+from drgym.integrations.trl import (  # checks the installed TRL version
     WebResearchToolEnv,
     finish_episodes,
     grpo_config,
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="tiny", help='"tiny" (CPU demo) or a causal LM name or path')
     parser.add_argument("--dataset", default="synthetic", help='"synthetic" (with --model tiny) or a drgym dataset')
     parser.add_argument("--search", default="local", help="search backend of a drgym dataset (local, serper, ...)")
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--prompts", type=int, default=2, help="questions per step")
     parser.add_argument("--generations", type=int, default=4, help="episodes per question (GRPO group)")
     parser.add_argument("--max-completion-length", type=int, default=384, help="tokens of a whole episode")
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.model == "tiny":
+        import torch
+
+        torch.set_num_threads(1)  # a 64-wide model gains nothing from a second thread, and loses on a busy CPU
         env_kwargs, model, tokenizer = tiny_task(64)
         system_prompt: str | None = "Search with web_search, then answer in <answer></answer>."
     else:
