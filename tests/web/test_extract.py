@@ -475,7 +475,7 @@ def test_german_page_in_latin1_keeps_the_article_in_order(extractor):
 
 
 def test_benchmark_split_is_fixed_and_keeps_developed_pages_out_of_check():
-    from benchmarks.perf.extract import _DEVELOPED_ON, split_of
+    from drgym.benchmarks.perf.extract import _DEVELOPED_ON, split_of
 
     assert all(split_of(name) == "tune" for name in _DEVELOPED_ON)
     names = [f"page-{i}" for i in range(200)]
@@ -485,7 +485,7 @@ def test_benchmark_split_is_fixed_and_keeps_developed_pages_out_of_check():
 
 
 def test_benchmark_hostile_pages_are_all_read():
-    from benchmarks.perf.extract import hostile_pages
+    from drgym.benchmarks.perf.extract import hostile_pages
 
     pages = hostile_pages(0.001)
     assert {"50 MB on one line", "20,000-deep <div>", "100,000 links", "80,000 attributes"} <= set(pages)
