@@ -26,14 +26,14 @@ from drgym.search.stack import close_stacks
 from drgym.web.fetch import FetchConfig
 from drgym.web.isolation import IsolatedPool
 from drgym.web.opener import PageOpener
+from tests.slow_pages import slow_to_parse
 
 BUDGET_S = 1.5
 QUIET = "<html><body><h1>Quiet</h1><p>A short page about lighthouses, keepers and their lamps.</p></body></html>"
 
 
 def slow_page(seed: str) -> str:
-    attributes = " ".join(f'a{i}="{seed}"' for i in range(40_000))
-    return f"<html><body><p {attributes}>text</p></body></html>"
+    return slow_to_parse(seed)
 
 
 def search_turn(query: str) -> str:

@@ -23,16 +23,12 @@ from drgym.web.extract import extract
 from drgym.web.fetch import Fetcher
 from drgym.web.isolation import IsolatedPool, WorkerCrashedError, WorkTimeoutError
 from drgym.web.opener import PageOpener
+from tests.slow_pages import slow_to_parse
 
 from .conftest import UNICODE_TEXT
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "<html><head><title>T</title></head><body><h1>Title</h1><p>Alpha, beta and gamma, all here.</p></body></html>"
-
-
-def many_attributes(n: int) -> str:
-    """One element with ``n`` attributes: cheap to send, seconds of libxml2 time to parse."""
-    return "<html><body><p " + " ".join(f'a{i}="x"' for i in range(n)) + ">text</p></body></html>"
 
 
 def backtrack(n: int) -> bool:
@@ -102,7 +98,7 @@ async def test_a_call_past_its_limit_is_stopped_and_the_worker_replaced(pool):
     started = time.monotonic()
     with pytest.raises(WorkTimeoutError, match=r"extract passed its time limit of 0\.5 s; its worker process was "
                                                r"stopped"):
-        await pool.run(extract, many_attributes(20_000), time_limit_s=0.5)
+        await pool.run(extract, slow_to_parse(), time_limit_s=0.5)
     assert time.monotonic() - started < 5
     assert await wait_gone(first)
     assert pool.replaced == 1
