@@ -176,3 +176,17 @@ def test_rows_read_back_by_rlhf_dataset_play(tiny, demo, tmp_path):
     out = _play(make_loop(tokenizer, server, env=ENV), row)
     assert out.reward_score == 1.0
     json.dumps(out.extra_fields["reward_extra_info"])  # plain floats: verl stacks them into arrays
+
+
+def test_deepresearcher_protocol_forces_think_at_every_turn(tiny, demo):
+    model, tokenizer = tiny
+    after_think = [SEARCH.removeprefix("<think>"), ANSWER.removeprefix("<think>")]  # what the policy samples
+    server = TinyServer(model, tokenizer, script=after_think)
+    out = _play(make_loop(tokenizer, server, env={**ENV, "protocol": "deepresearcher"}), _row(demo[0]))
+    assert out.reward_score == 1.0
+    assert tokenizer.decode(out.prompt_ids).endswith("<|im_start|>assistant\n<think>")
+    assert "Deep AI Research Assistant" in tokenizer.decode(out.prompt_ids)
+    _, (t0, t1, _), _ = _spans(out.response_mask)
+    tool_text = tokenizer.decode(out.response_ids[t0:t1], skip_special_tokens=False)
+    assert tool_text.endswith("<|im_start|>assistant\n<think>")  # forced, so mask 0
+    assert '"web_page_info_list"' in tool_text
