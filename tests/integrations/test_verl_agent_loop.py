@@ -153,8 +153,21 @@ def test_trainer_config_env_overrides_the_yaml(tiny, demo):
     server = TinyServer(model, tokenizer, script=[SEARCH, ANSWER])
     loop = make_loop(tokenizer, server, entry=entry, trainer_env={**ENV, "max_turns": 1})
     assert loop.env_kwargs["max_turns"] == 1 and loop.env_kwargs["reward_mode"] == "paper"
+    assert loop.max_tokens_per_turn == 2000  # from the YAML entry
     out = _play(loop, _row(demo[0]))
     assert len(server.calls) == 1 and out.reward_score == -1.0  # truncated after one turn without an answer
+    assert server.calls[0][1]["max_tokens"] == 2000
+
+
+def test_bad_options_are_refused(tiny):
+    from drgym.errors import ConfigError
+
+    model, tokenizer = tiny
+    with pytest.raises(ConfigError, match="max_tokens_per_turn"):
+        make_loop(tokenizer, TinyServer(model, tokenizer), trainer_env=None, entry={
+            **_agent_loop_registry["drgym"], "max_tokens_per_turn": 0})
+    with pytest.raises(ConfigError, match="env.dataset"):
+        make_loop(tokenizer, TinyServer(model, tokenizer), env={**ENV, "dataset": "demo"})
 
 
 def test_rows_read_back_by_rlhf_dataset_play(tiny, demo, tmp_path):

@@ -49,13 +49,28 @@ class DrgymAgentLoop(AgentLoopBase):
     Args:
         env: Keyword arguments of :class:`~drgym.env.WebResearchEnv` (``search``, ``corpus``, ``reader``,
             ``protocol``, ``max_turns``...); the trainer config's ``drgym.env`` entries override them.
+        max_tokens_per_turn: Tokens one turn may generate at most (the paper: 2000); the rest of the response
+            budget (``rollout.response_length``) bounds it too. The trainer config's
+            ``drgym.max_tokens_per_turn`` overrides it.
         *args, **kwargs: What verl passes to every agent loop (and the YAML entry's ``name``).
     """
 
-    def __init__(self, *args: Any, env: Mapping[str, Any] | None = None, tools: Any = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        env: Mapping[str, Any] | None = None,
+        max_tokens_per_turn: int | None = None,
+        tools: Any = None,
+        **kwargs: Any,
+    ):
         kwargs.pop("name", None)  # the YAML entry's own name, passed on by hydra.utils.instantiate
         super().__init__(*args, **kwargs)
-        self.env_kwargs = {**_plain(env or {}), **_plain(_trainer_env(self.config))}
+        section = _drgym_section(self.config)
+        self.env_kwargs = {**_plain(env or {}), **_plain(section.get("env") or {})}
+        per_turn = section.get("max_tokens_per_turn", max_tokens_per_turn)
+        if per_turn is not None and (not isinstance(per_turn, int) or isinstance(per_turn, bool) or per_turn < 1):
+            raise ConfigError(f"`max_tokens_per_turn` must be a positive integer, got {per_turn!r}")
+        self.max_tokens_per_turn = per_turn
         if "dataset" in self.env_kwargs:
             raise ConfigError("the drgym agent loop takes its questions from verl's data; drop `env.dataset`")
         self.response_length = int(self.rollout_config.response_length)
@@ -96,7 +111,7 @@ class DrgymAgentLoop(AgentLoopBase):
                 context_full = True
                 break
             params = dict(sampling_params)
-            params["max_tokens"] = min(int(params.get("max_tokens") or budget), budget)
+            params["max_tokens"] = min(self.max_tokens_per_turn or budget, budget)
             started = time.perf_counter()
             out = await self.server_manager.generate(
                 request_id=request_id, prompt_ids=prompt_ids + response_ids, sampling_params=params
@@ -185,10 +200,10 @@ def _last_assistant(messages: Sequence[Mapping[str, Any]]) -> str:
     return next(str(m["content"]) for m in reversed(messages) if m.get("role") == "assistant")
 
 
-def _trainer_env(config: Any) -> Mapping[str, Any]:
+def _drgym_section(config: Any) -> Mapping[str, Any]:
+    """The trainer config's ``drgym`` entries (``+drgym.env.search=...`` on verl's command line), or {}."""
     section = config.get("drgym") if hasattr(config, "get") else None
-    env = section.get("env") if section is not None and hasattr(section, "get") else None
-    return env or {}
+    return _plain(section) if section is not None else {}
 
 
 def _plain(value: Any) -> dict[str, Any]:
