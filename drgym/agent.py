@@ -17,6 +17,7 @@ AGENTS: dict[str, str] = {
     "prompt": "agents.prompt_baseline:PromptAgent",
     "rag": "agents.rag_baseline:RAGAgent",
     "grpo": "agents.grpo.agent:GRPOAgent",
+    "deepresearcher": "agents.deepresearcher:DeepResearcherAgent",
 }
 """Built-in agents by name. Other packages add theirs through the ``drgym.agents`` entry-point group."""
 
