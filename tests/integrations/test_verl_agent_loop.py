@@ -15,6 +15,7 @@ pytest.importorskip("verl.experimental.agent_loop.agent_loop")
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, _agent_loop_registry
 from verl_doubles import AGENT_LOOP_YAML, TinyServer, make_loop
 
+import drgym.integrations.verl.agent_loop  # noqa: F401  (registers "drgym" with verl)
 from drgym.data import load_dataset
 from drgym.integrations.verl.rows import row_from_record
 from drgym.llm.tiny import tiny_causal_lm
@@ -160,14 +161,18 @@ def test_trainer_config_env_overrides_the_yaml(tiny, demo):
 
 
 def test_bad_options_are_refused(tiny):
+    from hydra.errors import InstantiationException
+
     from drgym.errors import ConfigError
 
     model, tokenizer = tiny
-    with pytest.raises(ConfigError, match="max_tokens_per_turn"):
-        make_loop(tokenizer, TinyServer(model, tokenizer), trainer_env=None, entry={
-            **_agent_loop_registry["drgym"], "max_tokens_per_turn": 0})
-    with pytest.raises(ConfigError, match="env.dataset"):
+    bad_turns = {**_agent_loop_registry["drgym"], "max_tokens_per_turn": 0}
+    with pytest.raises(InstantiationException, match="max_tokens_per_turn") as caught:
+        make_loop(tokenizer, TinyServer(model, tokenizer), entry=bad_turns)
+    assert isinstance(caught.value.__cause__, ConfigError)  # hydra wraps what the constructor raises
+    with pytest.raises(InstantiationException, match="env.dataset") as caught:
         make_loop(tokenizer, TinyServer(model, tokenizer), env={**ENV, "dataset": "demo"})
+    assert isinstance(caught.value.__cause__, ConfigError)
 
 
 def test_rows_read_back_by_rlhf_dataset_play(tiny, demo, tmp_path):
