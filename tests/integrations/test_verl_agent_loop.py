@@ -135,6 +135,20 @@ def test_no_logprobs_requested_gives_none(tiny, demo):
     assert out.response_logprobs is None and out.reward_score == 1.0
 
 
+def test_missing_logprobs_are_an_error_not_zeros(tiny, demo):
+    from drgym.errors import ConfigError
+
+    model, tokenizer = tiny
+
+    class NoLogprobs(TinyServer):
+        async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs):
+            out = await super().generate(request_id, prompt_ids=prompt_ids, sampling_params=sampling_params)
+            return out.model_copy(update={"log_probs": None})
+
+    with pytest.raises(ConfigError, match="no logprobs"):
+        _play(make_loop(tokenizer, NoLogprobs(model, tokenizer, script=[ANSWER]), env=ENV), _row(demo[0]))
+
+
 def test_response_budget_ends_the_episode_with_no_answer(tiny, demo):
     model, tokenizer = tiny
     server = TinyServer(model, tokenizer, script=[SEARCH, ANSWER])

@@ -118,9 +118,14 @@ class DrgymAgentLoop(AgentLoopBase):
             )
             generate_s += time.perf_counter() - started
             ids = list(out.token_ids)
-            lps = list(out.log_probs) if out.log_probs else [0.0] * len(ids)
-            if with_logprobs and len(lps) != len(ids):
-                raise ConfigError(f"the server returned {len(lps)} logprobs for {len(ids)} token ids")
+            if out.log_probs is None:
+                if with_logprobs:  # zeros would silently corrupt the importance ratios
+                    raise ConfigError("the rollout server returned no logprobs though `calculate_log_probs` is on")
+                lps = [0.0] * len(ids)
+            else:
+                lps = list(out.log_probs)
+            if len(lps) != len(ids):
+                raise ConfigError(f"the rollout server returned {len(lps)} logprobs for {len(ids)} token ids")
             text = prefix + self.tokenizer.decode(ids, skip_special_tokens=True)
 
             started = time.perf_counter()
