@@ -24,14 +24,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
     "${pip[@]}" install ${DRGYM_TORCH_INDEX:+--extra-index-url "$DRGYM_TORCH_INDEX"} "torch==2.13.0" 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
-    # verl itself without its dependencies (wandb, ray[default], peft, vllm's stack...): only what its agent-loop,
-    # dataset and reward modules import, which is what the tests exercise. `pip install -e .[verl]` is the
-    # full stack for training.
-    "${pip[@]}" install -c "$constraints" --no-deps "verl==0.9.1" 2>&1 \
-        | grep -v "is ignored: it is neither a file nor a directory" || true
-    "${pip[@]}" install -c "$constraints" -e "$root" "transformers>=5.5.3,<5.11" "tensordict>=0.8,<=0.10.0,!=0.9.0" \
-        "numpy>=2" "pyarrow>=19" ray hydra-core datasets pandas pillow pydantic codetiming cachetools fastapi \
-        uvicorn pyzmq msgspec dill pytest pytest-asyncio 2>&1 \
+    # The [verl] extra is verl's full install; a --no-deps verl plus only what its agent-loop, dataset and reward
+    # modules import was measured no faster to build (22 vs 24 minutes with pip's cache warm, on a loaded 2-core machine).
+    "${pip[@]}" install -c "$constraints" -e "$root[verl]" pytest pytest-asyncio 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
     "$venv/bin/python" -c "import verl.experimental.agent_loop.agent_loop, torch; assert torch.__version__.startswith('2.13')"
     echo "$want" > "$stamp"
