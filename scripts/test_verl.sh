@@ -24,8 +24,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
     "${pip[@]}" install ${DRGYM_TORCH_INDEX:+--extra-index-url "$DRGYM_TORCH_INDEX"} "torch==2.13.0" 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
-    # The [verl] extra is verl's full install; a --no-deps verl plus only what its agent-loop, dataset and reward
-    # modules import was measured no faster to build (22 vs 24 minutes with pip's cache warm, on a loaded 2-core machine).
+    # The [verl] extra is verl's full install; a --no-deps verl plus only what its agent-loop, dataset and
+    # reward modules import built no faster (22 vs 24 minutes, pip's cache warm, a loaded 2-core machine).
     "${pip[@]}" install -c "$constraints" -e "$root[verl]" pytest pytest-asyncio 2>&1 \
         | grep -v "is ignored: it is neither a file nor a directory" || true
     "$venv/bin/python" -c "import verl.experimental.agent_loop.agent_loop, torch; assert torch.__version__.startswith('2.13')"
