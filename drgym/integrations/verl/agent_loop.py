@@ -11,7 +11,8 @@ search handle, browsing memory and seen URLs) for the whole trajectory and plays
     + sampled ids of turn 2 ...                                             mask 1
 
 The reward is the env's (so verl's reward manager is skipped for these rows); the metrics go to
-``extra_fields["reward_extra_info"]``, which verl logs per step. Unlike verl's ``ToolAgentLoop``, tool
+``extra_fields["reward_extra_info"]``, which verl carries with each sample (validation metrics per data source,
+rollout dumps). Unlike verl's ``ToolAgentLoop``, tool
 results are not cut to a few hundred characters: the env's ``max_observation_chars`` bounds them.
 
 Configuration: the agent-loop YAML entry's ``env`` mapping (``scripts/verl/agent_loop.yaml``), then the
