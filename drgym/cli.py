@@ -166,11 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands(sub: argparse._SubParsersAction) -> dict[str, Any]:
-    """Subcommands that live beside their subsystem (web tools, the cache, the mini-web)."""
+    """Subcommands that live beside their subsystem (web tools, the cache, the mini-web, the gateway, verl data)."""
     from drgym import cli_cache, cli_web
     from drgym.gateway import cli as cli_gateway
+    from drgym.integrations.verl import data as verl_data
 
-    return {**cli_web.register(sub), **cli_cache.register(sub), **cli_gateway.register(sub)}
+    return {**cli_web.register(sub), **cli_cache.register(sub), **cli_gateway.register(sub),
+            **verl_data.register(sub)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -50,6 +50,7 @@ import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
 from drgym import _options, protocol
+from drgym import protocol as _default_protocol  # `protocol` is also an argument of __init__
 from drgym._loop import run_sync
 from drgym._observation import fit_text, fit_tool_response
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
@@ -59,6 +60,7 @@ from drgym.data.registry import unknown_name_error
 from drgym.errors import BudgetExceededError, ConfigError, DrgymError
 from drgym.gateway.client import GatewayBackend
 from drgym.llm.base import ChatClient
+from drgym.protocol_deepresearcher import PROTOCOLS, make_mode
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
 from drgym.search.cache import SearchStore
@@ -132,6 +134,7 @@ class WebResearchEnv(gym.Env[str, str]):
         max_observation_chars: int = 100_000,
         today: _dt.date | str | None = None,
         render_mode: str | None = None,
+        protocol: str = "drgym",
     ) -> None:
         """Build the environment.
 
@@ -170,9 +173,12 @@ class WebResearchEnv(gym.Env[str, str]):
             max_observation_chars: every observation (the question too) is cut to this length.
             today: the date stated in the system prompt, a ``datetime.date`` or an ISO string (default: today).
             render_mode: ``ansi`` (``render()`` returns the transcript) or ``human`` (prints it).
+            protocol: ``drgym`` (this package's prompt and observations) or ``deepresearcher`` (the original
+                code's, so a policy trained with it runs unchanged: see :mod:`drgym.protocol_deepresearcher`).
         """
         _options.check_choice("reward_mode", reward_mode, REWARD_MODES)
         _options.check_choice("on_format_error", on_format_error, FORMAT_ERROR_MODES)
+        _options.check_choice("protocol", protocol, PROTOCOLS)
         if render_mode is not None:
             _options.check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         _options.check_env_options(
@@ -242,7 +248,10 @@ class WebResearchEnv(gym.Env[str, str]):
 
         self.action_space = UnicodeText(max_action_chars)
         self.observation_space = UnicodeText(max_observation_chars)
-        self._system_prompt = protocol.system_prompt(today if today is not None else _dt.date.today())
+        self.protocol = protocol
+        self._mode = make_mode(protocol)  # None: drgym's own protocol
+        self._text_protocol = self._mode or _default_protocol
+        self._system_prompt = self._text_protocol.system_prompt(today if today is not None else _dt.date.today())
         self._episode: _Episode | None = None
 
     # ------------------------------------------------------------------ sync API (Gymnasium)
@@ -290,7 +299,9 @@ class WebResearchEnv(gym.Env[str, str]):
             raise TypeError(f"the action must be the policy's turn as a str, got {type(action).__name__}")
 
         ep.turn += 1
-        parsed = protocol.parse_turn(action, max_chars=self.max_action_chars)
+        if self._mode is not None:
+            action = self._mode.prepare_action(action)
+        parsed = (self._mode or protocol).parse_turn(action, max_chars=self.max_action_chars)
         # Keep the turn only up to its action's closing tag, where a model with stop strings would have
         # stopped: a forged <tool_response> written after a tool call never enters the context.
         if parsed.action_end is not None:
@@ -356,15 +367,15 @@ class WebResearchEnv(gym.Env[str, str]):
                 return await self._browse(ep, list(call.arguments["url_list"])), None
         except BudgetExceededError as exc:
             ep.budget_errors += 1
-            return protocol.render_error(str(exc)), str(exc)
+            return (self._mode or protocol).render_error(str(exc)), str(exc)
         except DrgymError as exc:  # tool and infrastructure failures alike become the observation
             ep.backend_errors += 1
-            return protocol.render_error(str(exc)), str(exc)
+            return (self._mode or protocol).render_error(str(exc)), str(exc)
         except Exception as exc:
             logger.exception("search backend %s failed unexpectedly", getattr(self.backend, "name", "?"))
             ep.backend_errors += 1
             message = f"the tool failed unexpectedly ({type(exc).__name__}); try again or answer"
-            return protocol.render_error(message), message
+            return (self._mode or protocol).render_error(message), message
 
     async def _web_search(self, ep: _Episode, queries: list[str]) -> str:
         used = [q for q in dict.fromkeys(q.strip() for q in queries) if q][: self.max_queries_per_call]
@@ -385,9 +396,14 @@ class WebResearchEnv(gym.Env[str, str]):
                 continue
             if isinstance(outcome, BaseException):
                 raise outcome  # handled by _run_tool
+            per_query.append((query, outcome))
+        if per_query and self._mode is not None and self._mode.browse_last_search_only:
+            ep.seen_urls.clear()  # the original browses the URLs of the last search only
+        for query, outcome in per_query:
             for result in outcome:
                 ep.seen_urls.setdefault(result.url, query)
-            per_query.append((query, outcome))
+        if self._mode is not None:
+            return self._mode.search_observation(per_query) if per_query else self._mode.render_error("")
         text = protocol.render_search_results(per_query) if per_query else ""
         if failures:
             text = "\n".join(filter(None, [text, *(protocol.render_error(f) for f in failures)]))
@@ -413,6 +429,8 @@ class WebResearchEnv(gym.Env[str, str]):
             ep.backend_time_s += time.perf_counter() - started
             ep.pages_read += sum(1 for p in read if p.error is None)
             pages = [p.to_dict() for p in read]
+        if self._mode is not None:  # the original left out URLs it did not read, without a note
+            return self._mode.browse_observation(pages) if pages else self._mode.render_error("")
         text = protocol.render_browse_results(pages) if pages else ""
         return "\n".join(filter(None, [text, *(protocol.render_error(n) for n in notes)])) or protocol.render_error(
             "no URL to read; pass URLs from this episode's search results in `url_list`"
@@ -441,7 +459,7 @@ class WebResearchEnv(gym.Env[str, str]):
         self._episode = _Episode(record=record, messages=messages, memory=EpisodeMemory(), search=view, browser=browser)
         info = {
             "system_prompt": self._system_prompt,
-            "tools": protocol.tool_schemas(),  # a fresh copy per reset
+            "tools": self._text_protocol.tool_schemas(),  # a fresh copy per reset
             "messages": [dict(m) for m in messages],
             "question": record.question,
             "record_id": record.id,
@@ -450,6 +468,8 @@ class WebResearchEnv(gym.Env[str, str]):
             "max_turns": self.max_turns,
             "corpus": self.corpus,
         }
+        if self._mode is not None:
+            info["generation_prefix"] = self._mode.generation_prefix  # start every assistant turn with it
         return question, info
 
     def _choose(self, options: Mapping[str, Any]) -> QARecord:
