@@ -9,8 +9,8 @@ from importlib import resources
 import pytest
 from aiohttp import web
 
-from drgym.agents.deepresearcher import DeepResearcherAgent
 from drgym.agent import make_agent
+from drgym.agents.deepresearcher import DeepResearcherAgent
 from drgym.env import WebResearchEnv
 from drgym.errors import ConfigError
 from drgym.protocol_deepresearcher import original_system_prompt, tool_schemas
