@@ -4,17 +4,18 @@
 #
 #   scripts/test_verl.sh [pytest args...]
 #
-# DRGYM_VERL_VENV     where the environment lives (default /work/venv-verl)
+# DRGYM_VERL_VENV     where the environment lives (default ~/.cache/drgym/venv-verl, kept between checkouts)
 # DRGYM_TORCH_INDEX   an extra index for torch's CPU build (e.g. https://download.pytorch.org/whl/cpu);
 #                     unset, torch==2.13.0 comes from the configured indexes / find-links
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-venv="${DRGYM_VERL_VENV:-/work/venv-verl}"
+venv="${DRGYM_VERL_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/drgym/venv-verl}"
 stamp="$venv/.drgym-verl-stamp"
-want="$(cat "$root/pyproject.toml" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)"
+want="$( (echo "$root"; cat "$root/pyproject.toml" "${BASH_SOURCE[0]}") | sha256sum | cut -c1-16)"  # editable: per checkout
 
 if [ ! -x "$venv/bin/python" ]; then
+    mkdir -p "$(dirname "$venv")"
     python3 -m venv "$venv"
 fi
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
@@ -33,5 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 
 cd "$root"
-export DRGYM_DATA_MIRROR="${DRGYM_DATA_MIRROR:-/work/shared/data}"
+if [ -z "${DRGYM_DATA_MIRROR:-}" ] && [ -d "$root/../shared/data" ]; then
+    export DRGYM_DATA_MIRROR="$(cd "$root/../shared/data" && pwd)"
+fi
 exec "$venv/bin/python" -m pytest tests/integrations/test_verl*.py -q -p no:cacheprovider "$@"
