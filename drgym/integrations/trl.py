@@ -74,16 +74,6 @@ def _make_env(env_kwargs: Mapping[str, Any]) -> WebResearchEnv:
     return gymnasium.make("drgym/WebResearch-v0", **env_kwargs).unwrapped
 
 
-def _check_golds(env: WebResearchEnv) -> None:
-    """Every record must have a gold answer to be scored; say which one has none."""
-    for i, record in enumerate(env.records):
-        if not record.answers:
-            raise ConfigError(
-                f"dataset record {i} (id {record.id!r}, question {record.question[:60]!r}) has no gold answers; "
-                "every question needs at least one to be scored"
-            )
-
-
 def _question_of(prompt: Any) -> str:
     """The question a TRL prompt poses: its last user message (conversational) or the text itself."""
     if isinstance(prompt, str):
@@ -123,7 +113,6 @@ class WebResearchToolEnv:
 
     def __init__(self, **env_kwargs: Any) -> None:
         self.env = _make_env(env_kwargs)
-        _check_golds(self.env)
         self._index = _record_index(self.env)
         self._golds: list[str] = []
         self._reward: float | None = None
@@ -316,7 +305,6 @@ class DrgymRollout:
         self.generator = generator
         self.env_kwargs = dict(env_kwargs)
         self.envs = [_make_env(self.env_kwargs)]
-        _check_golds(self.envs[0])
         self.records = self.envs[0].records
         self._index = _record_index(self.envs[0])
         self.times = RolloutTimes()
@@ -476,7 +464,6 @@ def make_dataset(*, system_prompt: str | None = None, **env_kwargs: Any) -> Any:
     from datasets import Dataset
 
     env = _make_env(env_kwargs)
-    _check_golds(env)
     system = system_prompt if system_prompt is not None else env.reset(options={"index": 0})[1]["system_prompt"]
     rows = [
         {

@@ -94,7 +94,8 @@ def test_unknown_env_option_names_the_nearest(task):
 def test_a_record_without_answers_fails_at_construction_naming_it(task, build):
     env_kwargs, _ = task
     dataset = [{"question": "Who is there?", "answers": ["me"]}, {"question": "Where is Nowhere?", "answers": []}]
-    with pytest.raises(ConfigError, match=re.escape("dataset record 1 (id '1', question 'Where is Nowhere?') has no")):
+    with pytest.raises(ConfigError, match=re.escape("dataset record 1 (question 'Where is Nowhere?', answers []): it has "
+                                                   "no usable gold answer")):
         build(**{**env_kwargs, "dataset": dataset})
 
 
