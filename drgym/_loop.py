@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextvars
 import logging
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-_exclusive: contextvars.ContextVar[bool] = contextvars.ContextVar("drgym_exclusive_loop", default=False)
 """True inside a ``run_sync`` call on this thread's private loop: nothing else waits on that loop."""
 
 _local = threading.local()
@@ -75,25 +73,9 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        token = _exclusive.set(True)  # copied into the task run_until_complete wraps ``coro`` in
-        try:
-            return _thread_loop().run_until_complete(coro)
-        finally:
-            _exclusive.reset(token)
+        return _thread_loop().run_until_complete(coro)
     if in_background_loop():
         coro.close()
         raise RuntimeError("synchronous drgym call made from inside drgym's own event loop; use the async API")
     return asyncio.run_coroutine_threadsafe(coro, _background_loop()).result()
 
-
-async def offload(func: Callable[..., T], *args: Any) -> T:
-    """Run short CPU-bound ``func(*args)`` where it costs least.
-
-    Under a synchronous call (``env.step``) the private loop serves that one call, so a worker-thread hop would
-    only add its latency (two thread switches and a GIL hand-off, often more than a BM25 query itself): the
-    work runs inline. On a shared loop (async users, the background loop) it goes to a worker thread so other
-    episodes keep running.
-    """
-    if _exclusive.get():
-        return func(*args)
-    return await asyncio.to_thread(func, *args)

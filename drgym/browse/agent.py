@@ -24,9 +24,9 @@ from typing import Any
 
 from drgym.browse.base import PageNotes
 from drgym.browse.memory import EpisodeMemory
+from drgym.document import Document
 from drgym.errors import ConfigError, LLMError
 from drgym.llm.base import ChatClient, Message
-from drgym.search.base import Document
 from drgym.web.segment import segment_text
 
 __all__ = ["BrowsingAgent", "SegmentReply", "build_messages", "parse_reply"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from drgym.browse.memory import EpisodeMemory
-    from drgym.search.base import Document
+    from drgym.document import Document
 
 __all__ = ["PageNotes", "Reader"]
 
@@ -35,16 +36,8 @@ class PageNotes:
     elapsed_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, for ``info`` dicts and episode logs (built by hand: ``asdict`` is slow on a hot path)."""
-        return {
-            "url": self.url,
-            "title": self.title,
-            "notes": self.notes,
-            "segments_read": self.segments_read,
-            "segments_total": self.segments_total,
-            "error": self.error,
-            "elapsed_s": self.elapsed_s,
-        }
+        """Plain-JSON form, for ``info`` dicts and episode logs."""
+        return dataclasses.asdict(self)
 
 
 @runtime_checkable

@@ -15,8 +15,9 @@ from dataclasses import replace
 
 from drgym.browse.base import PageNotes, Reader
 from drgym.browse.memory import EpisodeMemory
+from drgym.document import Document
 from drgym.errors import ConfigError, DrgymError
-from drgym.search.base import Document, SearchBackend
+from drgym.search.base import SearchBackend
 
 __all__ = ["Browser"]
 

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 
 from drgym.browse.base import PageNotes
 from drgym.browse.memory import EpisodeMemory
+from drgym.document import Document
 from drgym.errors import ConfigError
-from drgym.search.base import Document
 from drgym.web.segment import segment_text
 
 __all__ = ["LexicalReader", "select_passages"]
 
-_THREAD_MIN_CHARS = 50_000  # below this, scoring takes well under a millisecond: not worth a thread hop
 _WORD = re.compile(r"\w+")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -75,10 +74,7 @@ class LexicalReader:
     ) -> PageNotes:
         """Select the relevant passages of ``doc`` and record them in ``memory``."""
         start = time.monotonic()
-        if len(doc.content) > _THREAD_MIN_CHARS:
-            notes = await asyncio.to_thread(self._read_sync, doc, question, subquestion)
-        else:
-            notes = self._read_sync(doc, question, subquestion)
+        notes = await asyncio.to_thread(self._read_sync, doc, question, subquestion)
         memory.add(doc.url, notes.notes)
         return PageNotes(
             url=notes.url,

@@ -27,11 +27,12 @@ import aiohttp
 from drgym._loop import run_sync
 from drgym.browse.base import PageNotes
 from drgym.browse.memory import EpisodeMemory
+from drgym.document import Document
 from drgym.errors import BackendError, ConfigError
 from drgym.gateway import wire
 from drgym.retry import Retryable, RetryPolicy, with_retries
 from drgym.search._http import LoopSessions
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.metering import EpisodeUsage
 from drgym.search.replay import current_episode
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
 from drgym.browse.base import PageNotes
+from drgym.document import Document
 from drgym.errors import ConfigError
 from drgym.ratelimit import TokenBucket
-from drgym.search.base import Document, Result, SearchBackend
+from drgym.search.base import Result, SearchBackend
 from drgym.search.metering import Budget, EpisodeUsage, EpisodeView, LimitedUsage, Meter, MeteredBackend
 from drgym.search.replay import recording_episode
 from drgym.search.stack import SearchConfig, new_stack

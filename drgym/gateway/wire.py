@@ -14,8 +14,9 @@ from typing import Any
 
 from drgym import errors as _errors
 from drgym.browse.base import PageNotes
+from drgym.document import Document
 from drgym.errors import ToolError
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.metering import EpisodeUsage
 
 __all__ = [

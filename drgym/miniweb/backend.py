@@ -46,6 +46,7 @@ from aiohttp import web
 from yarl import URL
 
 from drgym.data.records import Passage
+from drgym.document import Document
 from drgym.errors import BackendError, BlockedURLError, ConfigError
 from drgym.miniweb.faults import FaultConfig
 from drgym.miniweb.render import article_path
@@ -53,7 +54,7 @@ from drgym.miniweb.site import MiniWiki, build_app, load_wiki
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
 from drgym.search._http import HttpSearchBackend
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.searxng import SearxngBackend
 from drgym.search.serper import SerperBackend
 from drgym.web.fetch import FetchConfig

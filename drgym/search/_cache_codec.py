@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from drgym.document import Document
 from drgym.errors import ConfigError
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 
 __all__ = [
     "KINDS",

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from drgym.document import Document
 from drgym.errors import ConfigError, DataError
 from drgym.search._cache_codec import (
     KINDS,
@@ -56,7 +57,7 @@ from drgym.search._cache_codec import (
 )
 from drgym.search._cache_db import StoreFile, StoreUnwritable
 from drgym.search._cache_schema import COLUMNS, WHERE_KEY, bump, link, totals
-from drgym.search.base import Document, Result
+from drgym.search.base import Result
 from drgym.search.cache_io import EXPORT_FORMAT, EXPORT_VERSION, merge_export, write_export
 
 __all__ = [

@@ -15,8 +15,9 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+from drgym.document import Document
 from drgym.errors import BackendError, ConfigError, RateLimitedError
-from drgym.search.base import Document, Result, SearchBackend
+from drgym.search.base import Result, SearchBackend
 
 __all__ = ["FailoverBackend"]
 

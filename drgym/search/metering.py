@@ -5,7 +5,7 @@ How the pieces fit (the environment builds this once per process and one view pe
     meter, budget = Meter(), Budget(per_episode=30, global_=10_000)
     live = FailoverBackend([MeteredBackend(serper, meter, budget), MeteredBackend(brave, meter, budget)])
     stack = ReplayBackend(store, strict=False, inner=live, ttl_s=DEFAULT_CACHE_TTL_S, meter=meter)
-    view = episode_view(stack)          # per episode: per-episode counts and budget
+    view = EpisodeView(stack)           # per episode: per-episode counts and budget
     await view.search("query", 10); view.usage.as_dict()
 
 Per-episode counts travel in a :mod:`contextvars` variable that the :class:`EpisodeView` sets around each
@@ -22,8 +22,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from drgym.document import Document
 from drgym.errors import BackendError, BudgetExceededError, ConfigError
-from drgym.search.base import Document, Result, SearchBackend
+from drgym.search.base import Result, SearchBackend
 
 __all__ = [
     "DEFAULT_PRICES_PER_1K",
@@ -35,7 +36,6 @@ __all__ = [
     "MeteredBackend",
     "Priced",
     "current_usage",
-    "episode_view",
 ]
 
 DEFAULT_PRICES_PER_1K: dict[str, float] = {
@@ -282,10 +282,6 @@ class MeteredBackend:
         """Start a new default episode (for callers that use no :class:`EpisodeView`)."""
         self._default_usage = EpisodeUsage()
 
-    def episode_view(self) -> EpisodeView:
-        """A per-episode handle on this backend."""
-        return EpisodeView(self)
-
     async def search(self, query: str, k: int = 10) -> list[Result]:
         """Charge the budget, then search; see :class:`~drgym.search.base.SearchBackend`."""
         usage = _CURRENT.get() or self._default_usage
@@ -345,7 +341,3 @@ class EpisodeView:
     async def aclose(self) -> None:
         """Nothing to release: the shared stack outlives the episode."""
 
-
-def episode_view(backend: SearchBackend) -> EpisodeView:
-    """A per-episode view of ``backend`` (any stack holding :class:`MeteredBackend` wrappers)."""
-    return EpisodeView(backend)

@@ -20,14 +20,16 @@ is per task, so concurrent episodes on one event loop never mix their keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from drgym import errors as _errors
+from drgym.document import Document
 from drgym.errors import BudgetExceededError, ConfigError, ReplayMissError, ToolError
-from drgym.search.base import Document, Result, SearchBackend
+from drgym.search.base import Result, SearchBackend
 from drgym.search.cache import (
     DEFAULT_CACHE_TTL_S,
     SearchStore,
@@ -72,25 +74,14 @@ _EPISODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drgym_rec
 _T = TypeVar("_T")
 
 
-class recording_episode:  # lowercase: used like a function, ``with recording_episode(id):``
-    """Link what record mode stores inside this block to ``episode_id`` (per task: safe with concurrent episodes).
-
-    A small class rather than ``@contextmanager``: it wraps every tool call of every episode.
-    """
-
-    __slots__ = ("_episode_id", "_token")
-
-    def __init__(self, episode_id: str | None) -> None:
-        self._episode_id = episode_id
-        self._token: contextvars.Token[str | None] | None = None
-
-    def __enter__(self) -> None:
-        self._token = _EPISODE.set(self._episode_id)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._token is not None:
-            _EPISODE.reset(self._token)
-            self._token = None
+@contextlib.contextmanager
+def recording_episode(episode_id: str | None) -> Iterator[None]:
+    """Link what record mode stores inside this block to ``episode_id`` (per task: safe with concurrent episodes)."""
+    token = _EPISODE.set(episode_id)
+    try:
+        yield
+    finally:
+        _EPISODE.reset(token)
 
 
 def current_episode() -> str | None:

@@ -10,7 +10,7 @@ episodes.
 
 from __future__ import annotations
 
-from drgym.search.base import Document
+from drgym.document import Document
 from drgym.web.extract import extract
 from drgym.web.fetch import FetchConfig, Fetcher
 from drgym.web.isolation import IsolatedPool

@@ -22,7 +22,6 @@ from drgym.search.metering import (
     Meter,
     MeteredBackend,
     current_usage,
-    episode_view,
 )
 from drgym.search.replay import DEFAULT_CACHE_TTL_S, ReplayBackend
 from drgym.search.serper import SerperBackend
@@ -221,7 +220,7 @@ async def test_per_episode_budget_and_new_episode(server: ProviderServer, live) 
 async def test_global_budget_spans_episodes(live) -> None:
     budget = Budget(per_episode=5, global_=3)
     metered = MeteredBackend(live["brave"], Meter(), budget)
-    first, second = metered.episode_view(), metered.episode_view()
+    first, second = EpisodeView(metered), EpisodeView(metered)
     await first.search("a", 1)
     await first.search("b", 1)
     await second.search("c", 1)
@@ -253,7 +252,7 @@ async def test_concurrent_episodes_keep_separate_counts(server: ProviderServer, 
     chain = FailoverBackend(
         [MeteredBackend(live["serper"], meter, budget), MeteredBackend(live["brave"], meter, budget)]
     )
-    views = [episode_view(chain) for _ in range(4)]
+    views = [EpisodeView(chain) for _ in range(4)]
     assert all(isinstance(v, EpisodeView) and v.name == "serper+brave" for v in views)
 
     async def episode(view: EpisodeView, n: int) -> None:
@@ -276,7 +275,7 @@ async def test_failover_calls_all_count_against_the_episode(server: ProviderServ
     chain = FailoverBackend(
         [MeteredBackend(live["serper"], meter, budget), MeteredBackend(live["brave"], meter, budget)]
     )
-    view = episode_view(chain)
+    view = EpisodeView(chain)
     server.fail("serper", *[Fault.status_code(503)] * 2)
     await view.search("q", 1)
     assert view.usage.calls == 2 and view.usage.failures == 1
@@ -294,7 +293,7 @@ async def test_query_cache_serves_repeats_without_charging(
     store = SearchStore(tmp_path / "cache.sqlite")
     metered = MeteredBackend(live["serper"], meter, budget)
     cached = ReplayBackend(store, strict=False, inner=metered, ttl_s=DEFAULT_CACHE_TTL_S, meter=meter)
-    view = episode_view(cached)
+    view = EpisodeView(cached)
     first = await view.search("cached query", 3)
     second = await view.search("cached query", 3)  # the budget of 1 would refuse a second provider call
     assert second == first and [r.extras for r in second] == [r.extras for r in first]
