@@ -94,6 +94,12 @@ class GRPOConfig:
         "facts asked of each), so held-out questions name entities seen in training (null: a new entity per "
         "question).",
     )
+    synthetic_neighbours: bool = _f(
+        False,
+        "Synthetic task: towns on a ring, each passage naming its two neighbours, so every search returns the "
+        "asked town's passage and its neighbours', each with a value of the asked kind (one right, the others "
+        "candidates to tell apart); a new town per question.",
+    )
     search: str = _f("local", "Search backend name (the synthetic task always uses its own local corpus).")
     corpus: str | None = _f(None, "Corpus of the local search backend (default: the dataset's).")
     max_turns: int = _f(10, "Policy turns per episode (paper: 10, so at most 9 tool calls and an answer).")
@@ -367,11 +373,14 @@ class GRPOConfig:
             )
         self._check_batching()
         if self.dataset != "synthetic" and (
-            self.two_hop_fraction or self.synthetic_kinds is not None or self.synthetic_entities is not None
+            self.two_hop_fraction
+            or self.synthetic_kinds is not None
+            or self.synthetic_entities is not None
+            or self.synthetic_neighbours
         ):
             raise ConfigError(
-                "`two_hop_fraction`, `synthetic_kinds` and `synthetic_entities` only apply to dataset: synthetic; "
-                "remove them"
+                "`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities` and `synthetic_neighbours` only "
+                "apply to dataset: synthetic; remove them"
             )
 
     def _check_batching(self) -> None:

@@ -633,6 +633,7 @@ def build_task(cfg: GRPOConfig) -> Task:
             two_hop_fraction=cfg.two_hop_fraction,
             kinds=kinds,
             entities=cfg.synthetic_entities,
+            neighbours=cfg.synthetic_neighbours,
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
         texts = [t for p in passages for t in (p.title, p.text)]
