@@ -144,7 +144,7 @@ def supervised_warmstart(
         ids, attn, tmask = pad_batch([d.ids for d in batch], [d.mask for d in batch], pad_token_id, device)
         with autocast():
             logprobs, _, first = forward_logprobs(model, ids, attn, tmask)
-        loss = -aggregate(logprobs, tmask[:, first:], "token_mean")
+        loss = -aggregate(logprobs, tmask[:, first:], "dapo")  # mean over policy tokens
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:

@@ -80,7 +80,7 @@ def test_logits_of_masked_positions_get_exactly_zero_gradient():
     assert torch.allclose(logits.grad[mask == 1], logits2.grad[mask == 1], atol=1e-7)
 
 
-@pytest.mark.parametrize("loss_type", ["token_mean", "seq_mean"])
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
 def test_micro_batches_give_the_update_of_one_big_batch(tmp_path, loss_type):
     results = []
     for micro in (1, 4):
