@@ -71,8 +71,8 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
              "num_generations (256 x 16 = 4096) here; set prompts_per_step: 4, or remove it."),
         ),
         ("generation_batch_size: 30\n", "make it a multiple of num_generations (16)"),
-        ("generation_batch_sise: 64\n", "unknown setting `generation_batch_sise` in {path}. Did you mean "
-         "`generation_batch_size`?"),
+        ("generation_batch_sise: 64\n", ("unknown setting `generation_batch_sise` in {path}. Did you mean "
+         "`generation_batch_size`?")),
         ("max_decode_batch: 0\n", "`max_decode_batch` must be >= 1, got 0"),
         ("epsilon: 1.5\n", "`epsilon` (the PPO clip range) must be in (0, 1), got 1.5"),
         ("gradient_accumulation_steps: 3\n", "must split into whole optimizer steps"),

@@ -178,7 +178,7 @@ def test_dapo_micro_batches_with_the_step_token_count_add_up_to_the_full_batch()
 def test_equal_micro_batches_average_to_the_full_batch(loss_type):
     """With equal-sized micro-batches, TRL's per-micro-batch reductions over the accumulation steps equal
     the reduction of the whole batch (grpo, dr_grpo exactly; bnpo when the token counts are equal too)."""
-    logp, old, ref, adv, mask = _batch(6)
+    logp, old, _, adv, mask = _batch(6)
     if loss_type == "bnpo":
         mask = torch.ones_like(mask)
     kw = {"epsilon": 0.2, "loss_type": loss_type, "max_completion_length": 9}
