@@ -30,7 +30,8 @@ def test_paper_config_has_the_paper_settings():
     assert cfg.temperature == 1.0 and cfg.max_completion_length == 2000 and cfg.max_seq_length == 32768
     assert cfg.max_turns == 10 and cfg.max_grad_norm == 1.0 and cfg.num_iterations == 1
     assert cfg.bf16 and cfg.generation_backend == "vllm" and cfg.gradient_accumulation_steps is None
-    assert cfg.rollout_batch_size == 4096
+    assert cfg.rollout_batch_size == cfg.generation_batch_size == 4096
+    assert cfg.loss_type == "dapo" and cfg.advantage_epsilon == 1e-6
 
 
 def test_generation_batch_size_means_what_trl_means():
