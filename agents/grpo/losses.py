@@ -285,37 +285,49 @@ def forward_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Log-prob (and entropy) of every token from the first policy token of the batch on.
+    """Log-prob (and entropy) of every policy token of the batch, in a ``(B, L - first)`` frame.
 
-    Logits are computed only from that position on (``logits_to_keep``: a long shared system prompt costs no
-    vocabulary projection), and the log-softmax runs one row at a time, bounding the ``(T, V)`` float32
-    temporaries to one sequence.
+    The vocabulary projection, the biggest cost of a small model (a tiny model's 64-wide hidden state meets a
+    vocabulary of thousands), runs only at the positions that predict a policy token of some episode
+    (``logits_to_keep`` given those positions): tool responses and the prompt cost no logits. The log-softmax
+    runs one row at a time, bounding the ``(T, V)`` float32 temporaries to one sequence.
 
     Returns:
         ``(logprobs, entropy, first)``: ``(B, L - first)`` tensors where column ``k`` is token position
-        ``first + k`` (its log-prob given the tokens before it), and ``first``, the earliest token position
-        with a policy token (``L - 1`` when there is none).
+        ``first + k`` (its log-prob given the tokens before it; 0 at positions no episode has a policy token
+        at), and ``first``, the earliest token position with a policy token (``L - 1`` when there is none).
     """
     import torch
 
-    present = token_mask[:, 1:].bool().any(dim=0).nonzero()
     length = input_ids.shape[1]
-    first = int(present[0]) + 1 if present.numel() else length - 1
-    keep = length - first + 1  # logits at positions first-1 .. L-1
+    wanted = token_mask[:, 1:].bool().any(dim=0).nonzero().squeeze(-1) + 1  # positions of policy tokens
+    if not wanted.numel():
+        wanted = torch.tensor([length - 1], device=input_ids.device)
+    first = int(wanted[0])
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
-        logits = out.logits[:, -keep:]
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=wanted - 1, use_cache=False
+        )
+        logits = out.logits  # (B, len(wanted), V): logits at position p - 1 predict token p
     except TypeError:  # a model without logits_to_keep
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[
-            :, first - 1 :
-        ]
-    logits = logits[:, :-1]  # positions first-1 .. L-2 predict tokens first .. L-1
-    targets = input_ids[:, first:]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, wanted - 1]
+    targets = input_ids[:, wanted]
     scale = temperature if temperature > 0 else 1.0
     lps, ents = [], []
     for b in range(input_ids.shape[0]):
-        logp = torch.log_softmax(logits[b].float() / scale, dim=-1)  # (T, V)
+        logp = torch.log_softmax(logits[b].float() / scale, dim=-1)  # (K, V)
         lps.append(logp.gather(-1, targets[b, :, None]).squeeze(-1))
         if with_entropy:
             ents.append(-(logp.exp() * logp).sum(dim=-1))
-    return torch.stack(lps), (torch.stack(ents) if with_entropy else None), first
+    columns = wanted - first
+    logprobs = _spread(torch.stack(lps), columns, length - first)
+    entropy = _spread(torch.stack(ents), columns, length - first) if with_entropy else None
+    return logprobs, entropy, first
+
+
+def _spread(values: torch.Tensor, columns: torch.Tensor, width: int) -> torch.Tensor:
+    """``(B, K)`` values placed at ``columns`` of a ``(B, width)`` frame of zeros (differentiably)."""
+    import torch
+
+    out = torch.zeros((values.shape[0], width), dtype=values.dtype, device=values.device)
+    return out.index_copy(1, columns, values)
