@@ -200,6 +200,12 @@ class GRPOConfig:
     warmstart_min_reward: float = _f(1.0, "Keep only demonstrations whose reward is at least this.")
     warmstart_learning_rate: float = _f(1e-3, "Learning rate of the warm-start.")
     warmstart_batch_size: int = _f(8, "Demonstrations per warm-start step.")
+    warmstart_env_loss_weight: float = _f(
+        0.0,
+        "Weight of the environment's tokens (tool responses) in the warm-start cross-entropy, against 1 for "
+        "the policy's: modelling the env's text (which repeats the query, titles and names) is where a small "
+        "model from scratch learns to copy. 0: the policy's tokens only. RL never trains on env tokens.",
+    )
     warmstart_agent: str = _f("scripted", "Agent (drgym.agent name) that plays the demonstrations.")
     warmstart_agent_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Arguments of the warm-start agent."}
@@ -358,7 +364,7 @@ class GRPOConfig:
         for name in ("learning_rate", "adam_epsilon", "advantage_epsilon", "warmstart_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm"):
+        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm", "warmstart_env_loss_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.epsilon < 1:
