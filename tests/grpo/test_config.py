@@ -40,6 +40,18 @@ def test_generation_batch_size_means_what_trl_means():
     assert GRPOConfig().generation_batch_size is None  # derived
 
 
+def test_ring_task_holds_out_the_towns_of_its_own_ring():
+    from agents.grpo.rollout import build_task
+
+    cfg = GRPOConfig(
+        dataset="synthetic", num_train_questions=40, num_eval_questions=8, synthetic_kinds=["population"],
+        synthetic_neighbours=True, results_per_query=3,
+    )
+    task = build_task(cfg)
+    assert sorted(task.eval_indices) == list(range(40, 48))  # the held-out ring's questions
+    assert sorted(task.train_indices) == list(range(40))
+
+
 def test_tiny_config_loads():
     cfg = GRPOConfig.from_yaml(CONFIGS / "tiny-cpu.yaml")
     assert cfg.model_name_or_path == "tiny" and cfg.device == "cpu" and cfg.warmstart_steps > 0
@@ -75,6 +87,7 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("generation_batch_sise: 64\n", ("unknown setting `generation_batch_sise` in {path}. Did you mean "
          "`generation_batch_size`?")),
         ("max_decode_batch: 0\n", "`max_decode_batch` must be >= 1, got 0"),
+        ("warmstart_env_loss_weight: -1\n", "`warmstart_env_loss_weight` must be >= 0, got -1.0"),
         ("epsilon: 1.5\n", "`epsilon` (the PPO clip range) must be in (0, 1), got 1.5"),
         ("gradient_accumulation_steps: 3\n", "must split into whole optimizer steps"),
         ("max_prompt_length: 40000\n", "`max_prompt_length` (40000) must be below `max_seq_length` (32768)"),
