@@ -20,12 +20,16 @@ from drgym.errors import ConfigError
 
 __all__ = ["LOSS_TYPES", "SCHEDULERS", "GRPOConfig"]
 
-LOSS_TYPES = ("token_mean", "seq_mean")
+LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo")  # TRL's values, TRL's meanings (agents.grpo.losses.aggregate)
 SCHEDULERS = ("constant", "linear", "cosine")
 _BACKENDS = ("hf", "vllm")
 _OLD_LOGPROBS = ("recompute", "sampling")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _TINY_VOCABS = ("byt5", "word")
+_RENAMED_VALUES = {
+    ("loss_type", "token_mean"): "dapo",
+    ("loss_type", "seq_mean"): "grpo",
+}
 
 
 def _f(default: Any, help: str) -> Any:  # `help` reads best at the call sites
@@ -94,6 +98,12 @@ class GRPOConfig:
         "facts asked of each), so held-out questions name entities seen in training (null: a new entity per "
         "question).",
     )
+    synthetic_neighbours: bool = _f(
+        False,
+        "Synthetic task: towns on a ring, each passage naming its two neighbours, so every search returns the "
+        "asked town's passage and its neighbours', each with a value of the asked kind (one right, the others "
+        "candidates to tell apart); a new town per question.",
+    )
     search: str = _f("local", "Search backend name (the synthetic task always uses its own local corpus).")
     corpus: str | None = _f(None, "Corpus of the local search backend (default: the dataset's).")
     max_turns: int = _f(10, "Policy turns per episode (paper: 10, so at most 9 tool calls and an answer).")
@@ -128,7 +138,14 @@ class GRPOConfig:
     generation_backend: str = _f(
         "hf", '"hf" (in-process transformers) or "vllm" (GPU; weights synced after each update).'
     )
-    generation_batch_size: int = _f(64, "HF backend: sequences decoded together at most.")
+    generation_batch_size: int | None = _f(
+        None,
+        "Episodes generated per rollout batch, TRL's meaning: here prompts_per_step x num_generations; null "
+        "derives it, a number must equal that product (the error says which prompts_per_step gives it).",
+    )
+    max_decode_batch: int = _f(
+        64, "HF backend: sequences decoded together at most (a memory bound; the rollout batch is split)."
+    )
     vllm_gpu_memory_utilization: float = _f(0.3, "vLLM backend: fraction of GPU memory for the engine.")
     vllm_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "vLLM backend: further vllm.LLM arguments."}
@@ -153,9 +170,12 @@ class GRPOConfig:
     entropy_coef: float = _f(0.001, "Entropy bonus coefficient (paper: 0.001).")
     advantage_epsilon: float = _f(1e-6, "Added to the group std: advantage = (r - mean) / (std + this).")
     loss_type: str = _f(
-        "token_mean",
-        '"token_mean": average over every policy token of the batch (long answers '
-        'weigh more); "seq_mean": average per episode, then over episodes (original GRPO).',
+        "dapo",
+        "TRL's loss_type, with TRL's normalisation: \"dapo\" (TRL's default) divides the token sum by the policy "
+        "tokens of the whole optimizer step (every token weighs the same); \"grpo\" averages each episode's "
+        "tokens, then the episodes of each micro-batch (original GRPO); \"bnpo\" the token mean of each "
+        "micro-batch; \"dr_grpo\" the token sum over micro-batch episodes x max_completion_length. bnpo, grpo "
+        "and dr_grpo are then divided by the micro-batches per optimizer step.",
     )
     num_iterations: int = _f(
         1, "Passes over each rollout batch (paper: 1, so the ratio is 1 on the first pass)."
@@ -180,6 +200,12 @@ class GRPOConfig:
     warmstart_min_reward: float = _f(1.0, "Keep only demonstrations whose reward is at least this.")
     warmstart_learning_rate: float = _f(1e-3, "Learning rate of the warm-start.")
     warmstart_batch_size: int = _f(8, "Demonstrations per warm-start step.")
+    warmstart_env_loss_weight: float = _f(
+        0.0,
+        "Weight of the environment's tokens (tool responses) in the warm-start cross-entropy, against 1 for "
+        "the policy's: modelling the env's text (which repeats the query, titles and names) is where a small "
+        "model from scratch learns to copy. 0: the policy's tokens only. RL never trains on env tokens.",
+    )
     warmstart_agent: str = _f("scripted", "Agent (drgym.agent name) that plays the demonstrations.")
     warmstart_agent_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Arguments of the warm-start agent."}
@@ -293,6 +319,12 @@ class GRPOConfig:
                 setattr(self, f.name, float(value))  # YAML writes 1 for 1.0
 
     def _check_values(self) -> None:
+        new = _RENAMED_VALUES.get(("loss_type", self.loss_type))
+        if new is not None:
+            raise ConfigError(
+                f"`loss_type` {self.loss_type!r} is now TRL's {new!r} (loss_type takes TRL's values with TRL's "
+                f"meanings: {', '.join(map(repr, LOSS_TYPES))}); set loss_type: {new}"
+            )
         _choice("loss_type", self.loss_type, LOSS_TYPES)
         _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
         _choice("generation_backend", self.generation_backend, _BACKENDS)
@@ -309,7 +341,7 @@ class GRPOConfig:
             "max_completion_length",
             "max_prompt_length",
             "max_seq_length",
-            "generation_batch_size",
+            "max_decode_batch",
             "num_iterations",
             "per_device_train_batch_size",
             "max_steps",
@@ -332,7 +364,7 @@ class GRPOConfig:
         for name in ("learning_rate", "adam_epsilon", "advantage_epsilon", "warmstart_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm"):
+        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm", "warmstart_env_loss_weight"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.epsilon < 1:
@@ -366,12 +398,33 @@ class GRPOConfig:
                 f'`report_to` accepts only "tensorboard" (metrics.jsonl is always written), got {unknown}'
             )
         self._check_batching()
+        self._check_generation_batch()
         if self.dataset != "synthetic" and (
-            self.two_hop_fraction or self.synthetic_kinds is not None or self.synthetic_entities is not None
+            self.two_hop_fraction
+            or self.synthetic_kinds is not None
+            or self.synthetic_entities is not None
+            or self.synthetic_neighbours
         ):
             raise ConfigError(
-                "`two_hop_fraction`, `synthetic_kinds` and `synthetic_entities` only apply to dataset: synthetic; "
-                "remove them"
+                "`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities` and `synthetic_neighbours` only "
+                "apply to dataset: synthetic; remove them"
+            )
+
+    def _check_generation_batch(self) -> None:
+        if self.generation_batch_size is None:
+            return
+        _at_least("generation_batch_size", self.generation_batch_size, 1)
+        if self.generation_batch_size != self.rollout_batch_size:
+            prompts, rest = divmod(self.generation_batch_size, self.num_generations)
+            fix = (
+                f"set prompts_per_step: {prompts}"
+                if not rest and prompts
+                else f"make it a multiple of num_generations ({self.num_generations})"
+            )
+            raise ConfigError(
+                f"`generation_batch_size` ({self.generation_batch_size}) is TRL's: the episodes of one rollout "
+                f"batch, prompts_per_step x num_generations ({self.prompts_per_step} x {self.num_generations} = "
+                f"{self.rollout_batch_size}) here; {fix}, or remove it. The decoding chunk is max_decode_batch."
             )
 
     def _check_batching(self) -> None:

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "LOSS_TYPES",
     "LossTerms",
     "aggregate",
     "clip_fraction",
@@ -27,6 +28,10 @@ __all__ = [
     "policy_loss_per_token",
     "token_logprobs",
 ]
+
+LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo")
+"""TRL's ``GRPOConfig.loss_type`` values that this trainer implements, with TRL's meanings (see
+:func:`aggregate`)."""
 
 KL_CLAMP = 10.0
 """The k3 estimate is clamped to [-10, 10] per token (as veRL's ``low_var_kl``): one token whose log-ratio
@@ -134,35 +139,49 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def aggregate(
-    per_token: torch.Tensor, mask: torch.Tensor, loss_type: str, *, normaliser: float | None = None
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    *,
+    num_items: float | None = None,
+    num_micro_batches: int = 1,
+    max_completion_length: int | None = None,
 ) -> torch.Tensor:
-    """Reduce a ``(B, T)`` per-token loss to a scalar.
+    """Reduce a ``(B, T)`` per-token loss of one micro-batch to a scalar, as TRL's ``GRPOTrainer`` does.
 
-    ``token_mean`` (default): the sum over every policy token divided by the number of policy tokens, so each
-    token weighs the same and long episodes contribute in proportion to their length (DAPO, veRL's default);
-    no length bias towards short wrong answers. ``seq_mean``: each episode's token mean, averaged over
-    episodes (the original GRPO), so each episode weighs the same.
+    The four ``loss_type`` values are TRL's, with TRL's normalisation (``trl/trainer/grpo_trainer.py``); the
+    gradients of the micro-batches of one optimizer step are summed:
+
+    - ``dapo`` (TRL's default): the token sum divided by ``num_items``, the policy tokens of the *whole*
+      optimizer step, so every token weighs the same and accumulation gives the full-batch loss exactly.
+    - ``bnpo``: the token mean of this micro-batch, divided by ``num_micro_batches``.
+    - ``grpo``: each episode's token mean, averaged over the micro-batch's episodes, divided by
+      ``num_micro_batches`` (the original GRPO; shorter episodes weigh more per token).
+    - ``dr_grpo``: the token sum divided by ``B * max_completion_length`` (a constant, Dr. GRPO), divided by
+      ``num_micro_batches``.
 
     Args:
-        normaliser: For gradient accumulation: the number of policy tokens (``token_mean``) or episodes
-            (``seq_mean``) in the *whole* optimizer step, so that micro-batch losses add up to the loss of
-            the whole batch. ``None``: this batch's own count.
+        num_items: ``dapo``: policy tokens of the whole optimizer step (``None``: this micro-batch's).
+        num_micro_batches: Micro-batches accumulated into the optimizer step (TRL's
+            ``current_gradient_accumulation_steps``).
+        max_completion_length: ``dr_grpo``'s constant.
     """
     mask = mask.to(per_token.dtype)
-    if loss_type == "token_mean":
-        total = (per_token * mask).sum()
-        count = mask.sum() if normaliser is None else normaliser
-    elif loss_type == "seq_mean":
-        per_seq = (per_token * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)  # (B,)
-        total = per_seq.sum()
-        count = per_token.shape[0] if normaliser is None else normaliser
+    total = (per_token * mask).sum()
+    if loss_type == "dapo":
+        count = mask.sum() if num_items is None else per_token.new_tensor(float(num_items))
+        return total / count.clamp(min=1.0)
+    if loss_type == "bnpo":
+        loss = total / mask.sum().clamp(min=1.0)
+    elif loss_type == "grpo":
+        loss = ((per_token * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)).mean()
+    elif loss_type == "dr_grpo":
+        if not max_completion_length:
+            raise ValueError("loss_type dr_grpo needs max_completion_length (its normalising constant)")
+        loss = total / (per_token.shape[0] * max_completion_length)
     else:
-        raise ValueError(f"unknown loss_type {loss_type!r}; valid: token_mean, seq_mean")
-    if not isinstance(count, float | int):
-        count = count.clamp(min=1.0)
-    elif count <= 0:
-        count = 1.0
-    return total / count
+        raise ValueError(f"unknown loss_type {loss_type!r}; valid: {', '.join(LOSS_TYPES)}")
+    return loss / num_micro_batches
 
 
 @dataclass(frozen=True)
@@ -188,8 +207,10 @@ def grpo_loss(
     beta: float = 0.0,
     entropy: torch.Tensor | None = None,
     entropy_coef: float = 0.0,
-    loss_type: str = "token_mean",
-    normaliser: float | None = None,
+    loss_type: str = "dapo",
+    num_items: float | None = None,
+    num_micro_batches: int = 1,
+    max_completion_length: int | None = None,
 ) -> LossTerms:
     """The GRPO objective: clipped surrogate + ``beta`` k3 KL to the reference - ``entropy_coef`` entropy.
 
@@ -199,19 +220,29 @@ def grpo_loss(
     """
     import torch
 
+    def agg(values: torch.Tensor) -> torch.Tensor:
+        return aggregate(
+            values,
+            mask,
+            loss_type,
+            num_items=num_items,
+            num_micro_batches=num_micro_batches,
+            max_completion_length=max_completion_length,
+        )
+
     per_token = policy_loss_per_token(logprobs, old_logprobs, advantages, epsilon)  # (B, T)
-    pg = aggregate(per_token, mask, loss_type, normaliser=normaliser)
+    pg = agg(per_token)
     loss = pg
     zero = torch.zeros((), device=logprobs.device)
     kl_mean = zero
     if ref_logprobs is not None and beta > 0:
         kl = k3_kl(logprobs, ref_logprobs)
-        loss = loss + beta * aggregate(kl, mask, loss_type, normaliser=normaliser)
+        loss = loss + beta * agg(kl)
         kl_mean = masked_mean(kl.detach(), mask)
     ent_mean = zero
     if entropy is not None:
         if entropy_coef > 0:
-            loss = loss - entropy_coef * aggregate(entropy, mask, loss_type, normaliser=normaliser)
+            loss = loss - entropy_coef * agg(entropy)
         ent_mean = masked_mean(entropy.detach(), mask)
     with torch.no_grad():
         clipped = masked_mean(clip_fraction(logprobs, old_logprobs, advantages, epsilon), mask)
@@ -254,37 +285,49 @@ def forward_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Log-prob (and entropy) of every token from the first policy token of the batch on.
+    """Log-prob (and entropy) of every policy token of the batch, in a ``(B, L - first)`` frame.
 
-    Logits are computed only from that position on (``logits_to_keep``: a long shared system prompt costs no
-    vocabulary projection), and the log-softmax runs one row at a time, bounding the ``(T, V)`` float32
-    temporaries to one sequence.
+    The vocabulary projection, the biggest cost of a small model (a tiny model's 64-wide hidden state meets a
+    vocabulary of thousands), runs only at the positions that predict a policy token of some episode
+    (``logits_to_keep`` given those positions): tool responses and the prompt cost no logits. The log-softmax
+    runs one row at a time, bounding the ``(T, V)`` float32 temporaries to one sequence.
 
     Returns:
         ``(logprobs, entropy, first)``: ``(B, L - first)`` tensors where column ``k`` is token position
-        ``first + k`` (its log-prob given the tokens before it), and ``first``, the earliest token position
-        with a policy token (``L - 1`` when there is none).
+        ``first + k`` (its log-prob given the tokens before it; 0 at positions no episode has a policy token
+        at), and ``first``, the earliest token position with a policy token (``L - 1`` when there is none).
     """
     import torch
 
-    present = token_mask[:, 1:].bool().any(dim=0).nonzero()
     length = input_ids.shape[1]
-    first = int(present[0]) + 1 if present.numel() else length - 1
-    keep = length - first + 1  # logits at positions first-1 .. L-1
+    wanted = token_mask[:, 1:].bool().any(dim=0).nonzero().squeeze(-1) + 1  # positions of policy tokens
+    if not wanted.numel():
+        wanted = torch.tensor([length - 1], device=input_ids.device)
+    first = int(wanted[0])
     try:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, use_cache=False)
-        logits = out.logits[:, -keep:]
+        out = model(
+            input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=wanted - 1, use_cache=False
+        )
+        logits = out.logits  # (B, len(wanted), V): logits at position p - 1 predict token p
     except TypeError:  # a model without logits_to_keep
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[
-            :, first - 1 :
-        ]
-    logits = logits[:, :-1]  # positions first-1 .. L-2 predict tokens first .. L-1
-    targets = input_ids[:, first:]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, wanted - 1]
+    targets = input_ids[:, wanted]
     scale = temperature if temperature > 0 else 1.0
     lps, ents = [], []
     for b in range(input_ids.shape[0]):
-        logp = torch.log_softmax(logits[b].float() / scale, dim=-1)  # (T, V)
+        logp = torch.log_softmax(logits[b].float() / scale, dim=-1)  # (K, V)
         lps.append(logp.gather(-1, targets[b, :, None]).squeeze(-1))
         if with_entropy:
             ents.append(-(logp.exp() * logp).sum(dim=-1))
-    return torch.stack(lps), (torch.stack(ents) if with_entropy else None), first
+    columns = wanted - first
+    logprobs = _spread(torch.stack(lps), columns, length - first)
+    entropy = _spread(torch.stack(ents), columns, length - first) if with_entropy else None
+    return logprobs, entropy, first
+
+
+def _spread(values: torch.Tensor, columns: torch.Tensor, width: int) -> torch.Tensor:
+    """``(B, K)`` values placed at ``columns`` of a ``(B, width)`` frame of zeros (differentiably)."""
+    import torch
+
+    out = torch.zeros((values.shape[0], width), dtype=values.dtype, device=values.device)
+    return out.index_copy(1, columns, values)

@@ -575,6 +575,8 @@ def build_task(cfg: GRPOConfig) -> Task:
             two_hop_fraction=cfg.two_hop_fraction,
             kinds=kinds,
             entities=cfg.synthetic_entities,
+            neighbours=cfg.synthetic_neighbours,
+            held_out=n_eval if cfg.synthetic_neighbours else 0,
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
         texts = [t for p in passages for t in (p.title, p.text)]
@@ -591,6 +593,9 @@ def build_task(cfg: GRPOConfig) -> Task:
                 "leaves none to train on"
             )
     order = np.random.default_rng([cfg.seed, 17]).permutation(len(records)).tolist()
+    if cfg.dataset == "synthetic" and cfg.synthetic_neighbours:  # the held-out questions' ring: the last ones
+        held = set(range(len(records) - n_eval, len(records)))
+        order = sorted(held) + [i for i in order if i not in held]
     texts += [t for r in records for t in (r.question, *r.answers)]
     return Task(list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs, texts)
 

@@ -249,7 +249,7 @@ def _generator(run: Run) -> Any:
             run.model,
             run.tokenizer,
             stop=cfg.stop,
-            batch_size=cfg.generation_batch_size,
+            batch_size=cfg.max_decode_batch,
             autocast_dtype=run.autocast_dtype,
         )
     init = save_model(run.model, run.tokenizer, Path(cfg.output_dir) / "vllm-init")
@@ -426,16 +426,14 @@ def _optimizer_step(
     import torch
 
     cfg = run.cfg
-    normaliser = (
-        float(sum(sum(i.mask) for i in chunk)) if cfg.loss_type == "token_mean" else float(len(chunk))
-    )
+    size = cfg.per_device_train_batch_size
+    scale = {"num_items": float(sum(sum(i.mask) for i in chunk)), "num_micro_batches": -(-len(chunk) // size)}
     run.optimizer.zero_grad(set_to_none=True)
     finite = True
-    size = cfg.per_device_train_batch_size
     for start in range(0, len(chunk), size):
         micro = chunk[start : start + size]
         try:
-            terms, n_tokens, gap = _micro_batch(run, micro, normaliser)
+            terms, n_tokens, gap = _micro_batch(run, micro, scale)
         except (RuntimeError, MemoryError) as exc:
             if not _is_oom(exc):
                 raise
@@ -486,8 +484,11 @@ def _optimizer_step(
     stats["losses/grad_norm"] = grad_norm
 
 
-def _micro_batch(run: Run, micro: list[_Item], normaliser: float) -> tuple[Any, float, float | None]:
-    """Forward and backward of one micro-batch; ``(None, 0, None)`` when its loss is not finite."""
+def _micro_batch(run: Run, micro: list[_Item], scale: dict[str, Any]) -> tuple[Any, float, float | None]:
+    """Forward and backward of one micro-batch; ``(None, 0, None)`` when its loss is not finite.
+
+    ``scale`` holds what ``loss_type`` normalises by (:func:`agents.grpo.losses.aggregate`): the policy tokens
+    and the micro-batches of the whole optimizer step."""
     import torch
 
     cfg = run.cfg
@@ -514,7 +515,8 @@ def _micro_batch(run: Run, micro: list[_Item], normaliser: float) -> tuple[Any, 
         entropy=entropy,
         entropy_coef=cfg.entropy_coef,
         loss_type=cfg.loss_type,
-        normaliser=normaliser,
+        max_completion_length=cfg.max_completion_length,
+        **scale,
     )
     if not torch.isfinite(terms.loss):
         return None, 0.0, None
@@ -547,8 +549,8 @@ async def _train_step(run: Run) -> dict[str, Any]:
         if not _is_oom(exc):
             raise
         raise TrainingError(
-            f"out of memory while generating; lower generation_batch_size (now "
-            f"{cfg.generation_batch_size}) or max_seq_length"
+            f"out of memory while generating; lower max_decode_batch (now "
+            f"{cfg.max_decode_batch}) or max_seq_length"
         ) from exc
     rolled = time.perf_counter()
     metrics: dict[str, Any] = rollout_metrics(rollouts)

@@ -108,6 +108,18 @@ async def collect_demonstrations(
     return demos, metrics
 
 
+def _token_weights(policy_mask: Any, attention_mask: Any, env_weight: float) -> Any:
+    """Loss weight per token: 1 on the policy's tokens, ``env_weight`` on the env's tokens after the first
+    policy token (tool responses and turn markers), 0 on the prompt and on padding."""
+    import torch
+
+    if not env_weight:
+        return policy_mask
+    started = torch.cumsum(policy_mask, dim=1) > 0
+    env = started & (policy_mask == 0) & attention_mask.bool()
+    return policy_mask + env_weight * env.to(policy_mask.dtype)
+
+
 def supervised_warmstart(
     model: Any,
     demos: Sequence[Demonstration],
@@ -143,9 +155,10 @@ def supervised_warmstart(
                 order = torch.randperm(len(demos), generator=gen).tolist()
             batch.append(demos[order.pop()])
         ids, attn, tmask = pad_batch([d.ids for d in batch], [d.mask for d in batch], pad_token_id, device)
+        weights = _token_weights(tmask, attn, cfg.warmstart_env_loss_weight)
         with autocast():
-            logprobs, _, first = forward_logprobs(model, ids, attn, tmask)
-        loss = -aggregate(logprobs, tmask[:, first:], "token_mean")
+            logprobs, _, first = forward_logprobs(model, ids, attn, weights)
+        loss = -aggregate(logprobs, weights[:, first:], "dapo")  # weighted mean over the trained tokens
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.max_grad_norm > 0:

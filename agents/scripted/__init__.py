@@ -1,32 +1,73 @@
 """The scripted (non-LLM) agent: search the question, browse the top results, answer with the best span.
 
-It needs no model, plays the env's protocol exactly, and sets the floor every learning agent must beat.
+It needs no model, plays the env's protocol exactly, and sets the floor every learning agent must beat. With
+``wrong_result_rate`` it is also the noisy teacher of the GRPO warm-start: it shows the mechanics (search, copy
+a value from a result into the answer) but often copies the value of the wrong result, so that imitation alone
+does not learn which result to trust and RL has something left to learn.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from typing import Any, ClassVar
 
 from drgym.agent import BaseAgent
+from drgym.errors import ConfigError
 
 from .spans import best_span
 
-__all__ = ["ScriptedAgent"]
+__all__ = ["ScriptedAgent", "search_results"]
 
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
+_RESULT = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)
+
+
+def search_results(observation: str) -> list[tuple[str, str]]:
+    """``(title, text)`` of each numbered result of a rendered search observation, in rank order."""
+    heads = list(_RESULT.finditer(observation))
+    out = []
+    for head, nxt in zip(heads, [*heads[1:], None]):
+        end = nxt.start() if nxt is not None else len(observation)
+        out.append((head.group(2).strip(), observation[head.start() : end]))
+    return out
 
 
 class ScriptedAgent(BaseAgent):
-    """Three turns: ``web_search([question])``, ``browse_webpage(top URLs)``, ``<answer>best span</answer>``."""
+    """Three turns: ``web_search([question])``, ``browse_webpage(top URLs)``, ``<answer>best span</answer>``.
+
+    Args:
+        pages_to_read: URLs of the search results to browse (0: answer from the search results alone).
+        named_result_only: Answer from the search result whose title the question names, when there is one
+            (a result about another entity is no evidence), instead of from everything read.
+        wrong_result_rate: Probability of answering from the wrong result: the agent finds the result
+            whose title the question names, then reads another result instead, as if it were about the asked
+            entity (the question with that result's title in place of the asked name), and copies its value.
+            0 (default): never.
+        seed: Seed of that choice; the choice is a pure function of ``(seed, question)``.
+    """
 
     name = "scripted"
     env_options: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, pages_to_read: int = 3) -> None:
+    def __init__(
+        self,
+        pages_to_read: int = 3,
+        *,
+        named_result_only: bool = False,
+        wrong_result_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
+        if isinstance(wrong_result_rate, bool) or not isinstance(wrong_result_rate, (int, float)) or not (
+            0.0 <= wrong_result_rate <= 1.0
+        ):
+            raise ConfigError(f"`wrong_result_rate` must be a number in [0, 1], got {wrong_result_rate!r}")
         self.pages_to_read = pages_to_read
+        self.named_result_only = named_result_only
+        self.wrong_result_rate = float(wrong_result_rate)
+        self.seed = seed
         self._question = ""
         self._texts: list[str] = []
         self._step = 0
@@ -49,8 +90,31 @@ class ScriptedAgent(BaseAgent):
             if urls:
                 call = {"name": "browse_webpage", "arguments": {"url_list": urls}}
                 return f"<think>I will read the top results.</think><tool_call>{json.dumps(call)}</tool_call>"
-        answer = best_span(self._question, self._texts) or "unknown"
+        answer = self._wrong_answer() or best_span(self._question, self._evidence()) or "unknown"
         return f"<think>The best-supported span is {answer}.</think><answer>{answer}</answer>"
+
+    def _evidence(self) -> list[str]:
+        """What the answer is read from: everything, or the result the question names (if asked and found)."""
+        if self.named_result_only and self._texts:
+            named = [text for title, text in search_results(self._texts[0]) if title in self._question]
+            if named:
+                return named[:1] + self._texts[1:]
+        return self._texts
+
+    def _wrong_answer(self) -> str | None:
+        """The value of a result about another entity, read as if it answered the question (or ``None``)."""
+        if not self.wrong_result_rate or not self._texts:
+            return None
+        rng = random.Random(f"scripted-{self.seed}-{self._question}")
+        if rng.random() >= self.wrong_result_rate:
+            return None
+        results = search_results(self._texts[0])
+        asked = next((title for title, _ in results if title in self._question), None)
+        others = [(title, text) for title, text in results if asked is not None and title != asked]
+        if not others:
+            return None
+        title, text = others[rng.randrange(len(others))]
+        return best_span(self._question.replace(asked, title), [text])
 
     async def aact(self, observation: str, info: dict[str, Any]) -> str:
         return self.act(observation, info)

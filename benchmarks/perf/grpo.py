@@ -9,7 +9,9 @@ figures read from an existing run's ``metrics.jsonl``.
 
     python -m benchmarks.perf.grpo [--quick] [--no-curve] [--run runs/grpo-tiny-cpu]
 
-Throughput alone takes about 20 s on 2 cores; the default curve (300 warm-start + 30 GRPO steps) about 3
+A third table: the CPU time of one warm-start step with logits at the policy's positions only (the trainer),
+at every position (the reference) and with the env's text in the loss. Throughput alone takes about 20 s on 2
+cores; the default curve (300 warm-start + 30 GRPO steps) about 3
 minutes more; ``--run`` reads the curve of a full ``tiny-cpu.yaml`` run (80 steps) instead of training.
 """
 
@@ -68,6 +70,55 @@ async def _throughput(cfg: GRPOConfig, repeats: int) -> dict[str, float]:
         "update_tokens_per_s": trained / update_s,
         "rollout_share": rollout_s / (rollout_s + update_s),
     }
+
+
+async def _warmstart_step_cost(cfg: GRPOConfig, steps: int) -> dict[str, float]:
+    """CPU seconds per warm-start step (forward + backward + AdamW on ``warmstart_batch_size`` demonstrations)
+    with the vocabulary projected only where a policy token is predicted (what the trainer does), against
+    projecting every position from the first policy token on (the reference: what it did before), and with
+    the env's text in the loss (``warmstart_env_loss_weight``)."""
+    import torch
+
+    from drgym.agents.grpo.checkpoint import build_model
+    from drgym.agents.grpo.losses import aggregate, forward_logprobs, pad_batch
+    from drgym.agents.grpo.rollout import ChatFormat, build_task, make_envs
+    from drgym.agents.grpo.warmstart import _token_weights, collect_demonstrations
+    from drgym.agent import make_agent
+
+    task = build_task(cfg)
+    model, tokenizer = build_model(cfg, torch.device(cfg.device), task.texts)
+    fmt = ChatFormat(tokenizer, system_prompt=cfg.system_prompt)
+    envs = make_envs(task, 8)
+    demos, _ = await collect_demonstrations(
+        envs,
+        lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs),
+        task.train_indices[: cfg.warmstart_batch_size],
+        fmt,
+        min_reward=-1.0,
+        max_seq_length=cfg.max_seq_length,
+    )
+    ids, attn, policy = pad_batch([d.ids for d in demos], [d.mask for d in demos], tokenizer.pad_token_id)
+    started = torch.cumsum(policy, dim=1) > 0
+    masks = {
+        "policy positions only": policy,
+        "every position (reference)": (started & attn.bool()).float(),
+        "policy + env text": _token_weights(policy, attn, 1.0),
+    }
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    out = {}
+    for name, mask in masks.items():
+        cpu = time.process_time()
+        for _ in range(steps):
+            logp, _, first = forward_logprobs(model, ids, attn, mask)
+            loss = -aggregate(logp, (policy if name.startswith("every") else mask)[:, first:], "dapo")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        out[name] = (time.process_time() - cpu) / steps
+    out["tokens"] = float(attn.sum()) / len(demos)
+    out["policy_tokens"] = float(policy.sum()) / len(demos)
+    return out
 
 
 def _curve(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,6 +195,17 @@ def main(argv: list[str] | None = None) -> None:
             f"| update | {tp['update_s']:.2f} | | {tp['update_tokens_per_s']:.0f} trained | "
             f"{100 * (1 - tp['rollout_share']):.0f}% |"
         )
+        cost = asyncio.run(_warmstart_step_cost(cfg, 3 if args.quick else 20))
+        ref = cost["every position (reference)"]
+        print(
+            f"\nwarm-start step, {cfg.warmstart_batch_size} demonstrations of {cost['tokens']:.0f} tokens "
+            f"({cost['policy_tokens']:.0f} the policy's), CPU seconds (process time, so a shared machine "
+            "counts only this process):"
+        )
+        print("| logits at | CPU s per step | vs reference |")
+        print("|---|---|---|")
+        for name in ("every position (reference)", "policy positions only", "policy + env text"):
+            print(f"| {name} | {cost[name]:.3f} | {cost[name] / ref:.2f}x |")
         if args.no_curve:
             return
         if args.run:

@@ -145,6 +145,8 @@ def make_synthetic_task(
     kinds: tuple[str, ...] | None = None,
     extra_towns: int = 8,
     entities: int | None = None,
+    neighbours: bool = False,
+    held_out: int = 0,
 ) -> SyntheticTask:
     """Generate ``num_questions`` questions and a corpus of passages holding their answers.
 
@@ -165,6 +167,14 @@ def make_synthetic_task(
             questions then shares names between its parts (a held-out question asks another fact of an entity
             seen in training), which a tiny model needs to copy names at all; null (default): one entity per
             question.
+        neighbours: Town questions only, a new town per question: the towns lie on a ring and each town's
+            passage names its two neighbours (``"X lies between Y and Z."``) before its facts, so a search for
+            a town returns its own passage first and then its neighbours' passages, each holding a value of the
+            same kind. Every search result then offers a candidate answer, and only one is right: a reader
+            that copies a value from the wrong result scores 0 (see ``ScriptedAgent(wrong_result_rate=...)``).
+        held_out: Neighbours only: the last ``held_out`` questions ask about towns of a ring of their own, so no
+            search for a question before them returns a passage about them (nothing of a held-out answer is
+            ever shown while training, not even in a tool response).
 
     Returns:
         ``SyntheticTask(records, passages)``. Each record's metadata holds ``hops``, ``kind``,
@@ -180,6 +190,11 @@ def make_synthetic_task(
     wanted = set(kinds) if kinds is not None else None
     town_kinds = [q for q in _TOWN_QUESTIONS if wanted is None or q[0] in wanted]
     person_kinds = [q for q in _PERSON_QUESTIONS if wanted is None or q[0] in wanted]
+    if neighbours:
+        _check_neighbours(two_hop_fraction, entities, kinds, held_out, num_questions)
+        return _ring_task(rng, names, seed, num_questions, town_kinds, extra_towns, held_out)
+    if held_out:
+        raise ConfigError("held_out (a ring of its own) applies to neighbours only; set neighbours=True or 0")
     if entities is not None:
         _check_pool(num_questions, two_hop_fraction, entities, len(town_kinds), len(person_kinds))
         return _pooled_task(rng, names, seed, num_questions, entities, town_kinds, person_kinds, extra_towns)
@@ -248,6 +263,70 @@ def _check_pool(num_questions: int, two_hop_fraction: float, entities: Any, n_to
             f"{entities} entities give {pairs} distinct questions of the chosen kinds, fewer than "
             f"num_questions={num_questions}; raise entities"
         )
+
+
+def _check_neighbours(
+    two_hop_fraction: float, entities: Any, kinds: Any, held_out: Any, num_questions: int
+) -> None:
+    if isinstance(held_out, bool) or not isinstance(held_out, int) or not 0 <= held_out < num_questions:
+        raise ConfigError(
+            f"held_out must be an integer in [0, num_questions={num_questions}), got {held_out!r}"
+        )
+    if two_hop_fraction or entities is not None:
+        raise ConfigError(
+            "neighbours (towns on a ring) asks one-hop questions of a new town each; set two_hop_fraction 0 "
+            "and entities None"
+        )
+    town = {q[0] for q in _TOWN_QUESTIONS}
+    if kinds is not None and not set(kinds) <= town:
+        raise ConfigError(
+            f"neighbours asks about towns only; kinds {sorted(set(kinds) - town)} are about people "
+            f"(town kinds: {', '.join(sorted(town))})"
+        )
+
+
+# One sentence per town fact, in the order the passage states them (neighbours layout).
+_TOWN_SENTENCES: dict[str, Callable[[_Town], str]] = {
+    "founder": lambda t: f"{t.name} was founded by {t.founder}.",
+    "founding_year": lambda t: f"{t.name} was founded in {t.year}.",
+    "river": lambda t: f"{t.name} is on the {t.river} river.",
+    "population": lambda t: f"The population of {t.name} is {t.population}.",
+}
+
+
+def _ring_task(
+    rng: random.Random,
+    names: _Names,
+    seed: int,
+    num_questions: int,
+    town_kinds: list[tuple[str, str, Callable[[_Town], str]]],
+    extra_towns: int,
+    held_out: int,
+) -> SyntheticTask:
+    """One question per town, towns on rings (the held-out questions' towns on their own), each passage naming
+    its two neighbours before its facts."""
+    sizes = [num_questions - held_out] + ([held_out] if held_out else [])
+    extras = [extra_towns - extra_towns // 2, extra_towns // 2] if held_out else [extra_towns]
+    stated = [kind for kind in _TOWN_SENTENCES if kind in {q[0] for q in town_kinds}]
+    passages: list[Passage] = []
+    records: list[QARecord] = []
+    count = 0
+    for asked, extra in zip(sizes, extras):
+        towns = [_make_town(rng, names, count + i) for i in range(max(3, asked + extra))]
+        count += len(towns)
+        ring = rng.sample(towns, len(towns))
+        for i, town in enumerate(ring):
+            before, after = ring[i - 1], ring[(i + 1) % len(ring)]
+            facts = " ".join(_TOWN_SENTENCES[kind](town) for kind in stated)
+            text = f"{town.name} lies between {before.name} and {after.name}. {facts}"
+            passages.append(Passage(town.id, town.name, text, SYNTHETIC_SOURCE))
+        for town in ring[:asked]:
+            kind, template, get = rng.choice(town_kinds)
+            question = template.format(name=town.name)
+            records.append(_record(seed, kind, question, get(town), 1, [town.id], [question]))
+    passages.sort(key=lambda p: p.id)
+    records = [_renumber(r, seed, i) for i, r in enumerate(records)]
+    return SyntheticTask(records, passages)
 
 
 def _pool_persons(entities: int, n_town: int, n_person: int) -> int:

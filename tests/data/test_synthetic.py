@@ -76,6 +76,43 @@ def test_entity_pool_asks_several_facts_of_each_entity():
     assert len({r.metadata["support"][0] for r in default}) == 60
 
 
+def test_neighbours_put_one_candidate_value_in_each_search_result():
+    records, passages = make_synthetic_task(30, seed=4, kinds=("population",), neighbours=True)
+    assert make_synthetic_task(30, seed=4, kinds=("population",), neighbours=True) == (records, passages)
+    backend = BM25Backend(passages, corpus="synthetic", cache=False)
+    by_title = {p.title: p for p in passages}
+    assert len({r.metadata["support"][0] for r in records}) == 30  # a new town per question
+    for r in records:
+        town = by_title[re.search(r"population of (\w+)\?", r.question).group(1)]
+        before, after = re.match(r"\w+ lies between (\w+) and (\w+)\.", town.text).groups()
+        results = asyncio.run(backend.search(r.question, 3))
+        titles = [res.title for res in results]
+        assert titles[0] == town.title and set(titles[1:]) == {before, after}  # the town, then its neighbours
+        values = [re.search(r"is (\d+)\.$", by_title[t].text).group(1) for t in titles]
+        assert values[0] == r.answers[0] and len(set(values)) == 3  # three candidates, only the first right
+        assert "between" in by_title[before].text and town.title in by_title[before].text
+
+
+def test_held_out_towns_lie_on_a_ring_of_their_own():
+    records, passages = make_synthetic_task(40, seed=2, kinds=("population",), neighbours=True, held_out=8)
+    backend = BM25Backend(passages, corpus="synthetic", cache=False)
+    held = {r.metadata["support"][0] for r in records[-8:]}
+    for r in records[:-8]:  # no training search shows a held-out town's passage
+        results = asyncio.run(backend.search(r.question, 3))
+        assert not {res.url.rsplit("/", 1)[1] for res in results} & held
+    for r in records[-8:]:
+        results = asyncio.run(backend.search(r.question, 3))
+        assert results[0].url.endswith("/" + r.metadata["support"][0])
+        assert {res.url.rsplit("/", 1)[1] for res in results} <= held | {p.id for p in passages if p.id not in {
+            q.metadata["support"][0] for q in records}}
+
+
+def test_neighbours_state_only_the_asked_kinds():
+    records, passages = make_synthetic_task(12, seed=0, kinds=("founding_year", "river"), neighbours=True)
+    assert {r.metadata["kind"] for r in records} <= {"founding_year", "river"}
+    assert all("population" not in p.text and " river." in p.text and "founded in" in p.text for p in passages)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
@@ -90,6 +127,14 @@ def test_entity_pool_asks_several_facts_of_each_entity():
         ({"num_questions": 5, "entities": 0}, "entities must be an integer >= 1 or None, got 0"),
         ({"num_questions": 5, "entities": 4, "two_hop_fraction": 0.5}, "supports one-hop questions only"),
         ({"num_questions": 20, "entities": 2}, "2 entities give 7 distinct questions"),
+        ({"num_questions": 5, "neighbours": True, "two_hop_fraction": 0.5}, "set two_hop_fraction 0"),
+        ({"num_questions": 5, "neighbours": True, "entities": 4}, "and entities None"),
+        ({"num_questions": 5, "neighbours": True, "held_out": 5}, "held_out must be an integer in [0, "),
+        ({"num_questions": 5, "held_out": 2}, "held_out (a ring of its own) applies to neighbours only"),
+        (
+            {"num_questions": 5, "neighbours": True, "kinds": ("trade", "population")},
+            "neighbours asks about towns only; kinds ['trade'] are about people",
+        ),
     ],
 )
 def test_bad_arguments(kwargs, message):

@@ -30,7 +30,26 @@ def test_paper_config_has_the_paper_settings():
     assert cfg.temperature == 1.0 and cfg.max_completion_length == 2000 and cfg.max_seq_length == 32768
     assert cfg.max_turns == 10 and cfg.max_grad_norm == 1.0 and cfg.num_iterations == 1
     assert cfg.bf16 and cfg.generation_backend == "vllm" and cfg.gradient_accumulation_steps is None
-    assert cfg.rollout_batch_size == 4096
+    assert cfg.rollout_batch_size == cfg.generation_batch_size == 4096
+    assert cfg.loss_type == "dapo" and cfg.advantage_epsilon == 1e-6
+
+
+def test_generation_batch_size_means_what_trl_means():
+    cfg = GRPOConfig(prompts_per_step=4, num_generations=8, generation_batch_size=32)
+    assert cfg.rollout_batch_size == cfg.generation_batch_size == 32
+    assert GRPOConfig().generation_batch_size is None  # derived
+
+
+def test_ring_task_holds_out_the_towns_of_its_own_ring():
+    from drgym.agents.grpo.rollout import build_task
+
+    cfg = GRPOConfig(
+        dataset="synthetic", num_train_questions=40, num_eval_questions=8, synthetic_kinds=["population"],
+        synthetic_neighbours=True, results_per_query=3,
+    )
+    task = build_task(cfg)
+    assert sorted(task.eval_indices) == list(range(40, 48))  # the held-out ring's questions
+    assert sorted(task.train_indices) == list(range(40))
 
 
 def test_tiny_config_loads():
@@ -53,10 +72,22 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("num_generations: 1\n", "GRPO needs at least 2 generations per question"),
         ("num_generations: four\n", "`num_generations` must be int, got 'four'"),
         (
-            "loss_type: token-mean\n",
-            ("`loss_type` must be one of 'token_mean', 'seq_mean', got 'token-mean'. Did you mean "
-             "`token_mean`?"),
+            "loss_type: dr-grpo\n",
+            ("`loss_type` must be one of 'dapo', 'grpo', 'bnpo', 'dr_grpo', got 'dr-grpo'. Did you mean "
+             "`dr_grpo`?"),
         ),
+        ("loss_type: token_mean\n", "`loss_type` 'token_mean' is now TRL's 'dapo'"),
+        ("loss_type: seq_mean\n", "`loss_type` 'seq_mean' is now TRL's 'grpo'"),
+        (
+            "generation_batch_size: 64\n",
+            ("`generation_batch_size` (64) is TRL's: the episodes of one rollout batch, prompts_per_step x "
+             "num_generations (256 x 16 = 4096) here; set prompts_per_step: 4, or remove it."),
+        ),
+        ("generation_batch_size: 30\n", "make it a multiple of num_generations (16)"),
+        ("generation_batch_sise: 64\n", ("unknown setting `generation_batch_sise` in {path}. Did you mean "
+         "`generation_batch_size`?")),
+        ("max_decode_batch: 0\n", "`max_decode_batch` must be >= 1, got 0"),
+        ("warmstart_env_loss_weight: -1\n", "`warmstart_env_loss_weight` must be >= 0, got -1.0"),
         ("epsilon: 1.5\n", "`epsilon` (the PPO clip range) must be in (0, 1), got 1.5"),
         ("gradient_accumulation_steps: 3\n", "must split into whole optimizer steps"),
         ("max_prompt_length: 40000\n", "`max_prompt_length` (40000) must be below `max_seq_length` (32768)"),
@@ -66,9 +97,10 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("report_to: [wandb]\n", '`report_to` accepts only "tensorboard"'),
         (
             "dataset: demo\ntwo_hop_fraction: 0.5\n",
-            "`two_hop_fraction`, `synthetic_kinds` and `synthetic_entities` only apply",
+            "`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities` and `synthetic_neighbours` only apply",
         ),
-        ("dataset: demo\nsynthetic_entities: 8\n", "`synthetic_entities` only apply to dataset: synthetic"),
+        ("dataset: demo\nsynthetic_entities: 8\n", "`synthetic_neighbours` only apply to dataset: synthetic"),
+        ("dataset: demo\nsynthetic_neighbours: true\n", "only apply to dataset: synthetic"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path, text, message):

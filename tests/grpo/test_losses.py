@@ -116,31 +116,49 @@ def test_clipped_tokens_get_no_gradient():
     assert logp.grad[0, 1].item() == pytest.approx(-1.0)
 
 
-def test_token_mean_and_seq_mean_against_reference():
+def _trl_reference(values, mask, loss_type, *, accumulation, num_items, max_completion_length):
+    """TRL's GRPOTrainer._compute_loss reductions (trl/trainer/grpo_trainer.py), written out plainly."""
+    if loss_type == "grpo":
+        return ((values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if loss_type == "bnpo":
+        return (values * mask).sum() / mask.sum().clamp(min=1.0) / accumulation
+    if loss_type == "dr_grpo":
+        return (values * mask).sum() / (values.size(0) * max_completion_length) / accumulation
+    return (values * mask).sum() / num_items  # dapo: the tokens of the whole accumulated batch
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo", "dr_grpo"])
+def test_loss_types_reduce_as_trl_does(loss_type):
     g = _gen(5)
     values = torch.randn(4, 7, generator=g)
     mask = (torch.rand(4, 7, generator=g) > 0.4).float()
     mask[2] = 0
-    tokens = [(b, t) for b in range(4) for t in range(7) if mask[b, t]]
-    want_token = sum(values[b, t].item() for b, t in tokens) / len(tokens)
-    assert aggregate(values, mask, "token_mean").item() == pytest.approx(want_token, rel=1e-5)
-    per_seq = []
-    for b in range(4):
-        items = [values[b, t].item() for t in range(7) if mask[b, t]]
-        per_seq.append(sum(items) / len(items) if items else 0.0)
-    assert aggregate(values, mask, "seq_mean").item() == pytest.approx(sum(per_seq) / 4, rel=1e-5)
-    assert masked_mean(values, mask).item() == pytest.approx(want_token, rel=1e-5)
-    with pytest.raises(ValueError, match="unknown loss_type"):
-        aggregate(values, mask, "sum")
+    kw = {"accumulation": 3, "num_items": 40.0, "max_completion_length": 50}
+    got = aggregate(
+        values, mask, loss_type, num_items=40.0, num_micro_batches=3, max_completion_length=50
+    )
+    assert got.item() == pytest.approx(_trl_reference(values, mask, loss_type, **kw).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("loss_type", ["token_mean", "seq_mean"])
-def test_micro_batches_with_a_global_normaliser_add_up_to_the_full_batch(loss_type):
+def test_loss_types_by_hand():
+    values = torch.tensor([[1.0, 3.0, 0.0], [4.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert aggregate(values, mask, "dapo").item() == pytest.approx(8 / 3)  # every token weighs the same
+    assert aggregate(values, mask, "grpo").item() == pytest.approx((2 + 4) / 2)  # episode means, averaged
+    assert aggregate(values, mask, "bnpo", num_micro_batches=2).item() == pytest.approx(8 / 3 / 2)
+    assert aggregate(values, mask, "dr_grpo", max_completion_length=4).item() == pytest.approx(8 / 8)
+    assert masked_mean(values, mask).item() == pytest.approx(8 / 3)
+    with pytest.raises(ValueError, match="unknown loss_type 'token_mean'; valid: dapo, grpo, bnpo, dr_grpo"):
+        aggregate(values, mask, "token_mean")
+    with pytest.raises(ValueError, match="dr_grpo needs max_completion_length"):
+        aggregate(values, mask, "dr_grpo")
+
+
+def test_dapo_micro_batches_with_the_step_token_count_add_up_to_the_full_batch():
     logp, old, ref, adv, mask = _batch(6)
     kw = {"epsilon": 0.2, "beta": 0.01, "entropy": torch.rand_like(logp), "entropy_coef": 0.05,
-          "loss_type": loss_type}
+          "loss_type": "dapo"}
     full = grpo_loss(logp, old, adv, mask, ref_logprobs=ref, **kw).loss
-    norm = mask.sum().item() if loss_type == "token_mean" else float(mask.shape[0])
     parts = sum(
         grpo_loss(
             logp[s],
@@ -148,7 +166,7 @@ def test_micro_batches_with_a_global_normaliser_add_up_to_the_full_batch(loss_ty
             adv[s],
             mask[s],
             ref_logprobs=ref[s],
-            normaliser=norm,
+            num_items=mask.sum().item(),
             **{**kw, "entropy": kw["entropy"][s]},
         ).loss
         for s in (slice(0, 2), slice(2, 5), slice(5, 6))
@@ -156,7 +174,23 @@ def test_micro_batches_with_a_global_normaliser_add_up_to_the_full_batch(loss_ty
     assert parts.item() == pytest.approx(full.item(), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss_type", ["token_mean", "seq_mean"])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
+def test_equal_micro_batches_average_to_the_full_batch(loss_type):
+    """With equal-sized micro-batches, TRL's per-micro-batch reductions over the accumulation steps equal
+    the reduction of the whole batch (grpo, dr_grpo exactly; bnpo when the token counts are equal too)."""
+    logp, old, _, adv, mask = _batch(6)
+    if loss_type == "bnpo":
+        mask = torch.ones_like(mask)
+    kw = {"epsilon": 0.2, "loss_type": loss_type, "max_completion_length": 9}
+    full = grpo_loss(logp, old, adv, mask, **kw).loss
+    parts = sum(
+        grpo_loss(logp[s], old[s], adv[s], mask[s], num_micro_batches=3, **kw).loss
+        for s in (slice(0, 2), slice(2, 4), slice(4, 6))
+    )
+    assert parts.item() == pytest.approx(full.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
 def test_grpo_loss_combines_the_terms(loss_type):
     logp, old, ref, adv, mask = _batch(7)
     ent = torch.rand_like(logp)

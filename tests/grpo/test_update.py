@@ -80,7 +80,7 @@ def test_logits_of_masked_positions_get_exactly_zero_gradient():
     assert torch.allclose(logits.grad[mask == 1], logits2.grad[mask == 1], atol=1e-7)
 
 
-@pytest.mark.parametrize("loss_type", ["token_mean", "seq_mean"])
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
 def test_micro_batches_give_the_update_of_one_big_batch(tmp_path, loss_type):
     results = []
     for micro in (1, 4):
@@ -125,3 +125,21 @@ def test_several_passes_and_optimizer_steps_per_batch(tmp_path):
     assert stats["losses/approx_kl_old"] > 0  # later steps see a policy that moved away from the old one
     assert run.scheduler.last_epoch == 4
     run.metrics.close()
+
+
+def test_forward_logprobs_projects_only_policy_positions_and_matches_the_full_logits(tiny):
+    model, _ = tiny
+    g = torch.Generator().manual_seed(3)
+    seqs = [torch.randint(3, 250, (n,), generator=g).tolist() for n in (20, 14)]
+    masks = [[0] * 5 + [1] * 4 + [0] * 8 + [1] * 3, [0] * 7 + [1] * 2 + [0] * 5]
+    ids, attn, tmask = pad_batch(seqs, masks, 0)
+    logp, ent, first = forward_logprobs(model, ids, attn, tmask, with_entropy=True)
+    assert first == 5 and logp.shape == ent.shape == (2, 20 - 5)
+    with torch.no_grad():
+        full = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), dim=-1)
+    want = full[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)[:, first - 1 :]  # position p from p - 1
+    policy = tmask[:, first:].bool()
+    assert torch.allclose(logp[policy], want[policy], atol=1e-5)
+    # columns where no episode has a policy token are never projected: exactly 0
+    unused = ~tmask[:, first:].bool().any(dim=0)
+    assert unused.any() and (logp[:, unused] == 0).all() and (ent[:, unused] == 0).all()

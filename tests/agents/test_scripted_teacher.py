@@ -1,0 +1,78 @@
+"""The scripted agent as a noisy teacher: it reads the named result, or (at a set rate) a wrong one."""
+
+from __future__ import annotations
+
+import re
+
+import gymnasium as gym
+import pytest
+
+import drgym  # noqa: F401  (registers the env ids)
+from drgym.agents.scripted import ScriptedAgent, search_results
+from drgym.data.synthetic import make_synthetic_task
+from drgym.errors import ConfigError
+from drgym.runner import run_episode
+from drgym.search.local import BM25Backend
+
+N = 40
+
+
+@pytest.fixture(scope="module")
+def ring_env():
+    records, passages = make_synthetic_task(N, seed=5, kinds=("population",), neighbours=True)
+    backend = BM25Backend(passages, corpus="synthetic", cache=False)
+    env = gym.make("drgym/WebResearch-v0", dataset=records, search=backend, max_turns=3, results_per_query=3)
+    yield env, records, {p.title: p for p in passages}
+    env.close()
+
+
+def _answers(env, agent):
+    out = []
+    for i in range(N):
+        traj = run_episode(env, agent, options={"index": i})
+        out.append((traj.answer, traj.reward))
+    return out
+
+
+def test_named_result_only_answers_every_ring_question(ring_env):
+    env, records, _ = ring_env
+    answers = _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True))
+    assert [a for a, _ in answers] == [r.answers[0] for r in records]
+    # reading all results instead, the neighbours' names outscore the value: the option is what makes it right
+    plain = _answers(env, ScriptedAgent(pages_to_read=0))
+    assert sum(a == r.answers[0] for (a, _), r in zip(plain, records)) < N // 2
+
+
+def test_wrong_result_rate_copies_a_neighbours_value(ring_env):
+    env, records, by_title = ring_env
+    always = _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True, wrong_result_rate=1.0))
+    for (answer, reward), r in zip(always, records):
+        town = by_title[r.question.removeprefix("What is the population of ").removesuffix("?")]
+        before, after = re.match(r"\w+ lies between (\w+) and (\w+)\.", town.text).groups()
+        neighbour_values = {re.search(r"is (\d+)\.$", by_title[t].text).group(1) for t in (before, after)}
+        assert answer in neighbour_values and reward == 0.0  # a value copied from a wrong result
+    half = _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True, wrong_result_rate=0.5))
+    right = sum(reward == 1.0 for _, reward in half)
+    assert 10 <= right <= 30  # about half of 40
+    again = _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True, wrong_result_rate=0.5))
+    assert again == half  # a pure function of (seed, question)
+    other = _answers(
+        env, ScriptedAgent(pages_to_read=0, named_result_only=True, wrong_result_rate=0.5, seed=1)
+    )
+    assert other != half
+
+
+def test_search_results_split_a_rendered_observation():
+    text = (
+        'Results for query "q":\n1. Alpha\n   URL: https://x/a\n   A text.\n'
+        "2. Beta Gamma\n   URL: https://x/b\n   B text."
+    )
+    (t1, b1), (t2, b2) = search_results(text)
+    assert (t1, t2) == ("Alpha", "Beta Gamma") and "A text." in b1 and "B text." in b2 and "A text" not in b2
+    assert search_results("No results for query.") == []
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, "half", True])
+def test_bad_wrong_result_rate(rate):
+    with pytest.raises(ConfigError, match=re.escape(f"`wrong_result_rate` must be a number in [0, 1], got {rate!r}")):
+        ScriptedAgent(wrong_result_rate=rate)
