@@ -79,11 +79,11 @@ async def _warmstart_step_cost(cfg: GRPOConfig, steps: int) -> dict[str, float]:
     the env's text in the loss (``warmstart_env_loss_weight``)."""
     import torch
 
+    from drgym.agent import make_agent
     from drgym.agents.grpo.checkpoint import build_model
     from drgym.agents.grpo.losses import aggregate, forward_logprobs, pad_batch
     from drgym.agents.grpo.rollout import ChatFormat, build_task, make_envs
     from drgym.agents.grpo.warmstart import _token_weights, collect_demonstrations
-    from drgym.agent import make_agent
 
     task = build_task(cfg)
     model, tokenizer = build_model(cfg, torch.device(cfg.device), task.texts)
