@@ -15,5 +15,5 @@ PIP_LOG=.venv/install.log
 echo "installing into .venv (log: $PIP_LOG)"
 pip_quiet install --quiet --upgrade pip
 pip_quiet install --quiet "torch==2.13.0"
-pip_quiet install --quiet -e ".[agents,sb3,pdf,dev]"
+pip_quiet install --quiet -e ".[agents,sb3,pdf,trl,serve,dev]"
 echo "done: .venv/bin/drgym --help"

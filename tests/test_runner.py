@@ -29,7 +29,9 @@ def _make_env() -> gym.Env:
 
 
 async def test_64_episodes_run_concurrently_and_all_come_back_in_order(answers) -> None:
-    model = ScriptedChat(search_then_answer(answers), delay=0.05)
+    # Each reply waits 0.5 s: longer than starting all 64 episodes takes (about 1 ms each, more on a busy
+    # machine), so every first model call is still in flight when the last episode starts.
+    model = ScriptedChat(search_then_answer(answers), delay=0.5)
     agents: list[PromptAgent] = []
 
     def make_agent() -> PromptAgent:
