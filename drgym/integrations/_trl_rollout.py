@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from drgym.agents.grpo.rollout import ChatFormat, Generator, Sample, failure_reward, sample_seed
+from drgym.llm.token_turns import ChatFormat, Generator, Sample, failure_reward, sample_seed
 from drgym.reward import score_episode
 
 if TYPE_CHECKING:

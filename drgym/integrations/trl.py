@@ -371,7 +371,7 @@ class DrgymRollout:
         )
 
     def _format(self, tokenizer: Any) -> Any:
-        from drgym.agents.grpo.rollout import ChatFormat
+        from drgym.llm.token_turns import ChatFormat
 
         key = id(tokenizer)
         if key not in self._formats:
@@ -396,7 +396,7 @@ class DrgymRollout:
             return
         from trl.models import unwrap_model_for_generation
 
-        from drgym.agents.grpo.rollout import HFGenerator
+        from drgym.llm.token_turns import HFGenerator
 
         with unwrap_model_for_generation(
             trainer.model_wrapped,

@@ -31,10 +31,10 @@ from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
 
-from drgym.agents.grpo.rollout import ChatFormat, failure_reward
 from drgym.env import WebResearchEnv
 from drgym.errors import ConfigError
 from drgym.integrations.verl.rows import record_from_row
+from drgym.llm.token_turns import ChatFormat, failure_reward
 
 __all__ = ["DrgymAgentLoop"]
 
