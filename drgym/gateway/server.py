@@ -24,7 +24,6 @@ import ipaddress
 import json
 import logging
 import signal
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from drgym._listen import listen
 from drgym.errors import BackendError, ConfigError, DrgymError
 from drgym.gateway import wire
 from drgym.gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -290,7 +290,7 @@ async def serve(
     services = config if isinstance(config, GatewayServices) else GatewayServices(config)
     app = build_app(services, token=token)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s, handle_signals=False)
-    sock = _listen(host, port, backlog)
+    sock = listen(host, port, backlog, command="drgym serve")
     try:
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -308,19 +308,6 @@ async def serve(
             sock.close()
             await services.aclose()  # flushes and closes the store
 
-
-def _listen(host: str, port: int, backlog: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise BackendError(f"drgym serve: cannot listen on {host}:{port}: {exc}") from None
-    return sock
 
 
 def run(config: GatewayConfig, *, host: str, port: int, token: str | None) -> int:

@@ -9,6 +9,7 @@ sees. HTTP statuses are kept for the transport: 400 (malformed request), 401 (to
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,13 +75,7 @@ def result_from_json(data: Mapping[str, Any]) -> Result:
 
 
 def document_to_json(doc: Document) -> dict[str, Any]:
-    return {
-        "url": doc.url,
-        "title": doc.title,
-        "content": doc.content,
-        "content_type": doc.content_type,
-        "source": doc.source,
-    }
+    return dataclasses.asdict(doc)
 
 
 def document_from_json(data: Mapping[str, Any]) -> Document:

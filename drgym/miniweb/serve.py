@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 from collections.abc import Callable
 
 from aiohttp import web
 
-from drgym.errors import BackendError, ConfigError
+from drgym._listen import listen
+from drgym.errors import ConfigError
 from drgym.miniweb.faults import FaultConfig
 from drgym.miniweb.site import MiniWiki, build_app, load_wiki
 
@@ -59,7 +59,7 @@ async def serve(
         raise ConfigError(f"miniweb serve: host must be a loopback address (the site is local), got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"miniweb serve: port must be an integer from 0 to 65535, got {port!r}")
-    sock = _listen(str(address), port, backlog)
+    sock = listen(str(address), port, backlog, command="miniweb serve")
     try:
         wiki = await asyncio.to_thread(load_wiki, corpus)
         runner = web.AppRunner(build_app(wiki, results_per_page=results_per_page, faults=faults), access_log=None)
@@ -79,15 +79,3 @@ async def serve(
         await runner.cleanup()
         sock.close()
 
-
-def _listen(host: str, port: int, backlog: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise BackendError(f"miniweb serve: cannot listen on {host}:{port}: {exc}") from None
-    return sock
