@@ -62,6 +62,14 @@ async def wait_gone(pid: int, within_s: float = 10.0) -> bool:
     return False
 
 
+async def wait_replaced(pool: IsolatedPool, count: int, within_s: float = 10.0) -> int:
+    """``pool.replaced`` once it reaches ``count`` (the pool's thread counts a killed worker after it exits)."""
+    deadline = time.monotonic() + within_s
+    while pool.replaced < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return pool.replaced
+
+
 async def wait_pids(pool: IsolatedPool, count: int, within_s: float = 120.0) -> list[int]:
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
@@ -114,7 +122,7 @@ async def test_a_cancelled_call_kills_its_worker_at_once(pool):
         await asyncio.wait_for(pool.run(backtrack, 40), 0.5)
     assert await wait_gone(first, within_s=2.0)
     assert time.monotonic() - started < 3
-    assert pool.replaced == 1
+    assert await wait_replaced(pool, 1) == 1
     assert await pool.run(backtrack, 5) is False
 
 
