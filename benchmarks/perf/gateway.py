@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import multiprocessing as mp
+import re
 import resource
 import statistics
 import time
@@ -33,6 +35,27 @@ from dataclasses import dataclass
 from typing import Any
 
 FAULTS = {"latency_ms": 200.0, "fault_rate": 0.10, "kinds": ("429", "503", "reset"), "seed": 0, "retry_after_s": 1.0}
+
+
+_ERROR_LINE = re.compile(r"Error: (?:this page could not be read \()?(.*)$", re.MULTILINE)
+_NORMALISE = ((re.compile(r"https?://\S+"), "URL"), (re.compile(r'"[^"]*"'), '"Q"'),
+              (re.compile(r"\d+(?:\.\d+)?"), "N"))
+
+
+def error_kinds(observation: str) -> list[str]:
+    """The kind of each error in a tool observation: its message with URLs, quoted text and numbers masked.
+
+    A browse observation holds one error per page that could not be read; a search observation one per failed
+    query. Masking keeps kinds few (``search for "Q" failed: ... HTTP N ...``) without a hand-made list that
+    would hide a kind nobody expected.
+    """
+    kinds = []
+    for match in _ERROR_LINE.finditer(observation):
+        text = match.group(1).rstrip(").")
+        for pattern, mask in _NORMALISE:
+            text = pattern.sub(mask, text)
+        kinds.append(text[:110])
+    return kinds
 
 
 def _rss_mb() -> float:
@@ -93,7 +116,9 @@ def _gateway_main(site_url: str, conn: Any) -> None:
 
     marks: list[float] = []
     asyncio.run(main())
-    conn.send({"rss_mb": _rss_mb(), "cpu_s": marks[-1] - marks[0]})
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the extraction workers, closed and reaped by now
+    conn.send({"rss_mb": _rss_mb(), "cpu_s": marks[-1] - marks[0],
+               "children_cpu_s": children.ru_utime + children.ru_stime})
 
 
 def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn: Any) -> None:
@@ -119,19 +144,20 @@ def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn:
             if not url:
                 await backend.page_opener.aclose()
         wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_started
-        tool_times = [turn.step_time_s for t in trajectories for turn in t.turns if turn.tool is not None]
+        tools = [turn for t in trajectories for turn in t.turns if turn.tool is not None]
+        kinds = collections.Counter(kind for turn in tools for kind in error_kinds(turn.observation))
         return {
             "wall_s": wall,
             "cpu_s": cpu,
             "episodes": len(trajectories),
             "errors": sum(t.error is not None for t in trajectories),
-            "tool_times": tool_times,
-            "tool_errors": sum(
-                1 for t in trajectories for turn in t.turns if turn.tool is not None and "Error:" in turn.observation
-            ),
-            "gateway_errors": sum(
-                1 for t in trajectories for turn in t.turns if turn.tool is not None and "gateway " in turn.observation
-            ),
+            "tool_times": [turn.step_time_s for turn in tools],
+            "tool_times_by_name": {
+                name: [turn.step_time_s for turn in tools if turn.tool == name] for name in {t.tool for t in tools}
+            },
+            "tool_errors": sum(1 for turn in tools if "Error:" in turn.observation),
+            "gateway_errors": sum(1 for turn in tools if "gateway " in turn.observation),
+            "error_kinds": dict(kinds),
         }
 
     stats = asyncio.run(main())
@@ -154,6 +180,10 @@ class Run:
     cpu_s: float
     client_rss_mb: float
     gateway_rss_mb: float | None
+    error_kinds: dict[str, int]
+    cpu_by_process: dict[str, float]
+    by_tool: dict[str, tuple[int, float, float]]
+    gateway_figures: dict[str, float]
 
     @property
     def episodes_per_s(self) -> float:
@@ -197,7 +227,9 @@ def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float)
             conn.send("go")
         results = [_recv(conn, process, timeout_s) for process, conn in workers]
         gateway_stats = None
+        figures: dict[str, float] = {}
         if gateway is not None:
+            figures = _gateway_figures(url)
             gateway[1].send("stop")
             gateway_stats = _recv(gateway[1], gateway[0], 60)
     finally:
@@ -207,6 +239,12 @@ def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float)
                 process.kill()
     times = sorted(t for r in results for t in r["tool_times"])
     cpu = sum(r["cpu_s"] for r in results) + (gateway_stats["cpu_s"] if gateway_stats else 0.0)
+    kinds: collections.Counter[str] = collections.Counter()
+    by_name: dict[str, list[float]] = collections.defaultdict(list)
+    for r in results:
+        kinds.update(r["error_kinds"])
+        for name, values in r["tool_times_by_name"].items():
+            by_name[name].extend(values)
     return Run(
         mode=mode,
         episodes=episodes,
@@ -221,7 +259,39 @@ def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float)
         cpu_s=cpu,
         client_rss_mb=max(r["rss_mb"] for r in results),
         gateway_rss_mb=gateway_stats["rss_mb"] if gateway_stats else None,
+        error_kinds=dict(kinds),
+        cpu_by_process={
+            **{f"client {i}": r["cpu_s"] for i, r in enumerate(results)},
+            **({"gateway": gateway_stats["cpu_s"], "gateway's extraction workers (whole life)":
+                gateway_stats["children_cpu_s"]} if gateway_stats else {}),
+        },
+        by_tool={name: (len(v), *_p50_p95(sorted(v))) for name, v in sorted(by_name.items())},
+        gateway_figures=figures,
     )
+
+
+def _p50_p95(ordered: list[float]) -> tuple[float, float]:
+    if not ordered:
+        return float("nan"), float("nan")
+    return statistics.median(ordered), ordered[int(0.95 * (len(ordered) - 1))]
+
+
+def _gateway_figures(url: str) -> dict[str, float]:
+    """What the gateway's own ``/metrics`` says: server-side time per endpoint, event-loop lag, errors."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=60) as resp:
+        text = resp.read().decode()
+    figures: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{v}" for k, v in sorted(sample.labels.items()) if k != "le")
+            if sample.name.endswith("_bucket") or sample.name.endswith("_created"):
+                continue
+            figures[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,13 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--corpus", default="demo", help="corpus the mini-web serves")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take")
+    parser.add_argument("--modes", default="gateway,in-process",
+                        help="runs to make, comma-separated (gateway, in-process); the ratios need both")
     args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - {"gateway", "in-process"})
+    if unknown or not modes:
+        parser.error(f"--modes: unknown {', '.join(unknown) or '(none given)'}; valid: gateway, in-process")
     episodes = args.episodes or (128 if args.quick else 4096)
     ctx = mp.get_context("spawn")
     site, site_conn = _spawn(ctx, _site_main, args.corpus)
     try:
         site_url = _recv(site_conn, site, 120)
-        runs = [run(mode, episodes, args.clients, site_url, args.timeout) for mode in ("gateway", "in-process")]
+        runs = [run(mode, episodes, args.clients, site_url, args.timeout) for mode in modes]
     finally:
         site.kill()
         site.join(10)
@@ -251,15 +327,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r.mode} | {r.returned}/{r.episodes} | {r.errors} | {r.episodes_per_s:.1f} | {r.tool_calls} | "
               f"{r.tool_errors} ({r.gateway_errors}) | {r.p50_s:.3f} | {r.p95_s:.3f} | {r.cpu_ms_per_call:.2f} | "
               f"{r.client_rss_mb:.0f} | {gw} |")
-    through, local = runs
-    print(f"\ngateway / in-process: tool-call p50 x{through.p50_s / local.p50_s:.2f}, p95 "
-          f"x{through.p95_s / local.p95_s:.2f}, CPU per tool call x{through.cpu_ms_per_call / local.cpu_ms_per_call:.2f}"
-          f", episodes/s x{through.episodes_per_s / local.episodes_per_s:.2f}")
+    print("\n| mode | tool | calls | p50 s | p95 s |\n|---|---|---|---|---|")
+    for r in runs:
+        for name, (count, p50, p95) in r.by_tool.items():
+            print(f"| {r.mode} | {name} | {count} | {p50:.3f} | {p95:.3f} |")
+    _print_error_kinds(runs)
+    print("\nCPU seconds by process while the episodes ran (clients' extraction workers not counted):")
+    for r in runs:
+        shares = ", ".join(f"{name} {cpu:.1f}" for name, cpu in r.cpu_by_process.items())
+        print(f"  {r.mode} ({r.wall_s:.1f} s wall): {shares}")
+    for r in runs:
+        if r.gateway_figures:
+            print(f"\ngateway /metrics after the {r.mode} run:")
+            for name, value in sorted(r.gateway_figures.items()):
+                if value and not name.startswith(("python_", "process_")):
+                    print(f"  {name} {value:g}")
+    if len(runs) == 2:
+        through, local = runs
+        print(f"\ngateway / in-process: tool-call p50 x{through.p50_s / local.p50_s:.2f}, p95 "
+              f"x{through.p95_s / local.p95_s:.2f}, CPU per tool call "
+              f"x{through.cpu_ms_per_call / local.cpu_ms_per_call:.2f}, episodes/s "
+              f"x{through.episodes_per_s / local.episodes_per_s:.2f}")
     missing = [r.mode for r in runs if r.returned != r.episodes]
     if missing:
         print(f"trajectories missing in: {', '.join(missing)}")
         return 1
     return 0
+
+
+def _print_error_kinds(runs: list[Run]) -> None:
+    """Error observations by kind, one column per mode, each with its share of that mode's tool calls."""
+    kinds = sorted({k for r in runs for k in r.error_kinds}, key=lambda k: -sum(r.error_kinds.get(k, 0) for r in runs))
+    print("\nerror observations by kind (a browse call has one per page that failed; share: of tool calls)")
+    print("| kind | " + " | ".join(r.mode for r in runs) + " |\n|---|" + "---|" * len(runs))
+    for kind in kinds:
+        cells = [f"{r.error_kinds.get(kind, 0)} ({r.error_kinds.get(kind, 0) / max(1, r.tool_calls):.1%})" for r in runs]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    totals = [f"{sum(r.error_kinds.values())} ({sum(r.error_kinds.values()) / max(1, r.tool_calls):.1%})" for r in runs]
+    print("| all | " + " | ".join(totals) + " |")
 
 
 if __name__ == "__main__":

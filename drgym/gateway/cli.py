@@ -22,9 +22,14 @@ providers' variables, e.g. SERPER_API_KEY, or --search-kwargs) never appear in a
 
 Operating it: GET /health (no token needed) and GET /metrics (Prometheus text format: requests by endpoint and
 outcome, errors by kind, latency, cache hits, provider calls and failures, estimated spend, budget used,
-rate-limit waits). SIGTERM or SIGINT stops accepting, finishes the requests in flight and closes the store;
+rate-limit waits, requests queued and their waits, event-loop lag). SIGTERM or SIGINT stops accepting, finishes the requests in flight and closes the store;
 every answer it sent was committed to the store first, so even kill -9 loses none. Clients retry a restarting
-gateway with backoff; one that stays down becomes an error observation, never a crashed episode."""
+gateway with backoff; one that stays down becomes an error observation, never a crashed episode.
+
+Load: --max-in-flight requests are worked on at once and up to --max-queue more wait in a first-come queue;
+a request's work and its time budgets start with its turn, so thousands of episodes at once do not all pass
+their page-read budgets together. A full queue answers HTTP 503 with Retry-After, which clients wait out and
+retry (within their timeout_s, search_kwargs={"timeout_s": ...}, default 600 s)."""
 
 _EPILOG = """\
 examples:
@@ -58,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
                    help="how the store is used (default: read-write when --cache-path is given)")
     p.add_argument("--reader", default="lexical",
                    help="how pages are read for clients: lexical (no LLM) or an LLM spec (openai:URL, ...)")
+    p.add_argument("--max-in-flight", type=int, default=256, metavar="N",
+                   help="tool requests worked on at once (default 256); the rest wait their turn, first come "
+                        "first served, and their time budgets (a page's read budget) start with their turn")
+    p.add_argument("--max-queue", type=int, default=8192, metavar="N",
+                   help="requests that may wait for a turn (default 8192); past that the gateway answers HTTP 503 "
+                        "with Retry-After (the time the queue takes to drain), which clients wait out and retry")
     return {"serve": _cmd_serve}
 
 
@@ -88,4 +99,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         reader=args.reader,
     )
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
-    return run(config, host=args.host, port=args.port, token=token)
+    return run(
+        config, host=args.host, port=args.port, token=token, max_in_flight=args.max_in_flight,
+        max_queue=args.max_queue,
+    )

@@ -18,6 +18,8 @@ import asyncio
 import itertools
 import math
 import os
+import random
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -30,7 +32,7 @@ from drgym.browse.memory import EpisodeMemory
 from drgym.document import Document
 from drgym.errors import BackendError, ConfigError
 from drgym.gateway import wire
-from drgym.retry import Retryable, RetryPolicy, with_retries
+from drgym.retry import Retryable, RetryPolicy, parse_retry_after, with_retries
 from drgym.search._http import LoopSessions
 from drgym.search.base import Result
 from drgym.search.metering import EpisodeUsage
@@ -52,10 +54,15 @@ class GatewayBackend:
     Args:
         url: The gateway's base URL, ``http://HOST:PORT``.
         token: The gateway's shared token; default ``DRGYM_GATEWAY_TOKEN``.
-        timeout_s: Limit for one search or open request (a browse request gets its time budget on top).
+        timeout_s: Longest a search or open request may take once sent (a browse request gets its time
+            budget on top): time queued at a busy gateway and the waits it asks for (HTTP 503 with
+            ``Retry-After`` when its queue is full) count; waiting for one of this process's own connections
+            does not. Past it the call is a ``BackendError`` (an error observation).
         retry: How a gateway that is down or restarting is retried.
         budget_per_episode: Provider calls one episode may make (the gateway's own cap applies too).
-        connector_limit: Connections to the gateway at once, per event loop.
+        connector_limit: Connections to the gateway at once, per event loop; requests past it wait for a free
+            connection (not counted against ``timeout_s``), so the gateway's queue, not the client, decides
+            the order.
     """
 
     def __init__(
@@ -63,10 +70,10 @@ class GatewayBackend:
         url: str,
         *,
         token: str | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = 600.0,
         retry: RetryPolicy | None = None,
         budget_per_episode: int | None = None,
-        connector_limit: int = 256,
+        connector_limit: int = 1024,
     ) -> None:
         if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
             raise ConfigError(f'gateway URL must look like "http://HOST:PORT", got {url!r}')
@@ -151,15 +158,29 @@ class GatewayBackend:
         return aiohttp.ClientSession(connector=connector, headers=headers)
 
     async def post(self, endpoint: str, payload: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
-        """POST ``payload`` to ``/v1/<endpoint>``; returns the answer or raises the error it reports."""
+        """POST ``payload`` to ``/v1/<endpoint>``; returns the answer or raises the error it reports.
+
+        A gateway at capacity (503 ``Busy`` with ``Retry-After``) is waited out and asked again until
+        ``timeout_s`` has passed; a gateway that is down or restarting is retried by :attr:`retry`.
+        """
         url = f"{self.url}{wire.API_PREFIX}/{endpoint}"
         limit = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
 
         async def attempt(number: int, remaining: float) -> Any:
             session = self._sessions.get()
+            left = max(0.001, deadline - time.monotonic())
+            # No total/connect limit: waiting for a pooled connection is this process's own queue. sock_read is
+            # the time the gateway takes to answer a request it has (its queue included).
+            timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=30.0, sock_read=left)
             try:
-                async with session.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=limit)) as resp:
+                async with session.post(url, json=payload, timeout=timeout) as resp:
                     status = resp.status
+                    if status == 503 and resp.headers.get("Retry-After") is not None:
+                        data = await resp.json(content_type=None)
+                        error = data.get("error") if isinstance(data, dict) else None
+                        if isinstance(error, dict) and error.get("type") == wire.BUSY:
+                            raise _Busy(parse_retry_after(resp.headers.get("Retry-After")) or 1.0)
                     if status in self.retry.retry_statuses:
                         raise Retryable(f"HTTP {status}")
                     try:
@@ -167,7 +188,7 @@ class GatewayBackend:
                     except ValueError:
                         raise BackendError(f"gateway {endpoint}: HTTP {status} with a body that is not JSON") from None
             except (asyncio.TimeoutError, TimeoutError):
-                raise BackendError(f"gateway {endpoint}: no answer within {limit:g} s") from None
+                raise BackendError(f"gateway {endpoint}: no answer within {limit:g} s (timeout_s)") from None
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
                 raise Retryable(f"connection failed ({type(exc).__name__})") from exc
             error = data.get("error") if isinstance(data, dict) else None
@@ -178,7 +199,28 @@ class GatewayBackend:
                 wire.raise_error(error)
             return data
 
-        return await with_retries(attempt, self.retry, what=f"gateway {endpoint} at {self.url}")
+        waits = 0
+        while True:
+            try:
+                return await with_retries(attempt, self.retry, what=f"gateway {endpoint} at {self.url}")
+            except _Busy as busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BackendError(
+                        f"gateway {endpoint}: the gateway stayed at capacity for {limit:g} s (timeout_s; it "
+                        f"answered 503 Busy {waits + 1} times)"
+                    ) from None
+                waits += 1
+                # Spread the clients a full queue turned away over a quarter more than it asked for.
+                await asyncio.sleep(min(left, busy.retry_after_s * (1.0 + 0.25 * random.random())))
+
+
+class _Busy(Exception):
+    """The gateway's queue is full: wait ``retry_after_s`` and send again (not a failed attempt)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"gateway busy; retry after {retry_after_s:g} s")
+        self.retry_after_s = retry_after_s
 
 
 class GatewayEpisode:

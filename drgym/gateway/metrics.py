@@ -43,7 +43,22 @@ class GatewayMetrics:
             "drgym_gateway_request_seconds", "Time to answer a tool request, by endpoint", ["endpoint"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=self.registry,
         )
-        self.in_flight = Gauge("drgym_gateway_in_flight", "Tool requests being answered", registry=self.registry)
+        self.in_flight = Gauge("drgym_gateway_in_flight", "Tool requests received and not yet answered (queued ones included)", registry=self.registry)
+        self.queued = Gauge(
+            "drgym_gateway_queued", "Tool requests waiting for a turn (past --max-in-flight)", registry=self.registry
+        )
+        self.queue_wait = Histogram(
+            "drgym_gateway_queue_wait_seconds", "Time a tool request waited for a turn before its work started",
+            buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=self.registry,
+        )
+        self.loop_lag = Histogram(
+            "drgym_gateway_loop_lag_seconds",
+            "How late the event loop woke for a timer: time the loop was busy with other work (CPU on the loop)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=self.registry,
+        )
+        self.loop_lag_max = Gauge(
+            "drgym_gateway_loop_lag_max_seconds", "Longest event-loop lag seen", registry=self.registry
+        )
         self.registry.register(_OwnedFigures(services))
 
     def render(self) -> bytes:

@@ -34,6 +34,7 @@ from aiohttp import web
 from drgym._listen import listen
 from drgym.errors import BackendError, ConfigError, DrgymError
 from drgym.gateway import wire
+from drgym.gateway.admission import Admission, GatewayBusy
 from drgym.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from drgym.gateway.services import GatewayConfig, GatewayServices
 
@@ -48,6 +49,7 @@ _SERVICES: web.AppKey[GatewayServices] = web.AppKey("services", GatewayServices)
 _METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)
 _TOKEN: web.AppKey[str] = web.AppKey("token", str)
 _STATE: web.AppKey[dict[str, Any]] = web.AppKey("state", dict)
+_ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
 
 _ENDPOINTS = frozenset({"search", "open", "browse", "metrics", "health"})
 _Handler = Callable[[GatewayServices, Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -66,10 +68,18 @@ def check_bind(host: str, token: str | None) -> None:
         )
 
 
-def build_app(services: GatewayServices, *, token: str | None = None) -> web.Application:
-    """The gateway application over ``services`` (which the caller closes)."""
+def build_app(
+    services: GatewayServices, *, token: str | None = None, admission: Admission | None = None
+) -> web.Application:
+    """The gateway application over ``services`` (which the caller closes).
+
+    Args:
+        admission: How many tool requests are worked on at once and how many may wait (default
+            :class:`Admission`'s: 256 and 8192).
+    """
     app = web.Application(client_max_size=wire.MAX_BODY_BYTES, middlewares=[_guard])
     app[_SERVICES] = services
+    app[_ADMISSION] = admission or Admission()
     app[_METRICS] = GatewayMetrics(services)
     app[_TOKEN] = token or ""
     app[_STATE] = {"closing": False, "in_flight": 0}
@@ -129,6 +139,7 @@ async def _health(request: web.Request) -> web.Response:
             "status": "closing" if state["closing"] else "ok",
             "backend": services.name,
             "in_flight": state["in_flight"],
+            "queued": request.app[_ADMISSION].waiting,
             "uptime_s": round(time.time() - services.started, 3),
         }
     )
@@ -149,40 +160,63 @@ def _tool(endpoint: str, handler: _Handler) -> Callable[[web.Request], Awaitable
         started = time.perf_counter()
         state["in_flight"] += 1
         metrics.in_flight.inc()
+        queued = True
+        metrics.queued.inc()
         try:
             try:
-                body = await request.json(loads=json.loads)
-            except web.HTTPRequestEntityTooLarge:
-                metrics.errors.labels("too_large").inc()
-                metrics.requests.labels(endpoint, "too_large").inc()
-                return _refusal(413, "TooLarge", f"request body exceeds {wire.MAX_BODY_BYTES} bytes")
-            except (ValueError, UnicodeDecodeError):
-                raise wire.WireError("the body is not JSON") from None
-            if not isinstance(body, dict):
-                raise wire.WireError("the body must be a JSON object")
-            answer = await handler(services, body)
-            metrics.requests.labels(endpoint, "ok").inc()
-            return web.json_response(answer)
-        except wire.WireError as exc:
-            metrics.errors.labels("bad_request").inc()
-            metrics.requests.labels(endpoint, "bad_request").inc()
-            return _refusal(400, "BadRequest", f"{endpoint}: {services.redact(str(exc))}")
-        except DrgymError as exc:  # a tool error is an answer: the client raises the same class
-            metrics.errors.labels(type(exc).__name__).inc()
-            metrics.requests.labels(endpoint, "tool_error").inc()
-            return web.json_response({"error": wire.error_to_json(exc, services.redact(str(exc)))})
-        except Exception as exc:  # noqa: BLE001  (reported to the client; the server keeps serving)
-            logger.error("gateway %s failed unexpectedly: %s", endpoint, services.redact(repr(exc)))
-            metrics.errors.labels("unexpected").inc()
-            metrics.requests.labels(endpoint, "tool_error").inc()
-            error = BackendError(f"the gateway failed unexpectedly ({type(exc).__name__}) during {endpoint}")
-            return web.json_response({"error": wire.error_to_json(error, str(error))})
+                async with app[_ADMISSION].turn() as waited:
+                    queued = False
+                    metrics.queued.dec()
+                    metrics.queue_wait.observe(waited)
+                    return await _answer(endpoint, handler, request, services, metrics)
+            except GatewayBusy as busy:
+                metrics.errors.labels("busy").inc()
+                metrics.requests.labels(endpoint, "busy").inc()
+                response = _refusal(503, wire.BUSY, f"{busy}: {app[_ADMISSION].waiting} requests are waiting")
+                response.headers["Retry-After"] = f"{busy.retry_after_s:g}"
+                return response
         finally:
+            if queued:  # refused, or the client went away while it waited
+                metrics.queued.dec()
             state["in_flight"] -= 1
             metrics.in_flight.dec()
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
     return serve_tool
+
+
+async def _answer(
+    endpoint: str, handler: _Handler, request: web.Request, services: GatewayServices, metrics: GatewayMetrics
+) -> web.Response:
+    """Run one admitted tool request: parse, call the services, turn every failure into a typed answer."""
+    try:
+        try:
+            body = await request.json(loads=json.loads)
+        except web.HTTPRequestEntityTooLarge:
+            metrics.errors.labels("too_large").inc()
+            metrics.requests.labels(endpoint, "too_large").inc()
+            return _refusal(413, "TooLarge", f"request body exceeds {wire.MAX_BODY_BYTES} bytes")
+        except (ValueError, UnicodeDecodeError):
+            raise wire.WireError("the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise wire.WireError("the body must be a JSON object")
+        answer = await handler(services, body)
+        metrics.requests.labels(endpoint, "ok").inc()
+        return web.json_response(answer)
+    except wire.WireError as exc:
+        metrics.errors.labels("bad_request").inc()
+        metrics.requests.labels(endpoint, "bad_request").inc()
+        return _refusal(400, "BadRequest", f"{endpoint}: {services.redact(str(exc))}")
+    except DrgymError as exc:  # a tool error is an answer: the client raises the same class
+        metrics.errors.labels(type(exc).__name__).inc()
+        metrics.requests.labels(endpoint, "tool_error").inc()
+        return web.json_response({"error": wire.error_to_json(exc, services.redact(str(exc)))})
+    except Exception as exc:  # noqa: BLE001  (reported to the client; the server keeps serving)
+        logger.error("gateway %s failed unexpectedly: %s", endpoint, services.redact(repr(exc)))
+        metrics.errors.labels("unexpected").inc()
+        metrics.requests.labels(endpoint, "tool_error").inc()
+        error = BackendError(f"the gateway failed unexpectedly ({type(exc).__name__}) during {endpoint}")
+        return web.json_response({"error": wire.error_to_json(error, str(error))})
 
 
 def _text(body: Mapping[str, Any], name: str, limit: int, *, empty: bool = False) -> str:
@@ -277,8 +311,13 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     shutdown_timeout_s: float = 60.0,
     backlog: int = 4096,
+    max_in_flight: int = 256,
+    max_queue: int = 8192,
 ) -> None:
     """Serve until ``stop`` is set (or the task is cancelled), then finish in-flight requests and close.
+
+    ``max_in_flight`` tool requests are worked on at once; up to ``max_queue`` more wait their turn (first come,
+    first served; their time budgets start with their turn); past that, HTTP 503 with ``Retry-After``.
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, or a bad port.
@@ -287,12 +326,15 @@ async def serve(
     check_bind(host, token)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"drgym serve: --port must be an integer from 0 to 65535, got {port!r}")
+    admission = Admission(max_in_flight, max_queue)
     services = config if isinstance(config, GatewayServices) else GatewayServices(config)
-    app = build_app(services, token=token)
+    app = build_app(services, token=token, admission=admission)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s, handle_signals=False)
     sock = listen(host, port, backlog, command="drgym serve")
+    lag: asyncio.Task[None] | None = None
     try:
         await runner.setup()
+        lag = asyncio.create_task(_watch_loop_lag(app[_METRICS]))
         await web.SockSite(runner, sock).start()
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{sock.getsockname()[1]}"
@@ -302,6 +344,8 @@ async def serve(
         await (stop or asyncio.Event()).wait()
     finally:
         app[_STATE]["closing"] = True
+        if lag is not None:
+            lag.cancel()
         try:
             await runner.cleanup()  # stops listening, waits for the requests in flight
         finally:
@@ -310,7 +354,29 @@ async def serve(
 
 
 
-def run(config: GatewayConfig, *, host: str, port: int, token: str | None) -> int:
+async def _watch_loop_lag(metrics: GatewayMetrics, period_s: float = 0.1) -> None:
+    """Record how late a timer fires: the time the loop was held by work that does not yield."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    while True:
+        due = loop.time() + period_s
+        await asyncio.sleep(period_s)
+        late = max(0.0, loop.time() - due)
+        metrics.loop_lag.observe(late)
+        if late > worst:
+            worst = late
+            metrics.loop_lag_max.set(late)
+
+
+def run(
+    config: GatewayConfig,
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    max_in_flight: int = 256,
+    max_queue: int = 8192,
+) -> int:
     """Serve from the command line until SIGTERM or SIGINT; prints the URL on stderr once it is ready."""
 
     async def main() -> None:
@@ -322,7 +388,10 @@ def run(config: GatewayConfig, *, host: str, port: int, token: str | None) -> in
         def ready(url: str) -> None:
             print(f"drgym serve: listening on {url}", file=sys.stderr, flush=True)
 
-        await serve(config, host=host, port=port, token=token, stop=stop, on_ready=ready)
+        await serve(
+            config, host=host, port=port, token=token, stop=stop, on_ready=ready, max_in_flight=max_in_flight,
+            max_queue=max_queue,
+        )
 
     asyncio.run(main())
     print("drgym serve: stopped", file=sys.stderr, flush=True)

@@ -22,6 +22,7 @@ from drgym.search.metering import EpisodeUsage
 
 __all__ = [
     "API_PREFIX",
+    "BUSY",
     "MAX_BODY_BYTES",
     "MAX_MEMORY_CHARS",
     "MAX_QUERY_CHARS",
@@ -44,6 +45,8 @@ __all__ = [
 API_PREFIX = "/v1"
 TOKEN_ENV = "DRGYM_GATEWAY_TOKEN"
 """Where clients and ``drgym serve`` read the shared token when none is passed."""
+BUSY = "Busy"
+"""Error type of the 503 a gateway at capacity answers (with ``Retry-After``); clients wait and send again."""
 TOKEN_HEADER = "Authorization"
 """``Authorization: Bearer <token>``."""
 
