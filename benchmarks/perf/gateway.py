@@ -58,6 +58,21 @@ def error_kinds(observation: str) -> list[str]:
     return kinds
 
 
+def _pool_cpu_s(pool: Any) -> float:
+    """CPU seconds the extraction pool's live worker processes have used (Linux ``/proc``; 0 elsewhere)."""
+    import os
+
+    total = 0.0
+    for pid in pool.pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
@@ -67,11 +82,15 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _upstream(site_url: str) -> Any:
-    """The live path to the site: SearxNG client and page opener, limits wide enough not to be the bottleneck."""
+def _upstream(site_url: str, extract_workers: int = 2) -> Any:
+    """The live path to the site: SearxNG client and page opener, limits wide enough not to be the bottleneck.
+
+    ``extract_workers``: processes of the opener's extraction pool (the gateway gets as many as all the
+    in-process clients together, so both runs have the same number of extraction processes)."""
     from drgym.ratelimit import TokenBucket
     from drgym.search.searxng import SearxngBackend
     from drgym.web.fetch import FetchConfig
+    from drgym.web.isolation import IsolatedPool
     from drgym.web.opener import PageOpener
 
     fetch = FetchConfig(
@@ -80,7 +99,7 @@ def _upstream(site_url: str) -> Any:
     )
     return SearxngBackend(
         base_url=site_url, language=None, limiter=TokenBucket(100_000.0), connector_limit=1024,
-        page_opener=PageOpener(config=fetch),
+        page_opener=PageOpener(config=fetch, pool=IsolatedPool(extract_workers)),
     )
 
 
@@ -94,7 +113,7 @@ def _site_main(corpus: str, conn: Any) -> None:
 # ------------------------------------------------------------------------------------------------ processes
 
 
-def _gateway_main(site_url: str, conn: Any) -> None:
+def _gateway_main(site_url: str, extract_workers: int, conn: Any) -> None:
     """The gateway process: serve until told to stop, then report its peak RSS and the CPU time it spent
     between the parent's "mark" (the clients start) and "stop"."""
     from drgym.gateway.server import serve
@@ -103,7 +122,8 @@ def _gateway_main(site_url: str, conn: Any) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        services = GatewayServices(GatewayConfig(search=_upstream(site_url)))
+        backend = _upstream(site_url, extract_workers)
+        services = GatewayServices(GatewayConfig(search=backend))
 
         def commands() -> None:
             while conn.recv() != "stop":  # "mark"
@@ -112,13 +132,17 @@ def _gateway_main(site_url: str, conn: Any) -> None:
 
         waiter = loop.run_in_executor(None, commands)
         waiter.add_done_callback(lambda _: stop.set())
-        await serve(services, port=0, stop=stop, on_ready=conn.send, shutdown_timeout_s=10)
+        try:
+            await serve(services, port=0, stop=stop, on_ready=conn.send, shutdown_timeout_s=10)
+        finally:
+            extract_cpu.append(_pool_cpu_s(backend.page_opener.pool))
+            await backend.page_opener.aclose()
+            backend.page_opener.pool.close()
 
     marks: list[float] = []
+    extract_cpu: list[float] = []
     asyncio.run(main())
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the extraction workers, closed and reaped by now
-    conn.send({"rss_mb": _rss_mb(), "cpu_s": marks[-1] - marks[0],
-               "children_cpu_s": children.ru_utime + children.ru_stime})
+    conn.send({"rss_mb": _rss_mb(), "cpu_s": marks[-1] - marks[0], "extract_cpu_s": sum(extract_cpu)})
 
 
 def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn: Any) -> None:
@@ -140,15 +164,18 @@ def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn:
                 ScriptedAgent, episodes=episodes, seed=seed, concurrency=episodes,
             )
         finally:
+            extract_cpu = 0.0 if url else _pool_cpu_s(backend.page_opener.pool)
             await backend.aclose()
             if not url:
                 await backend.page_opener.aclose()
+                backend.page_opener.pool.close()
         wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_started
         tools = [turn for t in trajectories for turn in t.turns if turn.tool is not None]
         kinds = collections.Counter(kind for turn in tools for kind in error_kinds(turn.observation))
         return {
             "wall_s": wall,
             "cpu_s": cpu,
+            "extract_cpu_s": extract_cpu,
             "episodes": len(trajectories),
             "errors": sum(t.error is not None for t in trajectories),
             "tool_times": [turn.step_time_s for turn in tools],
@@ -214,7 +241,7 @@ def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float)
     ctx = mp.get_context("spawn")
     gateway = url = None
     if mode == "gateway":
-        gateway = _spawn(ctx, _gateway_main, site_url)
+        gateway = _spawn(ctx, _gateway_main, site_url, 2 * clients)
         url = _recv(gateway[1], gateway[0], 120)
     shares = [episodes // clients + (i < episodes % clients) for i in range(clients)]
     workers = [_spawn(ctx, _client_main, url, site_url, n, 1000 * i) for i, n in enumerate(shares)]
@@ -262,8 +289,8 @@ def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float)
         error_kinds=dict(kinds),
         cpu_by_process={
             **{f"client {i}": r["cpu_s"] for i, r in enumerate(results)},
-            **({"gateway": gateway_stats["cpu_s"], "gateway's extraction workers (whole life)":
-                gateway_stats["children_cpu_s"]} if gateway_stats else {}),
+            **({f"client {i} extraction": r["extract_cpu_s"] for i, r in enumerate(results)} if not gateway_stats
+               else {"gateway": gateway_stats["cpu_s"], "gateway extraction": gateway_stats["extract_cpu_s"]}),
         },
         by_tool={name: (len(v), *_p50_p95(sorted(v))) for name, v in sorted(by_name.items())},
         gateway_figures=figures,
@@ -332,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (count, p50, p95) in r.by_tool.items():
             print(f"| {r.mode} | {name} | {count} | {p50:.3f} | {p95:.3f} |")
     _print_error_kinds(runs)
-    print("\nCPU seconds by process while the episodes ran (clients' extraction workers not counted):")
+    print("\nCPU seconds by process while the episodes ran (extraction: the pool's workers over their whole life):")
     for r in runs:
         shares = ", ".join(f"{name} {cpu:.1f}" for name, cpu in r.cpu_by_process.items())
         print(f"  {r.mode} ({r.wall_s:.1f} s wall): {shares}")

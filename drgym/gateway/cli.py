@@ -26,7 +26,8 @@ rate-limit waits, requests queued and their waits, event-loop lag). SIGTERM or S
 every answer it sent was committed to the store first, so even kill -9 loses none. Clients retry a restarting
 gateway with backoff; one that stays down becomes an error observation, never a crashed episode.
 
-Load: --max-in-flight requests are worked on at once and up to --max-queue more wait in a first-come queue;
+Load: --max-in-flight requests are worked on at once and up to --max-queue more wait in a first-come queue
+(searches and page reads each have their own, so a search never waits behind page extraction);
 a request's work and its time budgets start with its turn, so thousands of episodes at once do not all pass
 their page-read budgets together. A full queue answers HTTP 503 with Retry-After, which clients wait out and
 retry (within their timeout_s, search_kwargs={"timeout_s": ...}, default 600 s)."""
@@ -64,10 +65,11 @@ def register(sub: argparse._SubParsersAction) -> dict[str, Any]:
     p.add_argument("--reader", default="lexical",
                    help="how pages are read for clients: lexical (no LLM) or an LLM spec (openai:URL, ...)")
     p.add_argument("--max-in-flight", type=int, default=256, metavar="N",
-                   help="tool requests worked on at once (default 256); the rest wait their turn, first come "
-                        "first served, and their time budgets (a page's read budget) start with their turn")
+                   help="tool requests worked on at once (default 256), in each of two lanes: searches, and page "
+                        "reads (open, browse), so searches never queue behind page extraction; the rest wait their "
+                        "turn, first come first served, and their time budgets start with their turn")
     p.add_argument("--max-queue", type=int, default=8192, metavar="N",
-                   help="requests that may wait for a turn (default 8192); past that the gateway answers HTTP 503 "
+                   help="requests that may wait for a turn, per lane (default 8192); past that the gateway answers HTTP 503 "
                         "with Retry-After (the time the queue takes to drain), which clients wait out and retry")
     return {"serve": _cmd_serve}
 

@@ -45,10 +45,12 @@ class GatewayMetrics:
         )
         self.in_flight = Gauge("drgym_gateway_in_flight", "Tool requests received and not yet answered (queued ones included)", registry=self.registry)
         self.queued = Gauge(
-            "drgym_gateway_queued", "Tool requests waiting for a turn (past --max-in-flight)", registry=self.registry
+            "drgym_gateway_queued", "Tool requests waiting for a turn (past --max-in-flight), by lane",
+            ["lane"], registry=self.registry
         )
         self.queue_wait = Histogram(
-            "drgym_gateway_queue_wait_seconds", "Time a tool request waited for a turn before its work started",
+            "drgym_gateway_queue_wait_seconds", "Time a tool request waited for a turn before its work started, by lane",
+            ["lane"],
             buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=self.registry,
         )
         self.loop_lag = Histogram(

@@ -49,7 +49,9 @@ _SERVICES: web.AppKey[GatewayServices] = web.AppKey("services", GatewayServices)
 _METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics", GatewayMetrics)
 _TOKEN: web.AppKey[str] = web.AppKey("token", str)
 _STATE: web.AppKey[dict[str, Any]] = web.AppKey("state", dict)
-_ADMISSION: web.AppKey[Admission] = web.AppKey("admission", Admission)
+_ADMISSION: web.AppKey[dict[str, Admission]] = web.AppKey("admission", dict)
+_LANES = {"search": "search", "open": "pages", "browse": "pages"}
+"""Searches and page work queue apart: a search (one upstream call) never waits behind page extraction."""
 
 _ENDPOINTS = frozenset({"search", "open", "browse", "metrics", "health"})
 _Handler = Callable[[GatewayServices, Mapping[str, Any]], Awaitable[dict[str, Any]]]
@@ -69,17 +71,18 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def build_app(
-    services: GatewayServices, *, token: str | None = None, admission: Admission | None = None
+    services: GatewayServices, *, token: str | None = None, max_in_flight: int = 256, max_queue: int = 8192
 ) -> web.Application:
     """The gateway application over ``services`` (which the caller closes).
 
     Args:
-        admission: How many tool requests are worked on at once and how many may wait (default
-            :class:`Admission`'s: 256 and 8192).
+        max_in_flight / max_queue: Requests worked on at once and requests that may wait, in each of two
+            lanes: searches, and page work (``open``, ``browse``), so that cheap searches do not queue behind
+            page extraction.
     """
     app = web.Application(client_max_size=wire.MAX_BODY_BYTES, middlewares=[_guard])
     app[_SERVICES] = services
-    app[_ADMISSION] = admission or Admission()
+    app[_ADMISSION] = {lane: Admission(max_in_flight, max_queue) for lane in sorted(set(_LANES.values()))}
     app[_METRICS] = GatewayMetrics(services)
     app[_TOKEN] = token or ""
     app[_STATE] = {"closing": False, "in_flight": 0}
@@ -139,7 +142,7 @@ async def _health(request: web.Request) -> web.Response:
             "status": "closing" if state["closing"] else "ok",
             "backend": services.name,
             "in_flight": state["in_flight"],
-            "queued": request.app[_ADMISSION].waiting,
+            "queued": {lane: a.waiting for lane, a in request.app[_ADMISSION].items()},
             "uptime_s": round(time.time() - services.started, 3),
         }
     )
@@ -160,24 +163,26 @@ def _tool(endpoint: str, handler: _Handler) -> Callable[[web.Request], Awaitable
         started = time.perf_counter()
         state["in_flight"] += 1
         metrics.in_flight.inc()
+        lane = _LANES[endpoint]
+        admission = app[_ADMISSION][lane]
         queued = True
-        metrics.queued.inc()
+        metrics.queued.labels(lane).inc()
         try:
             try:
-                async with app[_ADMISSION].turn() as waited:
+                async with admission.turn() as waited:
                     queued = False
-                    metrics.queued.dec()
-                    metrics.queue_wait.observe(waited)
+                    metrics.queued.labels(lane).dec()
+                    metrics.queue_wait.labels(lane).observe(waited)
                     return await _answer(endpoint, handler, request, services, metrics)
             except GatewayBusy as busy:
                 metrics.errors.labels("busy").inc()
                 metrics.requests.labels(endpoint, "busy").inc()
-                response = _refusal(503, wire.BUSY, f"{busy}: {app[_ADMISSION].waiting} requests are waiting")
+                response = _refusal(503, wire.BUSY, f"{busy}: {admission.waiting} requests are waiting")
                 response.headers["Retry-After"] = f"{busy.retry_after_s:g}"
                 return response
         finally:
             if queued:  # refused, or the client went away while it waited
-                metrics.queued.dec()
+                metrics.queued.labels(lane).dec()
             state["in_flight"] -= 1
             metrics.in_flight.dec()
             metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
@@ -317,7 +322,8 @@ async def serve(
     """Serve until ``stop`` is set (or the task is cancelled), then finish in-flight requests and close.
 
     ``max_in_flight`` tool requests are worked on at once; up to ``max_queue`` more wait their turn (first come,
-    first served; their time budgets start with their turn); past that, HTTP 503 with ``Retry-After``.
+    first served; their time budgets start with their turn); past that, HTTP 503 with ``Retry-After``. Each
+    limit holds per lane: searches, and page work (open, browse).
 
     Raises:
         ConfigError: a non-loopback ``host`` without a token, or a bad port.
@@ -326,9 +332,8 @@ async def serve(
     check_bind(host, token)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"drgym serve: --port must be an integer from 0 to 65535, got {port!r}")
-    admission = Admission(max_in_flight, max_queue)
     services = config if isinstance(config, GatewayServices) else GatewayServices(config)
-    app = build_app(services, token=token, admission=admission)
+    app = build_app(services, token=token, max_in_flight=max_in_flight, max_queue=max_queue)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout_s, handle_signals=False)
     sock = listen(host, port, backlog, command="drgym serve")
     lag: asyncio.Task[None] | None = None

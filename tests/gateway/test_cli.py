@@ -13,10 +13,10 @@ def test_help_names_every_option_and_the_safety_rules(capsys) -> None:
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for option in ("--search", "--port", "--host", "--token", "--rps", "--budget", "--cache-path", "--cache-mode",
-                   "--corpus", "--reader", "--search-kwargs", "--budget-per-episode"):
+                   "--corpus", "--reader", "--search-kwargs", "--budget-per-episode", "--max-in-flight", "--max-queue"):
         assert option in text
     for fact in ("127.0.0.1", "DRGYM_GATEWAY_TOKEN", "401", "SSRF", "413", "/health", "/metrics", "SIGTERM",
-                 "kill -9", 'search="gateway:http://HOST:PORT"'):
+                 "kill -9", 'search="gateway:http://HOST:PORT"', "503", "Retry-After", "timeout_s"):
         assert fact in " ".join(text.split()), fact
 
 

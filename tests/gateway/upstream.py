@@ -29,6 +29,8 @@ class Upstream:
     """A SearxNG-compatible search API on 127.0.0.1 that records every request."""
 
     delay_s: float = 0.0
+    pages: dict[str, str] = field(default_factory=dict)
+    """HTML served at a path (``/huge``); any other path is the ``/secret`` page."""
     searches: list[tuple[float, str]] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     url: str = ""
@@ -97,6 +99,8 @@ class Upstream:
     async def _page(self, request: web.Request) -> web.Response:
         with self._lock:
             self.paths.append(request.path)
+        if request.path in self.pages:
+            return web.Response(text=self.pages[request.path], content_type="text/html")
         return web.Response(text="<html><body><p>internal secret</p></body></html>", content_type="text/html")
 
 
