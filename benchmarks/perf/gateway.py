@@ -7,18 +7,21 @@ fetcher (the site's address allow-listed) and the extractor. Scripted-agent epis
 the results' pages) run through ``drgym.arun_episodes`` in ``--clients`` processes, all ``--episodes`` in
 flight at once:
 
-* **gateway**: the search stack, fetcher and reader live in one gateway process; each client process shares
-  one ``GatewayBackend`` (searches, page opens and page reads go through the gateway);
+* **gateway**: the search stack, fetcher and reader live in one gateway process (its extraction pool as many
+  processes as the clients' pools together); each client process shares one ``GatewayBackend`` (searches,
+  page opens and page reads go through the gateway);
 * **in-process**: the same episodes, each client process with the same stack of its own (no gateway).
 
-Reported: episodes/s, tool-call p50/p95 (a ``step`` that ran a tool, seen by the client), peak RSS of the gateway
-and of the clients, trajectories returned and with an error, and the gateway's cost per tool call as ratios to
-the in-process run of the same process count: latency (p50) and CPU seconds per tool call (all processes).
-CPU counts the gateway and the clients while the episodes run (not start-up, not the site, which is the same in
-both runs). Drip faults are left out: they
+Reported: episodes/s, tool-call p50/p95 (a ``step`` that ran a tool, seen by the client; also per tool), peak
+RSS of the gateway and of the clients, trajectories returned and with an error, error observations by kind
+(message with URLs, quotes and numbers masked, so a kind nobody expected still shows), CPU seconds by process,
+what the gateway's ``/metrics`` says (queue waits, event-loop lag, server-side time), and the gateway's cost
+per tool call as ratios to the in-process run of the same process count: latency (p50, p95) and CPU seconds per
+tool call (all processes, extraction workers included). CPU counts the gateway and the clients while the
+episodes run (not start-up, not the site, which is the same in both runs). Drip faults are left out: they
 measure the clients' timeouts, not the gateway.
 
-    python -m benchmarks.perf.gateway [--quick] [--episodes 4096] [--clients 2]
+    python -m benchmarks.perf.gateway [--quick] [--episodes 4096] [--clients 2] [--modes gateway,in-process]
 """
 
 from __future__ import annotations
@@ -265,7 +268,9 @@ def run(mode: str, episodes: int, clients: int, site_url: str, timeout_s: float)
             if process.is_alive():
                 process.kill()
     times = sorted(t for r in results for t in r["tool_times"])
-    cpu = sum(r["cpu_s"] for r in results) + (gateway_stats["cpu_s"] if gateway_stats else 0.0)
+    cpu = sum(r["cpu_s"] + r["extract_cpu_s"] for r in results) + (
+        gateway_stats["cpu_s"] + gateway_stats["extract_cpu_s"] if gateway_stats else 0.0
+    )
     kinds: collections.Counter[str] = collections.Counter()
     by_name: dict[str, list[float]] = collections.defaultdict(list)
     for r in results:
