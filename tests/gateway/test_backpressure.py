@@ -176,3 +176,17 @@ async def test_a_huge_page_does_not_hold_up_a_concurrent_search(run_gateway, ups
     finally:
         await client.aclose()
         await opener.aclose()
+
+
+async def test_waiting_for_a_connection_of_the_clients_own_pool_is_not_a_timeout(run_gateway, upstream) -> None:
+    # One connection, three searches of 0.5 s each: the third waits about 1 s for the connection, then takes
+    # 0.5 s. Only the time after it is sent counts against timeout_s (1.5 s), so none of them fails.
+    upstream.delay_s = 0.5
+    url = await run_gateway(searxng(upstream))
+    client = GatewayBackend(url, timeout_s=1.5, connector_limit=1, retry=RetryPolicy.never())
+    try:
+        answers = await asyncio.gather(*(client.search(f"pooled {i}") for i in range(3)))
+    finally:
+        await client.aclose()
+    assert [len(a) for a in answers] == [3, 3, 3]
+    assert sorted(upstream.queries()) == ["pooled 0", "pooled 1", "pooled 2"]
