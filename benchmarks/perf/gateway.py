@@ -157,7 +157,7 @@ def _client_main(url: str | None, site_url: str, episodes: int, seed: int, conn:
     from drgym.gateway.client import GatewayBackend
 
     async def main() -> dict[str, Any]:
-        backend: Any = GatewayBackend(url, connector_limit=1024) if url else _upstream(site_url)
+        backend: Any = GatewayBackend(url) if url else _upstream(site_url)
         conn.send("ready")
         conn.recv()  # every client starts together
         started, cpu_started = time.perf_counter(), _cpu_s()

@@ -19,6 +19,7 @@ import itertools
 import math
 import os
 import random
+import resource
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ from drgym.search.base import Result
 from drgym.search.metering import EpisodeUsage
 from drgym.search.replay import current_episode
 
-__all__ = ["DEFAULT_RETRY", "GatewayBackend", "GatewayBrowser", "GatewayEpisode"]
+__all__ = ["DEFAULT_RETRY", "GatewayBackend", "GatewayBrowser", "GatewayEpisode", "default_connector_limit"]
 
 DEFAULT_RETRY = RetryPolicy(
     max_attempts=12, base_delay=0.25, max_delay=4.0, max_total_s=60.0, retry_statuses=frozenset({502, 503, 504})
@@ -60,9 +61,11 @@ class GatewayBackend:
             does not. Past it the call is a ``BackendError`` (an error observation).
         retry: How a gateway that is down or restarting is retried.
         budget_per_episode: Provider calls one episode may make (the gateway's own cap applies too).
-        connector_limit: Connections to the gateway at once, per event loop; requests past it wait for a free
-            connection (not counted against ``timeout_s``), so the gateway's queue, not the client, decides
-            the order.
+        connector_limit: Connections to the gateway at once, per event loop (default: 4096, or half the
+            process's open-file limit if that is lower). Requests past it wait for a free connection (not
+            counted against ``timeout_s``). Keep it above the requests a process has in flight: page reads
+            queued at a busy gateway hold their connections, and a search that finds none free waits behind
+            them in the client instead of in the gateway's own search lane.
     """
 
     def __init__(
@@ -73,7 +76,7 @@ class GatewayBackend:
         timeout_s: float = 600.0,
         retry: RetryPolicy | None = None,
         budget_per_episode: int | None = None,
-        connector_limit: int = 1024,
+        connector_limit: int | None = None,
     ) -> None:
         if not isinstance(url, str) or not url.strip().lower().startswith(("http://", "https://")):
             raise ConfigError(f'gateway URL must look like "http://HOST:PORT", got {url!r}')
@@ -81,6 +84,8 @@ class GatewayBackend:
             raise ConfigError(f"gateway timeout_s must be a positive number, got {timeout_s!r}")
         if budget_per_episode is not None and (isinstance(budget_per_episode, bool) or budget_per_episode < 0):
             raise ConfigError(f"budget_per_episode must be None or an integer >= 0, got {budget_per_episode!r}")
+        if connector_limit is None:
+            connector_limit = default_connector_limit()
         if isinstance(connector_limit, bool) or not isinstance(connector_limit, int) or connector_limit < 1:
             raise ConfigError(f"gateway connector_limit must be a positive integer, got {connector_limit!r}")
         self.url = url.strip().rstrip("/")
@@ -221,6 +226,17 @@ class _Busy(Exception):
     def __init__(self, retry_after_s: float) -> None:
         super().__init__(f"gateway busy; retry after {retry_after_s:g} s")
         self.retry_after_s = retry_after_s
+
+
+def default_connector_limit() -> int:
+    """4096 connections, or half the open-file limit of this process when that is lower (at least 64)."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):  # pragma: no cover - every POSIX system has it
+        return 1024
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(64, min(4096, soft // 2))
 
 
 class GatewayEpisode:
