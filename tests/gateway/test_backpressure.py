@@ -190,3 +190,15 @@ async def test_waiting_for_a_connection_of_the_clients_own_pool_is_not_a_timeout
         await client.aclose()
     assert [len(a) for a in answers] == [3, 3, 3]
     assert sorted(upstream.queries()) == ["pooled 0", "pooled 1", "pooled 2"]
+
+
+def test_the_default_connection_pool_fits_the_open_file_limit() -> None:
+    import resource
+
+    from drgym.gateway.client import default_connector_limit
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = default_connector_limit()
+    assert 64 <= limit <= 4096
+    assert soft == resource.RLIM_INFINITY or limit <= max(64, soft // 2)
+    assert GatewayBackend("http://127.0.0.1:9")._connector_limit == limit
