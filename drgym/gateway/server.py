@@ -14,6 +14,11 @@ Safe by default: it binds 127.0.0.1; a token (``Authorization: Bearer T``) is ch
 reads go through the SSRF-guarded fetcher of the stack on the gateway's side; configured secrets are
 replaced by ``***`` in every message that leaves it. On SIGTERM/SIGINT it stops accepting, finishes the
 requests in flight, then closes the stack (flushing the store).
+
+Under load (:mod:`drgym.gateway.admission`): a bounded number of tool requests are worked on at once, per lane
+(searches; page opens and reads), the rest wait first come first served and start their time budgets with
+their turn; a full queue answers 503 ``Busy`` with ``Retry-After``. ``/metrics`` shows the queues and the event
+loop's lag.
 """
 
 from __future__ import annotations
