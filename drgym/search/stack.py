@@ -202,7 +202,7 @@ def _stack_name(search: Any) -> str | None:
         return search
     if isinstance(search, tuple):
         return "+".join(search)
-    return getattr(search, "name", None)
+    return search.name  # a SearchBackend instance
 
 
 def _live(
