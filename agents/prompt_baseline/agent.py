@@ -84,7 +84,8 @@ class PromptAgent(BaseAgent):
 
     Args:
         llm: A :class:`~drgym.llm.ChatClient`, or a spec (``openai:URL``, ``hf:PATH``, ``vllm:NAME``,
-            ``tiny``) resolved to one client per process.
+            ``tiny``), from which the agent builds a client of its own (closed by ``aclose()``); agents that
+            should share one client are given it.
         model: With a spec: the model name to request (``openai:``) or load (``hf:``/``vllm:``).
         few_shot: Append a worked example episode to the system prompt.
         temperature: Sampling temperature (the paper's browsing model used 0.6).

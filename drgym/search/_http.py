@@ -5,7 +5,8 @@ same way for all of them:
 
 * one ``aiohttp.ClientSession`` per event loop, made lazily inside the running loop (the env's sync API runs
   on a private background loop while async users run on their own; each gets its own session);
-* the process-wide per-provider :class:`~drgym.ratelimit.TokenBucket`, one token per HTTP request;
+* a :class:`~drgym.ratelimit.TokenBucket` (one per provider for every stack of a ``ToolServices``), one token
+  per HTTP request;
 * bounded retries (:class:`~drgym.retry.RetryPolicy`) on 429, 5xx, timeouts and dropped connections, honouring
   ``Retry-After``; other 4xx fail at once;
 * typed errors naming the provider, and the API key kept out of every message and repr.
