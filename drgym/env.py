@@ -264,7 +264,7 @@ class WebResearchEnv(gym.Env[str, str]):
         replay_path: str | None,
     ) -> SearchBackend:
         """The env's search backend: the stack for these options from ``services`` (shared with equal envs)."""
-        if not isinstance(search, (str, Sequence, SearchBackend)) or not search:
+        if not isinstance(search, SearchBackend) and (not isinstance(search, (str, Sequence)) or not search):
             raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
         config = SearchConfig(
             search=search if isinstance(search, (str, SearchBackend)) else tuple(search),
