@@ -213,19 +213,37 @@ def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
 @dataclass
 class _AgentPool:
     """Builds agents for the batched runner and hands finished ones out again, so that running several
-    datasets one after the other builds at most ``concurrency`` agents in all (some load models)."""
+    datasets one after the other builds at most ``concurrency`` agents in all (some load models).
+
+    The agents share what the pool holds: one LLM client built from an ``llm`` spec (closed with the pool),
+    and the run's ``ToolServices`` for agents that take ``services`` (kept out of ``kwargs``, which are the
+    recorded settings)."""
 
     name: str
     kwargs: dict[str, Any]
+    services: Any = None
     created: list[Any] = field(default_factory=list)
     free: list[Any] = field(default_factory=list)
     env_options: dict[str, Any] = field(default_factory=dict)
+    _client: Any = None
+    _built_kwargs: dict[str, Any] | None = None
+
+    def _make(self) -> Any:
+        from drgym.agent import agent_class, make_agent
+
+        if self._built_kwargs is None:
+            from drgym.agents.prompt_baseline.llm import shared_client
+
+            built = dict(self.kwargs)
+            self._client = shared_client(built)
+            if self.services is not None and "services" in getattr(agent_class(self.name), "run_options", ()):
+                built["services"] = self.services
+            self._built_kwargs = built
+        return make_agent(self.name, **self._built_kwargs)
 
     def prime(self) -> Any:
         """Build the first agent now (errors surface before any episode) and read its env options."""
-        from drgym.agent import make_agent
-
-        agent = make_agent(self.name, **self.kwargs)
+        agent = self._make()
         self.env_options = dict(getattr(agent, "env_options", {}) or {})
         self.created.append(agent)
         self.free.append(agent)
@@ -235,11 +253,9 @@ class _AgentPool:
         self.free = list(self.created)
 
     def __call__(self) -> Any:
-        from drgym.agent import make_agent
-
         if self.free:
             return self.free.pop()
-        agent = make_agent(self.name, **self.kwargs)
+        agent = self._make()
         self.created.append(agent)
         return agent
 
@@ -256,6 +272,11 @@ class _AgentPool:
                     await result
             except Exception as exc:  # noqa: BLE001  # closing one agent must not hide the run's results
                 logger.warning("closing agent %s failed: %s", self.name, exc)
+        client, self._client, self._built_kwargs = self._client, None, None
+        if client is not None:
+            from drgym.agents.prompt_baseline.llm import close_client
+
+            await close_client(client)
 
 
 def _missing_requirement(name: str, config: BenchConfig) -> str | None:
@@ -292,7 +313,7 @@ def _agent_kwargs(name: str, config: BenchConfig) -> dict[str, Any]:
     return kwargs
 
 
-def select_agents(config: BenchConfig) -> tuple[dict[str, _AgentPool], dict[str, str]]:
+def select_agents(config: BenchConfig, services: Any = None) -> tuple[dict[str, _AgentPool], dict[str, str]]:
     """The agents to run (each built once, to fail fast) and those skipped, with the reason.
 
     Without ``--agents`` every known agent is tried and one that cannot run is skipped; an agent named
@@ -325,7 +346,7 @@ def select_agents(config: BenchConfig) -> tuple[dict[str, _AgentPool], dict[str,
     for name in names:
         reason = _missing_requirement(name, config)
         if reason is None:
-            pool = _AgentPool(name, _agent_kwargs(name, config))
+            pool = _AgentPool(name, _agent_kwargs(name, config), services)
             try:
                 pool.prime()
             except Exception as exc:  # noqa: BLE001  # any library may fail while building an agent
@@ -530,7 +551,7 @@ def _settings(config: BenchConfig, pool: _AgentPool) -> dict[str, Any]:
     return json.loads(json.dumps({"env": env, "agent": pool.kwargs}, sort_keys=True, default=repr))
 
 
-def _env_factory(config: BenchConfig, kwargs: dict[str, Any]) -> Callable[[], Any]:
+def _env_factory(config: BenchConfig, kwargs: dict[str, Any], services: Any) -> Callable[[], Any]:
     import gymnasium as gym
 
     import drgym  # noqa: F401  (registers the env ids)
@@ -538,7 +559,7 @@ def _env_factory(config: BenchConfig, kwargs: dict[str, Any]) -> Callable[[], An
     env_id = _ENV_ID if config.search in _OFFLINE_SEARCH else _LIVE_ENV_ID
 
     def make() -> Any:
-        return gym.make(env_id, disable_env_checker=True, **kwargs)
+        return gym.make(env_id, disable_env_checker=True, services=services, **kwargs)
 
     return make
 
@@ -585,7 +606,12 @@ class _Recorder:
 
 
 async def _run_agent(
-    config: BenchConfig, name: str, pool: _AgentPool, plans: Sequence[DatasetPlan], store: TrajectoryStore
+    config: BenchConfig,
+    name: str,
+    pool: _AgentPool,
+    plans: Sequence[DatasetPlan],
+    store: TrajectoryStore,
+    services: Any,
 ) -> int:
     """Play ``name`` on every planned question not yet in ``store``; returns the episodes played."""
     from tqdm.auto import tqdm
@@ -614,7 +640,7 @@ async def _run_agent(
             work = todo[plan.dataset]
             if not work:
                 continue
-            factory = _env_factory(config, _env_kwargs(config, plan.dataset, env_options))
+            factory = _env_factory(config, _env_kwargs(config, plan.dataset, env_options), services)
             make_env = await asyncio.to_thread(_Primed, factory)  # the first env may build a search index
             record = _Recorder(name, plan, store, settings, bar)
             pool.new_round()
@@ -686,7 +712,7 @@ async def arun_bench(
     Cheap checks come first (names, question sets, the judge spec), then each agent is built once, so a bad
     configuration fails before any episode is played. ``echo`` receives progress notes (skipped agents).
     """
-    from drgym.search import close_shared_backends
+    from drgym.services import ToolServices
 
     from .report import build_scores, write_report
 
@@ -698,7 +724,8 @@ async def arun_bench(
         from drgym.llm import make_client
 
         judge_client = make_client(config.judge, model=config.judge_model)
-    pools, skipped = select_agents(config)
+    services = ToolServices()  # every env and agent of the run shares its indexes, limits, budgets and cache
+    pools, skipped = select_agents(config, services)
     for name, reason in skipped.items():
         if echo is not None:
             echo(f"skipping agent {name}: {reason}")
@@ -718,7 +745,7 @@ async def arun_bench(
                     "pass another --out, or delete that file to start over"
                 )
         for name, pool in pools.items():
-            played += await _run_agent(config, name, pool, plans, stores[name])
+            played += await _run_agent(config, name, pool, plans, stores[name], services)
             trajectories[name] = stores[name].get(keys)
             stores[name].close()
             await pool.aclose()
@@ -729,7 +756,7 @@ async def arun_bench(
             await pools[name].aclose()
         if judge_client is not None and hasattr(judge_client, "aclose"):
             await judge_client.aclose()
-        await close_shared_backends()
+        await services.aclose()
     meta = {
         **_meta(config, plans, argv),
         "episodes_played_now": played,

@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "BaseAgent",
+    "ToolServices",
     "Trajectory",
     "WebResearchEnv",
     "__version__",
@@ -36,6 +37,7 @@ if "drgym/WebResearchLive-v0" not in registry:
 
 _LAZY = {
     "WebResearchEnv": "drgym.env",
+    "ToolServices": "drgym.services",
     "Agent": "drgym.agent",
     "BaseAgent": "drgym.agent",
     "Trajectory": "drgym.runner",

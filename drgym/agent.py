@@ -8,6 +8,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from drgym._loop import SyncRunner
 from drgym.errors import ConfigError
 
 __all__ = ["ENTRY_POINT_GROUP", "Agent", "BaseAgent", "agent_class", "agent_names", "make_agent"]
@@ -44,10 +45,12 @@ class BaseAgent:
     """Convenience base: implement ``act`` (sync) or ``aact`` (async); the other is derived.
 
     ``last_usage`` may be set by ``act``/``aact`` to ``{"prompt_tokens": n, "completion_tokens": m}`` so the
-    runners can record token counts.
+    runners can record token counts. An ``act`` derived from ``aact`` runs on an event loop of the agent's own
+    (its clients' sessions live there); :meth:`close` releases them from synchronous code.
     """
 
     name: str = "agent"
+    _runner: SyncRunner | None = None
     env_options: ClassVar[dict[str, Any]] = {}
     run_options: ClassVar[tuple[str, ...]] = ()
     requires_one_of: ClassVar[tuple[str, ...]] = ()
@@ -61,14 +64,24 @@ class BaseAgent:
     def act(self, observation: str, info: dict[str, Any]) -> str:
         if type(self).aact is BaseAgent.aact:
             raise NotImplementedError(f"{type(self).__name__} must implement act() or aact()")
-        from drgym._loop import run_sync
-
-        return run_sync(self.aact(observation, info))
+        if self._runner is None:
+            self._runner = SyncRunner()
+        return self._runner.run(self.aact(observation, info))
 
     async def aact(self, observation: str, info: dict[str, Any]) -> str:
         if type(self).act is BaseAgent.act:
             raise NotImplementedError(f"{type(self).__name__} must implement act() or aact()")
         return await asyncio.to_thread(self.act, observation, info)
+
+    def close(self) -> None:
+        """Release what the agent holds from synchronous code: its ``aclose()`` (if it has one) on the loop
+        ``act`` used, then that loop. Async code awaits ``aclose()`` instead."""
+        runner, self._runner = self._runner, None
+        aclose = getattr(self, "aclose", None)  # optional in the Agent protocol
+        if runner is not None and runner.loops():
+            runner.close(aclose)
+        elif aclose is not None:  # act never ran a loop of its own
+            asyncio.run(aclose())
 
 
 def _entry_points() -> dict[str, Any]:

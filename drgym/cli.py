@@ -77,11 +77,9 @@ def _cmd_episode(args: argparse.Namespace) -> int:
         options = {"index": args.index}
     traj = run_episode(env, agent, seed=args.seed, options=options)
     env.close()
-    aclose = getattr(agent, "aclose", None)
-    if aclose is not None:  # closes HTTP sessions an LLM agent opened on the background loop
-        from drgym._loop import run_sync
-
-        run_sync(aclose())
+    close = getattr(agent, "close", None)
+    if close is not None:  # BaseAgent.close: the agent's aclose on the loop its act used (its HTTP sessions)
+        close()
     print(json.dumps(traj.to_dict(), ensure_ascii=False, indent=None if args.compact else 2))
     return 0 if traj.error is None else 1
 

@@ -51,7 +51,6 @@ from gymnasium.error import ResetNeeded
 
 from drgym import _options, protocol
 from drgym import protocol as _default_protocol  # `protocol` is also an argument of __init__
-from drgym._loop import run_sync
 from drgym._observation import fit_text, fit_tool_response
 from drgym.browse import Browser, BrowsingAgent, EpisodeMemory, LexicalReader, Reader
 from drgym.data import list_corpora
@@ -63,11 +62,10 @@ from drgym.llm.base import ChatClient
 from drgym.protocol_deepresearcher import PROTOCOLS, make_mode
 from drgym.reward import REWARD_MODES, Score, score_answer, split_gold
 from drgym.search.base import Result, SearchBackend
-from drgym.search.cache import SearchStore
-from drgym.search.metering import EpisodeView
+from drgym.search.episode import Episode, EpisodeView, SearchLayer
 from drgym.search.registry import backend_names
-from drgym.search.replay import recording_episode
-from drgym.search.stack import SearchConfig, acquire_stack, release_stack
+from drgym.search.stack import SearchConfig
+from drgym.services import ToolServices
 from drgym.spaces import UnicodeText
 
 __all__ = ["FORMAT_ERROR_MODES", "WebResearchEnv"]
@@ -135,6 +133,7 @@ class WebResearchEnv(gym.Env[str, str]):
         today: _dt.date | str | None = None,
         render_mode: str | None = None,
         protocol: str = "drgym",
+        services: ToolServices | None = None,
     ) -> None:
         """Build the environment.
 
@@ -148,7 +147,7 @@ class WebResearchEnv(gym.Env[str, str]):
             corpus: the corpus of the ``local`` backend; default ``demo`` for the demo dataset, else ``wiki-local``.
             search_kwargs: extra arguments for the named backend (for a chain: ``{name: {...}}``).
             search_budget_per_episode: live search calls one episode may make (then an error observation).
-            search_budget_global: live search calls all episodes of the process may make together.
+            search_budget_global: live search calls all episodes of the env's ``services`` may make together.
             cache_path: the SQLite file of the search/page store (``cache_mode`` says how it is used; alone it
                 means ``"read-write"``).
             cache_mode: ``"off"``, ``"read-write"`` (a cache of live answers: 7-day TTL, 1 GiB cap, least
@@ -175,6 +174,10 @@ class WebResearchEnv(gym.Env[str, str]):
             render_mode: ``ansi`` (``render()`` returns the transcript) or ``human`` (prints it).
             protocol: ``drgym`` (this package's prompt and observations) or ``deepresearcher`` (the original
                 code's, so a policy trained with it runs unchanged: see :mod:`drgym.protocol_deepresearcher`).
+            services: the :class:`~drgym.services.ToolServices` to share with other envs (search stacks, rate
+                limits, the global budget, the cache, HTTP sessions, event loops); envs given the same one
+                share them. ``None``: the env makes its own and ``close()`` closes it; a given one is never
+                closed by the env (its owner closes it).
         """
         _options.check_choice("reward_mode", reward_mode, REWARD_MODES)
         _options.check_choice("on_format_error", on_format_error, FORMAT_ERROR_MODES)
@@ -210,27 +213,23 @@ class WebResearchEnv(gym.Env[str, str]):
             None if p is None else os.fspath(p) for p in (cache_path, record_path, replay_path)
         )
 
+        if services is not None and not isinstance(services, ToolServices):
+            raise ConfigError(f"`services` must be a drgym.ToolServices or None, got {type(services).__name__}")
         self.records = _load_records(dataset, data_source=data_source, limit=limit)
         self.dataset_name = dataset if isinstance(dataset, str) else "custom"
         self.corpus = corpus or ("demo" if self.dataset_name == "demo" else "wiki-local")
-        self.backend = _make_search(
-            search,
-            SearchConfig(
-                search=search if isinstance(search, (str, SearchBackend)) else tuple(search),
-                corpus=self.corpus,
-                search_kwargs=dict(search_kwargs or {}),
-                budget_per_episode=search_budget_per_episode,
-                budget_global=search_budget_global,
-                cache_path=cache_path,
-                cache_mode=cache_mode,
-                record_path=record_path,
-                replay_path=replay_path,
-            ),
-        )
-        self._stores = _stores_of(self.backend)
-        self.reader = _make_reader(reader)
-        self._owns_backend = isinstance(search, str) and isinstance(self.backend, GatewayBackend)
+        self._owns_services = services is None
+        self.services = services if services is not None else ToolServices()
         self._closed = False
+        self._episode: _Episode | None = None
+        try:
+            self.backend = self._make_search(search, search_kwargs, search_budget_per_episode, search_budget_global,
+                                             cache_path, cache_mode, record_path, replay_path)
+            self.reader = _make_reader(reader)
+        except BaseException:
+            self.close()
+            raise
+        self._stores = self.backend.stores() if isinstance(self.backend, SearchLayer) else []
         # Behind a gateway, pages are opened and read there unless the env names its own reader.
         self._gateway_reads = isinstance(self.backend, GatewayBackend) and reader is None
         self.max_pages_per_call = max_pages_per_call
@@ -252,7 +251,39 @@ class WebResearchEnv(gym.Env[str, str]):
         self._mode = make_mode(protocol)  # None: drgym's own protocol
         self._text_protocol = self._mode or _default_protocol
         self._system_prompt = self._text_protocol.system_prompt(today if today is not None else _dt.date.today())
-        self._episode: _Episode | None = None
+
+    def _make_search(
+        self,
+        search: str | Sequence[str] | SearchBackend,
+        search_kwargs: Mapping[str, Any] | None,
+        budget_per_episode: int | None,
+        budget_global: int | None,
+        cache_path: str | None,
+        cache_mode: str | None,
+        record_path: str | None,
+        replay_path: str | None,
+    ) -> SearchBackend:
+        """The env's search backend: the stack for these options from ``services`` (shared with equal envs)."""
+        if not isinstance(search, SearchBackend) and (not isinstance(search, (str, Sequence)) or not search):
+            raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
+        config = SearchConfig(
+            search=search if isinstance(search, (str, SearchBackend)) else tuple(search),
+            corpus=self.corpus,
+            search_kwargs=dict(search_kwargs or {}),
+            budget_per_episode=budget_per_episode,
+            budget_global=budget_global,
+            cache_path=cache_path,
+            cache_mode=cache_mode,
+            record_path=record_path,
+            replay_path=replay_path,
+        )
+        if isinstance(search, GatewayBackend) or (isinstance(search, str) and search.startswith("gateway:")):
+            return _gateway(search, config, self.services)
+        if isinstance(search, SearchBackend):
+            layered = (record_path, replay_path, cache_path, budget_per_episode, budget_global)
+            if all(v is None for v in layered):
+                return search  # the caller's backend as it is (the caller closes it)
+        return self.services.stack(config)
 
     # ------------------------------------------------------------------ sync API (Gymnasium)
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -261,12 +292,12 @@ class WebResearchEnv(gym.Env[str, str]):
         return self._begin(options)
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        """Play the policy's turn (see the module docstring); a tool runs on this thread's drgym loop."""
+        """Play the policy's turn (see the module docstring); a tool runs on this thread's loop of ``services``."""
         ep, parsed = self._accept(action)
         outcome = self._react(ep, parsed)
         if outcome is None:  # only a tool call needs the event loop; answers and errors are plain computation
             assert parsed.tool_call is not None
-            content, error = run_sync(self._run_tool(ep, parsed.tool_call))
+            content, error = self.services.run(self._run_tool(ep, parsed.tool_call))
             outcome = content, False, error
         return self._conclude(ep, parsed, *outcome)
 
@@ -361,10 +392,9 @@ class WebResearchEnv(gym.Env[str, str]):
     async def _run_tool(self, ep: _Episode, call: protocol.ToolCall) -> tuple[str, str | None]:
         """Run one tool call; infrastructure failures become the observation, never an exception."""
         try:
-            with recording_episode(ep.record.id):  # record mode keys what the tool reads to this episode
-                if call.name == "web_search":
-                    return await self._web_search(ep, list(call.arguments["query"])), None
-                return await self._browse(ep, list(call.arguments["url_list"])), None
+            if call.name == "web_search":
+                return await self._web_search(ep, list(call.arguments["query"])), None
+            return await self._browse(ep, list(call.arguments["url_list"])), None
         except BudgetExceededError as exc:
             ep.budget_errors += 1
             return (self._mode or protocol).render_error(str(exc)), str(exc)
@@ -444,10 +474,11 @@ class WebResearchEnv(gym.Env[str, str]):
             {"role": "system", "content": self._system_prompt},
             {"role": "user", "content": question},
         ]
+        # The episode's identity (record key, counts, per-episode budget) goes with every call it makes.
         if isinstance(self.backend, GatewayBackend):
-            view: Any = self.backend.episode_view()
+            view: Any = self.backend.episode_view(record.id)
         else:
-            view = EpisodeView(self.backend)
+            view = EpisodeView(self.backend, Episode(record_id=record.id))
         if self._gateway_reads:
             browser: Any = self.backend.browser(
                 view, max_pages_per_call=self.max_pages_per_call, time_budget_s=self.browse_time_budget_s
@@ -560,23 +591,20 @@ class WebResearchEnv(gym.Env[str, str]):
         return self._episode.backend_time_s if self._episode is not None else 0.0
 
     def close(self) -> None:
-        """Drop the episode and release what the env owns (a gateway client it made); shared backends stay open."""
+        """Drop the episode and close the env's own ``services`` (if it made them); given ones stay open."""
         if self._episode is not None:
             self._episode.memory.clear()
         self._episode = None
-        if self._owns_backend:  # a gateway client made for this env: its HTTP sessions are the env's
-            self._owns_backend = False
-            self.backend.close()  # type: ignore[attr-defined]
-        elif not self._closed:
-            release_stack(self.backend)  # the shared stack may drop its sessions once no env uses it
+        if not self._closed and self._owns_services:
+            self.services.close()  # inside a running loop: as soon as that loop gets to it
         self._closed = True
         super().close()
 
     async def aclose(self) -> None:
-        """``close()`` on the running loop: a gateway client the env made is closed before this returns."""
-        if self._owns_backend:
-            self._owns_backend = False
-            await self.backend.aclose()
+        """``close()`` on the running loop: the env's own services are closed before this returns."""
+        if not self._closed and self._owns_services:
+            self._closed = True
+            await self.services.aclose()
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -664,33 +692,7 @@ def _as_record(item: QARecord | Mapping[str, Any], index: int) -> QARecord:
     )
 
 
-def _stores_of(backend: SearchBackend) -> list[SearchStore]:
-    """The stores in a search stack (cache, recording, replay layers hold one each), outermost first."""
-    stores: list[SearchStore] = []
-    layer: Any = backend
-    while layer is not None:
-        store = getattr(layer, "store", None)
-        if isinstance(store, SearchStore):
-            stores.append(store)
-        layer = getattr(layer, "inner", None)
-    return stores
-
-
-def _make_search(search: str | Sequence[str] | SearchBackend, config: SearchConfig) -> SearchBackend:
-    if isinstance(search, str) and search.startswith("gateway:"):
-        return _gateway(search, config)
-    if isinstance(search, GatewayBackend):
-        return _gateway(search, config)
-    if isinstance(search, SearchBackend):
-        layered = (config.record_path, config.replay_path, config.cache_path, config.budget_per_episode,
-                   config.budget_global)
-        return search if all(v is None for v in layered) else acquire_stack(config)
-    if not isinstance(search, (str, Sequence)) or not search:
-        raise ConfigError(f"`search` must be a backend name, a list of names or a SearchBackend, got {search!r}")
-    return acquire_stack(config)
-
-
-def _gateway(search: str | GatewayBackend, config: SearchConfig) -> GatewayBackend:
+def _gateway(search: str | GatewayBackend, config: SearchConfig, services: ToolServices) -> GatewayBackend:
     """``search="gateway:URL"`` (or a ``GatewayBackend``): the store and the global budget live on the gateway."""
     stored = {"cache_path": config.cache_path, "cache_mode": config.cache_mode, "record_path": config.record_path,
               "replay_path": config.replay_path, "search_budget_global": config.budget_global}
@@ -714,4 +716,4 @@ def _gateway(search: str | GatewayBackend, config: SearchConfig) -> GatewayBacke
             f"search_kwargs {sorted(unknown)} are not gateway client options (token, timeout_s, retry, "
             f"connector_limit); backend options belong to drgym serve --search-kwargs"
         )
-    return GatewayBackend(search[len("gateway:"):], budget_per_episode=config.budget_per_episode, **options)
+    return services.gateway(search[len("gateway:"):], budget_per_episode=config.budget_per_episode, **options)

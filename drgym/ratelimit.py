@@ -4,13 +4,13 @@ The bucket is *reservation based*: each ``acquire`` takes its tokens at once (th
 which is a debt) and then sleeps until the debt it joined is paid. Because a reservation is made without
 awaiting, waiters are served strictly in call order (no thundering herd, no starvation), and the only state
 is two floats behind a ``threading.Lock``. Nothing is bound to an event loop, so one bucket can be shared by
-every episode in the process, whether they run on the caller's loop or on the env's private background loop.
+every episode that is given it, whether they run on the caller's loop or on a private one. Buckets shared by
+name live in a :class:`~drgym.services.ToolServices` (``services.limiter("search:serper", rate)``), not here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import threading
 import time
@@ -18,10 +18,7 @@ from collections import OrderedDict
 
 from drgym.errors import ConfigError, RateLimitedError
 
-__all__ = ["KeyedRateLimiter", "TokenBucket", "reset_shared_limiters", "shared_limiter"]
-
-logger = logging.getLogger(__name__)
-
+__all__ = ["KeyedRateLimiter", "TokenBucket"]
 
 def _check_rate(rate: float, burst: float | None) -> tuple[float, float]:
     if not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
@@ -191,37 +188,3 @@ class KeyedRateLimiter:
     async def acquire(self, key: str, tokens: float = 1.0, *, max_wait: float | None = None) -> float:
         """Wait for ``tokens`` from ``key``'s bucket; see :meth:`TokenBucket.acquire`."""
         return await self.bucket(key).acquire(tokens, max_wait=max_wait)
-
-
-_registry: dict[str, TokenBucket] = {}
-_registry_lock = threading.Lock()
-
-
-def shared_limiter(name: str, rate: float, burst: float | None = None) -> TokenBucket:
-    """The process-wide bucket called ``name`` (e.g. ``"search:serper"``), so all episodes share one quota.
-
-    The first call creates it. A later call with other settings reconfigures the shared bucket (the latest
-    configuration wins, since the provider quota is one per process) and logs it.
-    """
-    rate, burst = _check_rate(rate, burst)
-    with _registry_lock:
-        bucket = _registry.get(name)
-        if bucket is None:
-            bucket = _registry[name] = TokenBucket(rate, burst)
-        elif (bucket.rate, bucket.burst) != (rate, burst):
-            logger.info(
-                "shared rate limiter %s reconfigured from %g/s (burst %g) to %g/s (burst %g)",
-                name,
-                bucket.rate,
-                bucket.burst,
-                rate,
-                burst,
-            )
-            bucket.configure(rate, burst)
-        return bucket
-
-
-def reset_shared_limiters() -> None:
-    """Forget every shared bucket (tests, or a program that changes providers)."""
-    with _registry_lock:
-        _registry.clear()

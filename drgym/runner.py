@@ -2,8 +2,9 @@
 
 ``run_episode(env, agent)`` is the plain synchronous loop. ``arun_episodes`` plays many episodes concurrently
 on the caller's loop with a concurrency limit: each in-flight episode uses its own env and agent (an env holds
-one episode's state), while search backends and HTTP sessions are shared. A failing agent or env never kills
-the batch: that episode's trajectory records the error and the batch goes on.
+one episode's state); give ``make_env`` one :class:`~drgym.services.ToolServices` for all of them (``services=``)
+to share search stacks, limits, budgets and HTTP sessions, and close it after the batch. A failing agent or env
+never kills the batch: that episode's trajectory records the error and the batch goes on.
 """
 
 from __future__ import annotations
@@ -291,12 +292,6 @@ async def arun_episodes(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # their envs and agents are closed on return
         raise
-    finally:
-        # Sessions the batch's envs opened on this loop end with the batch (unless another env still uses
-        # them), so a program that ends its loop right after exits without "Unclosed client session".
-        from drgym.search.stack import close_idle_sessions
-
-        await close_idle_sessions()
     return [r for r in results if r is not None]
 
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, fields
+from typing import Any
 
 import gymnasium as gym
 
-import drgym  # noqa: F401  # registers drgym/WebResearch-v0
+import drgym  # registers drgym/WebResearch-v0
 from drgym.data import load_dataset
 from drgym.errors import missing_dependency
 from drgym.wrappers import DiscreteResearchWrapper
@@ -59,15 +60,18 @@ def parse_args() -> Args:
     return Args(**vars(parser.parse_args()))
 
 
-def make_env(args: Args, indices: list[int] | None = None) -> DiscreteResearchWrapper:
-    """The wrapped env over the whole dataset, or over the questions at ``indices`` only (for training)."""
+def make_env(args: Args, indices: list[int] | None = None, services: Any = None) -> DiscreteResearchWrapper:
+    """The wrapped env over the whole dataset, or over the questions at ``indices`` only (for training).
+
+    ``services``: a ``drgym.ToolServices`` shared by the vector env's copies (one search index for all)."""
     corpus = "demo" if args.dataset == "demo" else "wiki-local"
     dataset = args.dataset
     if indices is not None:
         records = load_dataset(args.dataset)
         dataset = [records[i] for i in indices]
     return DiscreteResearchWrapper(
-        gym.make("drgym/WebResearch-v0", dataset=dataset, corpus=corpus, max_turns=args.max_turns)
+        gym.make("drgym/WebResearch-v0", dataset=dataset, corpus=corpus, max_turns=args.max_turns,
+                 services=services)
     )
 
 
@@ -82,8 +86,9 @@ def train(args: Args, train_indices: list[int]):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64-unit MLP runs fastest on one thread
+    shared = drgym.ToolServices()  # every copy of the vector env shares one index (and limits, budget, cache)
     try:
-        vec_env = make_vec_env(lambda: make_env(args, train_indices), n_envs=args.n_envs, seed=args.seed)
+        vec_env = make_vec_env(lambda: make_env(args, train_indices, shared), n_envs=args.n_envs, seed=args.seed)
         model = PPO(
             "MlpPolicy",
             vec_env,
@@ -99,6 +104,7 @@ def train(args: Args, train_indices: list[int]):
         model.learn(total_timesteps=args.timesteps)
         vec_env.close()
     finally:
+        shared.close()
         torch.set_num_threads(threads)
     return model
 

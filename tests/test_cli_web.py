@@ -371,7 +371,6 @@ def test_env_runs_the_live_serper_path_against_the_served_miniweb(site: str) -> 
     import gymnasium as gym
 
     import drgym  # noqa: F401  (registers the env ids)
-    from drgym._loop import run_sync
     from drgym.agents.scripted import ScriptedAgent
     from drgym.ratelimit import TokenBucket
     from drgym.runner import run_episode
@@ -389,8 +388,8 @@ def test_env_runs_the_live_serper_path_against_the_served_miniweb(site: str) -> 
     try:
         trajs = [run_episode(env, ScriptedAgent(), options={"index": i}) for i in range(6)]
     finally:
-        run_sync(env.unwrapped.backend.aclose())
-        run_sync(opener.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(opener.aclose())
         env.close()
     assert all(t.error is None and t.terminated and t.pages_read >= 1 for t in trajs)
     assert all(site in t.turns[1].observation for t in trajs), "pages were read from the served site"

@@ -29,7 +29,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import drgym  # noqa: F401  (registers the env ids)
-from drgym._loop import run_sync
 from drgym.miniweb import FaultConfig, MiniWebBackend
 from drgym.ratelimit import TokenBucket
 from drgym.retry import RetryPolicy
@@ -526,7 +525,7 @@ def test_every_request_faulted_on_the_miniweb_sync_api() -> None:
         assert info["backend_errors"] == 4
         # pages fail too (URLs of the site, which every request faults)
         backend = env.unwrapped.backend
-        url = run_sync(backend.url_for("Tidal clock"))
+        url = env.unwrapped.services.run(backend.url_for("Tidal clock"))
         env.unwrapped._episode.seen_urls[url] = "tidal clock"
         for _ in range(3):
             started = time.perf_counter()
@@ -534,7 +533,7 @@ def test_every_request_faulted_on_the_miniweb_sync_api() -> None:
             assert time.perf_counter() - started < 2.5
             assert "Error: this page could not be read (" in obs
     finally:
-        run_sync(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
         env.close()
 
 
@@ -547,7 +546,7 @@ def test_some_requests_faulted_on_the_miniweb_episodes_still_finish() -> None:
     try:
         trajs = [run_episode(env, ScriptedAgent(), options={"index": i}) for i in range(8)]
     finally:
-        run_sync(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
         env.close()
     assert all(t.error is None and t.terminated for t in trajs)
     assert all(turn.step_time_s < 2.5 for t in trajs for turn in t.turns)

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 import drgym  # noqa: F401  (registers the env ids)
-from drgym._loop import run_sync
+from drgym._loop import SyncRunner
 from drgym.agents.scripted import ScriptedAgent
 from drgym.data import load_corpus
 from drgym.data.records import Passage
@@ -315,13 +315,14 @@ async def test_ssrf_guard_blocks_other_loopback_ports_and_hosts(
 
 async def test_backend_serves_every_event_loop_from_one_site_on_its_own_loop(backend: MiniWebBackend) -> None:
     here = await backend.start()
-    there = run_sync(backend.start())  # the env's background loop
+    runner = SyncRunner()  # what an env's services run the sync API on: here, its background loop
+    there = runner.run(backend.start())
     assert here == there
     assert any(t.name.startswith("drgym-miniweb-") for t in threading.enumerate()), "the site has its own thread"
-    url_there = run_sync(backend.url_for("Kellport"))
+    url_there = runner.run(backend.url_for("Kellport"))
     doc = await backend.open(url_there)
     assert doc.title == "Kellport" and doc.url.startswith(here)
-    assert run_sync(backend.search("tidal clock", 3))[0].url.startswith(there)
+    assert runner.run(backend.search("tidal clock", 3))[0].url.startswith(there)
     await backend.aclose()  # closes both loops' clients, the other one on its own loop, and stops the site
     assert not any(t.name.startswith("drgym-miniweb-") for t in threading.enumerate())
     with pytest.raises(FetchError, match="connection failed"):
@@ -331,6 +332,8 @@ async def test_backend_serves_every_event_loop_from_one_site_on_its_own_loop(bac
     assert again.startswith("http://127.0.0.1:"), "usable again after aclose"
     # A URL from the site before aclose is read from the new one (same content), never refused.
     assert (await backend.open(url_there)).url.startswith(again)
+    await backend.aclose()
+    runner.close()
 
 
 async def test_the_site_answers_while_the_callers_loop_is_busy(backend: MiniWebBackend) -> None:
@@ -380,7 +383,7 @@ def test_scripted_agent_scores_like_the_local_backend() -> None:
         assert scores["miniweb"] > 0.0
         assert scores["miniweb"] >= scores["local"] - 0.1, scores
     finally:
-        run_sync(mini.aclose())
+        asyncio.run(mini.aclose())
 
 
 async def test_many_concurrent_episodes_on_one_loop(backend: MiniWebBackend) -> None:
@@ -407,7 +410,7 @@ def test_env_by_name_through_the_live_stack(monkeypatch: pytest.MonkeyPatch) -> 
         *_, info = env.step("<think>done</think><answer>Ilse Varrow</answer>")
         assert info["f1"] == 1.0
     finally:
-        run_sync(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
         env.close()
 
 
@@ -421,4 +424,4 @@ def test_wiki_local_corpus_on_hotpotqa() -> None:
         assert all(t.error is None and t.terminated and t.pages_read >= 1 for t in trajs)
         assert sum(t.f1 for t in trajs) > 0.0
     finally:
-        run_sync(mini.aclose())
+        asyncio.run(mini.aclose())

@@ -11,8 +11,9 @@ from email.utils import format_datetime
 import pytest
 
 from drgym.errors import BackendError, ConfigError, RateLimitedError
-from drgym.ratelimit import KeyedRateLimiter, TokenBucket, reset_shared_limiters, shared_limiter
+from drgym.ratelimit import KeyedRateLimiter, TokenBucket
 from drgym.retry import Retryable, RetryPolicy, parse_retry_after, with_retries
+from drgym.services import ToolServices
 
 SLACK = 0.02  # timer granularity; only used for lower bounds
 
@@ -138,19 +139,19 @@ def test_keyed_limiter_validates() -> None:
         KeyedRateLimiter(0)
 
 
-# ----------------------------------------------------------------------------- shared registry
+# ----------------------------------------------------------------------------- limiters shared by name
 
 
-def test_shared_limiter_is_one_per_name() -> None:
-    reset_shared_limiters()
-    try:
-        a = shared_limiter("test:provider", 5.0)
-        assert shared_limiter("test:provider", 5.0) is a
-        assert shared_limiter("test:other", 5.0) is not a
-        b = shared_limiter("test:provider", 2.0, burst=4)  # latest configuration wins, same object
+def test_services_hold_one_limiter_per_name_and_two_services_share_none() -> None:
+    with ToolServices() as services, ToolServices() as other:
+        a = services.limiter("test:provider", 5.0)
+        assert services.limiter("test:provider", 5.0) is a
+        assert services.limiter("test:other", 5.0) is not a
+        assert other.limiter("test:provider", 5.0) is not a
+        b = services.limiter("test:provider", 2.0, burst=4)  # latest configuration wins, same object
         assert b is a and (a.rate, a.burst) == (2.0, 4.0)
-    finally:
-        reset_shared_limiters()
+        with pytest.raises(ConfigError, match="rate must be a positive number"):
+            services.limiter("test:provider", 0)
 
 
 # ----------------------------------------------------------------------------- RetryPolicy

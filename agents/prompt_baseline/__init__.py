@@ -5,7 +5,7 @@ model; :func:`repair_turn` turns imperfect replies into protocol turns.
 """
 
 from .agent import STOP, PromptAgent, TurnUsage, call_llm
-from .llm import close_shared_clients, resolve_llm
+from .llm import close_client, resolve_llm, shared_client
 from .repair import (
     Repair,
     final_answer_turn,
@@ -20,10 +20,11 @@ __all__ = [
     "Repair",
     "TurnUsage",
     "call_llm",
-    "close_shared_clients",
+    "close_client",
     "final_answer_turn",
     "render_answer",
     "render_tool_call",
     "repair_turn",
     "resolve_llm",
+    "shared_client",
 ]

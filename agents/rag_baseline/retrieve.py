@@ -1,7 +1,7 @@
 """Passages for a question, outside the agent loop, as the paper's CoT + RAG baseline retrieves them.
 
-The retriever queries the same search backend the environment uses (for ``search="local"``, the process-wide
-BM25 index that ``drgym.search.shared_backend`` hands to every env, so nothing is indexed twice), takes the
+The retriever queries the same search backend the environment uses (for ``search="local"``, the BM25 index of
+the :class:`~drgym.services.ToolServices` the env was given, so nothing is indexed twice), takes the
 passages' full text where the backend holds it (the local corpus) and the snippet otherwise, and optionally
 re-ranks BM25's top candidates by MiniLM embedding similarity.
 """
@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from drgym.errors import ConfigError
-from drgym.search import Result, SearchBackend, shared_backend
+from drgym.search import Result, SearchBackend
+from drgym.services import ToolServices
 
 __all__ = ["RETRIEVALS", "RetrievedPassage", "Retriever", "default_corpus", "resolve_backend"]
 
@@ -52,11 +53,12 @@ class Retriever:
         candidates: With ``dense``, how many BM25 results are re-ranked.
         passage_chars: Each passage is cut (at a space) to about this many characters.
         device: Device of the embedding model (``dense``); None: CUDA when available.
+        embedder: The ``Embedder`` to use (shared by several retrievers); default: one loaded on first use.
     """
 
     def __init__(
         self, *, k: int = 5, mode: str = "bm25", candidates: int = 30, passage_chars: int = 1500,
-        device: str | None = None,
+        device: str | None = None, embedder: Any = None,
     ) -> None:
         if mode not in RETRIEVALS:
             raise ConfigError(f"retrieval must be one of {', '.join(map(repr, RETRIEVALS))}, got {mode!r}")
@@ -66,6 +68,7 @@ class Retriever:
         self.k, self.mode, self.candidates = k, mode, max(candidates, k)
         self.passage_chars = passage_chars
         self.device = device
+        self.embedder = embedder
 
     async def retrieve(self, backend: SearchBackend, question: str) -> list[RetrievedPassage]:
         """The passages for ``question``, best first.
@@ -103,8 +106,9 @@ class Retriever:
     async def _rerank(self, question: str, passages: list[RetrievedPassage]) -> list[RetrievedPassage]:
         from .embed import load_embedder
 
-        embedder = await asyncio.to_thread(load_embedder, self.device)
-        vectors = await embedder.aencode([question, *(f"{p.title}. {p.text}" for p in passages)])
+        if self.embedder is None:
+            self.embedder = await asyncio.to_thread(load_embedder, self.device)
+        vectors = await self.embedder.aencode([question, *(f"{p.title}. {p.text}" for p in passages)])
         similarity = vectors[1:] @ vectors[0]  # (n,) cosine: the vectors are unit length
         order = np.argsort(-similarity, kind="stable")
         return [
@@ -114,9 +118,9 @@ class Retriever:
 
 
 async def resolve_backend(
-    search: str | SearchBackend, corpus: str | None, kwargs: Mapping[str, Any]
+    search: str | SearchBackend, corpus: str | None, kwargs: Mapping[str, Any], services: ToolServices
 ) -> SearchBackend:
-    """The backend instance: given, or the shared one the environment also uses (built in a worker thread)."""
+    """The backend instance: given, or ``services``' one, which an env given them uses too (built in a thread)."""
     if not isinstance(search, str):
         if not isinstance(search, SearchBackend):
             raise ConfigError(
@@ -126,7 +130,7 @@ async def resolve_backend(
     options = dict(kwargs)
     if search == "local" and corpus is not None:
         options.setdefault("name", corpus)
-    return await asyncio.to_thread(shared_backend, search, **options)
+    return await asyncio.to_thread(services.backend, search, **options)
 
 
 def _cut(text: str, limit: int) -> str:

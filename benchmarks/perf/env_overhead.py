@@ -16,14 +16,12 @@ import time
 import gymnasium as gym
 
 import drgym
-from drgym._loop import run_sync
 from drgym.agents.scripted import ScriptedAgent
-from drgym.search import close_shared_backends
 
 
 def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str = "local") -> dict[str, float]:
     """Play ``episodes`` one after another; with ``use_async`` through ``astep`` on this thread's loop."""
-    env = gym.make("drgym/WebResearch-v0", dataset=dataset, search=search)
+    env = gym.make("drgym/WebResearch-v0", dataset=dataset, search=search)  # it owns its services
     base = env.unwrapped
     if use_async:
         loop = asyncio.new_event_loop()
@@ -61,13 +59,11 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str
             row[2] += in_backend
             done = term or trunc
     wall = time.perf_counter() - started
-    env.close()
     # sessions and servers opened by this phase end with its loop
     if use_async:
-        loop.run_until_complete(close_shared_backends())
+        loop.run_until_complete(base.aclose())
         loop.close()
-    else:
-        run_sync(close_shared_backends())
+    env.close()
     return {
         "episodes": episodes,
         "steps": steps,
@@ -81,15 +77,18 @@ def measure(dataset: str, episodes: int, *, use_async: bool = False, search: str
 
 
 async def _measure_async(dataset: str, episodes: int, concurrency: int, search: str) -> dict[str, float]:
-    def make_env() -> gym.Env:
-        return gym.make("drgym/WebResearch-v0", dataset=dataset, search=search)
+    async with drgym.ToolServices() as shared:  # one index and one set of sessions for every env
 
-    # warm-up: the backend (index, sessions) is shared per loop, so this loop builds it once, untimed
-    await drgym.arun_episodes(make_env, ScriptedAgent, episodes=concurrency, seed=1, concurrency=concurrency)
-    started = time.perf_counter()
-    trajs = await drgym.arun_episodes(make_env, ScriptedAgent, episodes=episodes, seed=0, concurrency=concurrency)
-    wall = time.perf_counter() - started
-    await close_shared_backends()  # sessions and servers opened on this loop end with it
+        def make_env() -> gym.Env:
+            return gym.make("drgym/WebResearch-v0", dataset=dataset, search=search, services=shared)
+
+        # warm-up: the shared backend (index, sessions) is built once, untimed
+        await drgym.arun_episodes(make_env, ScriptedAgent, episodes=concurrency, seed=1, concurrency=concurrency)
+        started = time.perf_counter()
+        trajs = await drgym.arun_episodes(
+            make_env, ScriptedAgent, episodes=episodes, seed=0, concurrency=concurrency
+        )
+        wall = time.perf_counter() - started
     steps = sum(len(t.turns) for t in trajs)
     return {"episodes": episodes, "steps": steps, "steps_per_s": steps / wall}
 

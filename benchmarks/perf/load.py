@@ -65,11 +65,14 @@ def _search_outcomes(trajs: Sequence[Any]) -> tuple[int, int, dict[str, int]]:
     return sent, failed, reasons
 
 
-async def _batch(dataset: str, search: str, search_kwargs: dict[str, Any], episodes: int) -> tuple[float, list[Any]]:
+async def _batch(
+    dataset: str, search: str, search_kwargs: dict[str, Any], episodes: int, services: Any
+) -> tuple[float, list[Any]]:
     from drgym import arun_episodes
 
     def make() -> gym.Env:
-        return gym.make("drgym/WebResearch-v0", dataset=dataset, search=search, search_kwargs=search_kwargs)
+        return gym.make("drgym/WebResearch-v0", dataset=dataset, search=search, search_kwargs=search_kwargs,
+                        services=services)
 
     pool = [make() for _ in range(episodes)]  # built before the clock starts (each loads the question set)
     n = len(pool[0].unwrapped.records)
@@ -80,13 +83,11 @@ async def _batch(dataset: str, search: str, search_kwargs: dict[str, Any], episo
 
 
 async def _run(dataset: str, search: str, search_kwargs: dict[str, Any], episodes: int) -> list[tuple[str, float, str]]:
-    from drgym.search.registry import close_shared_backends
+    from drgym.services import ToolServices
 
-    try:
-        await _batch(dataset, search, search_kwargs, min(16, episodes))  # warm-up: index, site, sessions
-        wall, trajs = await _batch(dataset, search, search_kwargs, episodes)
-    finally:
-        await close_shared_backends()
+    async with ToolServices() as shared:  # one index, one site and one set of sessions for every env
+        await _batch(dataset, search, search_kwargs, min(16, episodes), shared)  # warm-up: index, site, sessions
+        wall, trajs = await _batch(dataset, search, search_kwargs, episodes, shared)
     sent, failed, reasons = _search_outcomes(trajs)
     pages = sum(t.pages_read for t in trajs)
     page_errors = sum(turn.observation.count(_PAGE_ERROR) for traj in trajs for turn in traj.turns

@@ -12,7 +12,7 @@ What is timed, on one event loop (client and server share it, as in the env's te
   (``search="miniweb"``: the metered live stack) with ``drgym.arun_episodes``: episodes/s and step latency
   (p50/p95, per tool); then the same episodes twice with the env's ``cache_path=`` (a SQLite cache): a cold
   pass that fills it and a warm pass, with the hit rate of each (searches: ``cache_hits / (cache_hits +
-  calls)`` from ``drgym.search.stack.usage_summary()``; pages: the share of page reads that never reached
+  calls)`` from the run's ``ToolServices.usage_summary()``; pages: the share of page reads that never reached
   the site).
 
 Pages are articles of the corpus (``wiki-local`` when its data are available, else ``demo``), chosen by a
@@ -107,12 +107,14 @@ async def _live_path(corpus: str, pages: int, queries: int, concurrency: int) ->
 def _episodes(dataset: str, corpus: str, episodes: int) -> list[tuple[str, float, str]]:
     rows = []
     mini = MiniWebBackend(corpus=corpus)
-    from drgym._loop import run_sync
     from drgym.runner import run_episode
+    from drgym.services import ToolServices
+
+    shared = ToolServices()  # the envs' loops (the site runs on the sync API's loop) and the local index
 
     try:
         for label, search in (("local", "local"), ("miniweb", mini)):
-            env = gym.make("drgym/WebResearch-v0", dataset=dataset, search=search)
+            env = gym.make("drgym/WebResearch-v0", dataset=dataset, search=search, services=shared)
             n = len(env.unwrapped.records)
             run_episode(env, ScriptedAgent(), options={"index": 0})  # warm-up: index, site, connections
             started = time.perf_counter()
@@ -122,7 +124,8 @@ def _episodes(dataset: str, corpus: str, episodes: int) -> list[tuple[str, float
             f1 = sum(t.f1 for t in trajs) / len(trajs)
             rows.append((f"episodes on {label} (mean F1 {f1:.3f})", len(trajs) / wall, "episodes/s"))
     finally:
-        run_sync(mini.aclose())
+        shared.run(mini.aclose())
+        shared.close()
     return rows
 
 
@@ -133,32 +136,31 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _totals() -> dict[str, int]:
-    from drgym.search.stack import usage_summary
-
-    total = usage_summary()["total"]
+def _totals(services: Any) -> dict[str, int]:
+    total = services.usage_summary()["total"]
     return {key: int(total[key]) for key in ("calls", "cache_hits", "opens", "failures")}
 
 
 async def _episode_pass(
-    dataset: str, corpus: str, episodes: int, cache_path: str | None
+    dataset: str, corpus: str, episodes: int, cache_path: str | None, services: Any
 ) -> tuple[float, list[Any], dict[str, int]]:
     """One batch of ``episodes`` scripted episodes, all in flight at once; (wall s, trajectories, usage delta)."""
     from drgym import arun_episodes
 
     def make() -> gym.Env:
         return gym.make(
-            "drgym/WebResearch-v0", dataset=dataset, search="miniweb", corpus=corpus, cache_path=cache_path
+            "drgym/WebResearch-v0", dataset=dataset, search="miniweb", corpus=corpus, cache_path=cache_path,
+            services=services,
         )
 
     pool = [make() for _ in range(episodes)]  # built before the clock starts (each loads the question set)
     n = len(pool[0].unwrapped.records)
-    before = _totals()
+    before = _totals(services)
     started = time.perf_counter()
     trajs = await arun_episodes(pool.pop, ScriptedAgent, [{"index": i % n} for i in range(episodes)],
                                 concurrency=episodes)
     wall = time.perf_counter() - started
-    after = _totals()
+    after = _totals(services)
     return wall, trajs, {key: after[key] - before[key] for key in after}
 
 
@@ -195,22 +197,20 @@ def _hit_rows(label: str, trajs: Sequence[Any], usage: dict[str, int]) -> list[t
 
 
 async def _concurrent(dataset: str, corpus: str, episodes: int) -> list[tuple[str, float, str]]:
-    from drgym.search.registry import close_shared_backends
+    from drgym.services import ToolServices
 
     rows: list[tuple[str, float, str]] = []
-    try:
-        await _episode_pass(dataset, corpus, min(episodes, 16), None)  # warm-up: index, site, sessions
-        wall, trajs, _ = await _episode_pass(dataset, corpus, episodes, None)
+    async with ToolServices() as shared:  # one site, one set of sessions, one meter for every pass
+        await _episode_pass(dataset, corpus, min(episodes, 16), None, shared)  # warm-up: index, site, sessions
+        wall, trajs, _ = await _episode_pass(dataset, corpus, episodes, None, shared)
         rows += _pass_rows("no cache", wall, trajs)
         with tempfile.TemporaryDirectory() as tmp:
             cache = str(Path(tmp) / "cache.sqlite")
-            wall, trajs, usage = await _episode_pass(dataset, corpus, episodes, cache)
-            rows += _pass_rows("cache_path, cold", wall, trajs) + _hit_rows("cold", trajs, usage)
-            wall, trajs, usage = await _episode_pass(dataset, corpus, episodes, cache)
-            rows += _pass_rows("cache_path, warm (second pass)", wall, trajs) + _hit_rows("warm", trajs, usage)
-            await close_shared_backends()  # the cache's SQLite file, before its folder goes
-    finally:
-        await close_shared_backends()
+            async with ToolServices() as cached:  # the cache's SQLite file is closed before its folder goes
+                wall, trajs, usage = await _episode_pass(dataset, corpus, episodes, cache, cached)
+                rows += _pass_rows("cache_path, cold", wall, trajs) + _hit_rows("cold", trajs, usage)
+                wall, trajs, usage = await _episode_pass(dataset, corpus, episodes, cache, cached)
+                rows += _pass_rows("cache_path, warm (second pass)", wall, trajs) + _hit_rows("warm", trajs, usage)
     return rows
 
 

@@ -146,9 +146,10 @@ async def run_batch(url: str, delay: float, concurrency: int, episodes: int, sta
     from drgym.llm.openai import OpenAIChatClient
 
     client = OpenAIChatClient(url, "bench", max_concurrency=concurrency, timeout=120.0)
+    shared = drgym.ToolServices()  # one index for every env of the batch
 
     def make_env() -> gym.Env:
-        return gym.make("drgym/WebResearch-v0", dataset="demo", today="2025-01-15")
+        return gym.make("drgym/WebResearch-v0", dataset="demo", today="2025-01-15", services=shared)
 
     def make_agent() -> PromptAgent:
         return PromptAgent(llm=client, temperature=0.0)
@@ -162,6 +163,7 @@ async def run_batch(url: str, delay: float, concurrency: int, episodes: int, sta
     trajs = await drgym.arun_episodes(make_env, make_agent, plan, concurrency=concurrency)
     wall, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
     await client.aclose()
+    await shared.aclose()
     return Result(
         delay=delay, concurrency=concurrency, episodes=len(trajs), wall_s=wall, cpu_s=cpu,
         correct=sum(t.reward == 1.0 for t in trajs), errors=sum(t.error is not None for t in trajs),

@@ -48,13 +48,13 @@ class _Timed(gym.Wrapper):
             self.inner_s += time.perf_counter() - started
 
 
-def make_env(dataset: str, indices: list[int] | None = None) -> DiscreteResearchWrapper:
+def make_env(dataset: str, indices: list[int] | None = None, services: Any = None) -> DiscreteResearchWrapper:
     corpus = "demo" if dataset == "demo" else "wiki-local"
     records: Any = dataset
     if indices is not None:
         every = load_dataset(dataset)
         records = [every[i] for i in indices]
-    inner = gym.make("drgym/WebResearch-v0", dataset=records, corpus=corpus, max_turns=MAX_TURNS)
+    inner = gym.make("drgym/WebResearch-v0", dataset=records, corpus=corpus, max_turns=MAX_TURNS, services=services)
     return DiscreteResearchWrapper(_Timed(inner))
 
 
@@ -66,10 +66,13 @@ def train_ppo(dataset: str, train: list[int], timesteps: int, seed: int) -> tupl
     except ImportError as exc:
         raise missing_dependency("stable-baselines3", "sb3") from exc
 
+    from drgym.services import ToolServices
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64-unit MLP runs fastest on one thread
+    shared = ToolServices()  # the four envs share one index
     try:
-        vec_env = make_vec_env(lambda: make_env(dataset, train), n_envs=4, seed=seed)
+        vec_env = make_vec_env(lambda: make_env(dataset, train, shared), n_envs=4, seed=seed)
         model = PPO(
             "MlpPolicy",
             vec_env,
@@ -86,6 +89,7 @@ def train_ppo(dataset: str, train: list[int], timesteps: int, seed: int) -> tupl
         seconds = time.perf_counter() - started
         vec_env.close()
     finally:
+        shared.close()
         torch.set_num_threads(threads)
     return model, seconds
 

@@ -1,8 +1,8 @@
 """The client side of ``drgym serve``: a ``SearchBackend`` whose searches, page opens and page reads run there.
 
-``WebResearchEnv(search="gateway:http://HOST:PORT")`` builds a :class:`GatewayBackend`; so does passing one
-as ``search=`` (one backend, one HTTP session per event loop, shared by every env of the process that is given
-it). Each episode gets a :class:`GatewayEpisode` (its own key, its record id and per-episode cap sent with every
+``WebResearchEnv(search="gateway:http://HOST:PORT")`` gets a :class:`GatewayBackend` from its
+``ToolServices`` (one per URL and options: one HTTP session per event loop for every env given those services);
+so does passing one as ``search=``. Each episode gets a :class:`GatewayEpisode` (its own key, its record id and per-episode cap sent with every
 request, its counts copied back from the gateway's answers) and, unless the env names its own reader, a
 :class:`GatewayBrowser` that has the gateway open *and read* the pages.
 
@@ -27,7 +27,6 @@ from typing import Any
 
 import aiohttp
 
-from drgym._loop import run_sync
 from drgym.browse.base import PageNotes
 from drgym.browse.memory import EpisodeMemory
 from drgym.document import Document
@@ -37,7 +36,6 @@ from drgym.retry import Retryable, RetryPolicy, parse_retry_after, with_retries
 from drgym.search._http import LoopSessions
 from drgym.search.base import Result
 from drgym.search.metering import EpisodeUsage
-from drgym.search.replay import current_episode
 
 __all__ = ["DEFAULT_RETRY", "GatewayBackend", "GatewayBrowser", "GatewayEpisode", "default_connector_limit"]
 
@@ -99,16 +97,15 @@ class GatewayBackend:
         self._client = uuid.uuid4().hex[:16]
         self._counter = itertools.count()
         self._default: GatewayEpisode | None = None
-        self._closing: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:  # never the token
         return f"GatewayBackend({self.url!r})"
 
     # ------------------------------------------------------------------ episodes
 
-    def episode_view(self) -> GatewayEpisode:
-        """A new episode on the gateway (its own counts and per-episode budget there)."""
-        return GatewayEpisode(self, f"{self._client}-{next(self._counter)}")
+    def episode_view(self, record_id: str | None = None) -> GatewayEpisode:
+        """A new episode on the gateway (its own counts and per-episode budget there; ``record_id``: its record key)."""
+        return GatewayEpisode(self, f"{self._client}-{next(self._counter)}", record_id)
 
     def browser(self, view: GatewayEpisode, *, max_pages_per_call: int, time_budget_s: float) -> GatewayBrowser:
         """The browse tool of ``view``'s episode, with pages opened and read on the gateway."""
@@ -141,17 +138,6 @@ class GatewayBackend:
     async def aclose(self) -> None:
         """Close the HTTP sessions of every event loop; safe to call twice."""
         await self._sessions.aclose()
-
-    def close(self) -> None:
-        """Close from synchronous code (``env.close()``): now, or as soon as the running loop gets to it."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            run_sync(self.aclose())  # the sync API's sessions live on this thread's loop: closed there
-            return
-        task = loop.create_task(self.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -242,9 +228,10 @@ def default_connector_limit() -> int:
 class GatewayEpisode:
     """One episode's handle on a gateway: its key, record id and cap go with each request; counts come back."""
 
-    def __init__(self, backend: GatewayBackend, key: str) -> None:
+    def __init__(self, backend: GatewayBackend, key: str, record_id: str | None = None) -> None:
         self.backend = backend
         self.key = key
+        self.record_id = record_id
         self.name = backend.name
         self.usage = EpisodeUsage()
 
@@ -252,7 +239,7 @@ class GatewayEpisode:
         """The episode fields of a request."""
         return {
             "episode": self.key,
-            "record_id": current_episode(),
+            "record_id": self.record_id,
             "budget_per_episode": self.backend.budget_per_episode,
         }
 

@@ -1,9 +1,10 @@
 """What one gateway holds and every client shares: the search stack, the reader, the meter, limits, episodes.
 
-:class:`GatewayServices` owns all of it and nothing is process-wide: a test can run two gateways in one process
-and they share nothing. Episode identity arrives with every request (an episode key, the record id, its own
-per-episode cap), so per-episode counts and budgets, and record-mode keys, work across any number of client
-processes.
+:class:`GatewayServices` owns all of it, over a :class:`~drgym.services.ToolServices` of its own (the same owner
+an in-process env uses), and nothing is process-wide: a test can run two gateways in one process and they share
+nothing. Episode identity arrives with every request (an episode key, the record id, its own per-episode cap)
+and is handed to the search stack as the same :class:`~drgym.search.episode.Episode` argument an in-process env
+passes, so per-episode counts and budgets, and record-mode keys, work across any number of client processes.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from drgym.document import Document
 from drgym.errors import ConfigError
 from drgym.ratelimit import TokenBucket
 from drgym.search.base import Result, SearchBackend
-from drgym.search.metering import Budget, EpisodeUsage, EpisodeView, LimitedUsage, Meter, MeteredBackend
-from drgym.search.replay import recording_episode
+from drgym.search.episode import Episode, EpisodeUsage, EpisodeView, LimitedUsage, open_in, search_in
+from drgym.search.metering import Budget, MeteredBackend
 from drgym.search.stack import SearchConfig, new_stack
+from drgym.services import ToolServices
 
 __all__ = ["GatewayConfig", "GatewayServices"]
 
@@ -79,12 +81,13 @@ class GatewayServices:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.meter = Meter()
+        self.tools = ToolServices()
+        self.meter = self.tools.meter
         self.limiter = TokenBucket(config.rps, config.burst) if config.rps is not None else None
         self.budget = Budget(per_episode=config.budget_per_episode, global_=config.budget_global)
         self.stack = self._build_stack(config)
         self.reader = _make_reader(config.reader)
-        self._episodes: OrderedDict[str, EpisodeView] = OrderedDict()
+        self._episodes: OrderedDict[str, EpisodeUsage] = OrderedDict()
         self._secrets = _secrets_of(config.search_kwargs)
         self.started = time.time()
 
@@ -109,7 +112,7 @@ class GatewayServices:
                 cache_mode=config.cache_mode,
                 cache_ttl_s=config.cache_ttl_s,
             ),
-            meter=self.meter,
+            self.tools,
             limiter=self.limiter,
             budget=self.budget,
         )
@@ -117,36 +120,31 @@ class GatewayServices:
 
     # ------------------------------------------------------------------ episodes
 
-    def episode(self, key: str, limit: int | None) -> EpisodeView:
-        """The view of episode ``key`` (made on first use; the least recently used are forgotten)."""
-        view = self._episodes.get(key)
-        if view is None:
-            view = EpisodeView(self.stack)
-            view.usage = LimitedUsage(limit=limit)
-            self._episodes[key] = view
+    def episode(self, key: str, limit: int | None, record_id: str | None = None) -> Episode:
+        """Episode ``key`` of this request: its counts (kept per key, the least recently used forgotten first)
+        and the record id the request names."""
+        usage = self._episodes.get(key)
+        if usage is None:
+            usage = self._episodes[key] = LimitedUsage(limit=limit)
             while len(self._episodes) > self.config.max_episodes:
                 self._episodes.popitem(last=False)
         else:
             self._episodes.move_to_end(key)
-        return view
+        return Episode(record_id=record_id, usage=usage)
 
     # ------------------------------------------------------------------ tools
 
     async def search(
         self, query: str, k: int, *, episode: str, record_id: str | None, limit: int | None
     ) -> tuple[list[Result], EpisodeUsage]:
-        view = self.episode(episode, limit)
-        with recording_episode(record_id):
-            results = await view.search(query, k)
-        return results, view.usage
+        ep = self.episode(episode, limit, record_id)
+        return await search_in(self.stack, query, k, ep), ep.usage
 
     async def open(
         self, url: str, *, episode: str, record_id: str | None, limit: int | None
     ) -> tuple[Document, EpisodeUsage]:
-        view = self.episode(episode, limit)
-        with recording_episode(record_id):
-            document = await view.open(url)
-        return document, view.usage
+        ep = self.episode(episode, limit, record_id)
+        return await open_in(self.stack, url, ep), ep.usage
 
     async def browse(
         self,
@@ -163,16 +161,17 @@ class GatewayServices:
         limit: int | None,
     ) -> tuple[list[PageNotes], list[tuple[str, str]], EpisodeUsage]:
         """Open and read ``urls`` with the gateway's reader; returns the notes and what was added to memory."""
-        view = self.episode(episode, limit)
+        ep = self.episode(episode, limit, record_id)
         mem = EpisodeMemory(memory_chars)
         for url, text in memory:
             mem.add(url, text)
         mark = mem.mark()
-        browser = Browser(view, self.reader, max_pages_per_call=max_pages, time_budget_s=time_budget_s)
-        with recording_episode(record_id):
-            pages = await browser.browse(urls, question=question, subquestions=subquestions, memory=mem)
+        browser = Browser(
+            EpisodeView(self.stack, ep), self.reader, max_pages_per_call=max_pages, time_budget_s=time_budget_s
+        )
+        pages = await browser.browse(urls, question=question, subquestions=subquestions, memory=mem)
         added = [(url, text) for url in mem.urls() if (text := mem.notes_for(url, since=mark))]
-        return pages, added, view.usage
+        return pages, added, ep.usage
 
     # ------------------------------------------------------------------ hygiene
 
@@ -187,9 +186,12 @@ class GatewayServices:
             self._secrets.append(secret)
 
     async def aclose(self) -> None:
-        """Close the stack (flushing its store) and the reader's model client."""
+        """Close the stack (flushing its store), the services under it and the reader's model client."""
         try:
-            await self.stack.aclose()
+            try:
+                await self.stack.aclose()
+            finally:
+                await self.tools.aclose()
         finally:
             if isinstance(self.reader, BrowsingAgent):
                 close = getattr(self.reader.client, "aclose", None)  # ChatClient does not require one

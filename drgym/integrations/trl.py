@@ -2,8 +2,9 @@
 
 Two ways in, both on the real trainer:
 
-* ``environment_factory=functools.partial(WebResearchToolEnv, dataset=..., search=...)`` with
-  ``reward_funcs=[finish_episodes]``. TRL generates, parses tool calls with its own chat-template parser and calls
+* ``environment_factory=functools.partial(WebResearchToolEnv, dataset=..., search=..., services=shared)`` with
+  ``reward_funcs=[finish_episodes]`` (``shared = drgym.ToolServices()``: the envs TRL builds share its rate
+  limits, budget, cache and index; without it each env has its own). TRL generates, parses tool calls with its own chat-template parser and calls
   the env's tools (``web_search``, ``browse_webpage``); ``finish_episodes`` hands each env the policy's last turn
   (the answer) and ``get_reward`` returns the env's reward. TRL runs one sample's tools to completion before it
   starts the next sample's, so tool latency adds up over the batch (see README "Training with TRL").
@@ -11,7 +12,8 @@ Two ways in, both on the real trainer:
   episodes are played with drgym's exact protocol (the env's system prompt and messages, the tokenizer's chat
   template, tool turns as the template renders role ``tool``), all episodes of the batch at once on one event
   loop, token-in/token-out: the ids TRL trains on are the ids sampled, ``env_mask`` is 0 on every id the policy
-  did not sample, and ``logprobs`` are the sampler's.
+  did not sample, and ``logprobs`` are the sampler's. The rollout makes one ``ToolServices`` for all its envs
+  (or uses ``services=`` when given) and its ``close()`` closes it.
 
 Importing this module checks the installed TRL version (:data:`SUPPORTED_TRL`).
 """
@@ -36,9 +38,9 @@ import gymnasium
 
 import drgym  # noqa: F401  (registers drgym/WebResearch-v0)
 from drgym import protocol
-from drgym._loop import run_sync
 from drgym.env import WebResearchEnv
 from drgym.reward import score_answer, split_gold
+from drgym.services import ToolServices
 
 __all__ = [
     "STOP",
@@ -304,6 +306,10 @@ class DrgymRollout:
         self.system_prompt = system_prompt
         self.generator = generator
         self.env_kwargs = dict(env_kwargs)
+        given = self.env_kwargs.get("services")
+        self._owns_services = given is None
+        self.services: ToolServices = given if given is not None else ToolServices()
+        self.env_kwargs["services"] = self.services  # every env of the rollout shares it
         self.envs = [_make_env(self.env_kwargs)]
         self.records = self.envs[0].records
         self._index = _record_index(self.envs[0])
@@ -335,7 +341,7 @@ class DrgymRollout:
         )
         self._calls += 1
         with self._generator(trainer, tokenizer) as generator:
-            episodes = run_sync(
+            episodes = self.services.run(
                 play_episodes(
                     self.envs[: len(prompts)],
                     [{"index": i} for i in indices],
@@ -358,6 +364,14 @@ class DrgymRollout:
             "drgym_format_ok": [ep.format_ok for ep in episodes],
             "drgym_tool_calls": [ep.tool_calls for ep in episodes],
         }
+
+    def close(self) -> None:
+        """Close the rollout's envs and the services it made (given ones stay open)."""
+        for env in self.envs:
+            env.close()
+        self.envs = []
+        if self._owns_services:
+            self.services.close()
 
     def _pose(self, prompt: Any) -> int:
         question = _question_of(prompt)

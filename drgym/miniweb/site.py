@@ -32,7 +32,7 @@ import logging
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
@@ -50,6 +50,9 @@ from drgym.miniweb.render import (
     render_search,
 )
 from drgym.search.local import BM25Backend
+
+if TYPE_CHECKING:
+    from drgym.services import ToolServices
 
 __all__ = ["ENGINE", "MiniWiki", "build_app", "create_app", "load_wiki"]
 
@@ -142,16 +145,15 @@ class MiniWiki:
             limit = min(len(self.index), limit * 4)
 
 
-def load_wiki(corpus: str) -> MiniWiki:
-    """The content of a named corpus (``drgym.data.list_corpora()``), sharing the ``local`` backend's index.
+def load_wiki(corpus: str, services: ToolServices | None = None) -> MiniWiki:
+    """The content of a named corpus (``drgym.data.list_corpora()``) and its BM25 index.
 
-    Loading and indexing a large corpus takes seconds: call it from a worker thread in async code.
+    With ``services``, the index is theirs (``services.backend("local", name=corpus)``: one copy in memory with
+    the envs given them); else a new one (from the same on-disk index cache). Loading and indexing a large
+    corpus takes seconds: call it from a worker thread in async code.
     """
-    from drgym.search.local import BM25Backend
-    from drgym.search.registry import shared_backend
-
-    index = shared_backend("local", name=corpus)
-    if isinstance(index, BM25Backend):  # one copy of the index in memory, the same on-disk cache
+    index = services.backend("local", name=corpus) if services is not None else BM25Backend.from_corpus(corpus)
+    if isinstance(index, BM25Backend):
         return MiniWiki(index.passages, corpus=corpus, index=index)
     from drgym.data import load_corpus  # `local` re-registered to something else: build our own
 

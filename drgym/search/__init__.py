@@ -2,15 +2,16 @@
 
 from drgym.document import Document
 from drgym.search.base import Result, SearchBackend
-from drgym.search.registry import BACKENDS, backend_names, close_shared_backends, make_backend, shared_backend
+from drgym.search.episode import Episode, EpisodeView
+from drgym.search.registry import BACKENDS, backend_names, make_backend
 
 __all__ = [
     "BACKENDS",
     "Document",
+    "Episode",
+    "EpisodeView",
     "Result",
     "SearchBackend",
     "backend_names",
-    "close_shared_backends",
     "make_backend",
-    "shared_backend",
 ]

@@ -5,7 +5,8 @@ same way for all of them:
 
 * one ``aiohttp.ClientSession`` per event loop, made lazily inside the running loop (the env's sync API runs
   on a private background loop while async users run on their own; each gets its own session);
-* the process-wide per-provider :class:`~drgym.ratelimit.TokenBucket`, one token per HTTP request;
+* a :class:`~drgym.ratelimit.TokenBucket` (one per provider for every stack of a ``ToolServices``), one token
+  per HTTP request;
 * bounded retries (:class:`~drgym.retry.RetryPolicy`) on 429, 5xx, timeouts and dropped connections, honouring
   ``Retry-After``; other 4xx fail at once;
 * typed errors naming the provider, and the API key kept out of every message and repr.
@@ -29,7 +30,7 @@ import aiohttp
 
 from drgym.document import Document
 from drgym.errors import BackendError, ConfigError, FetchError, RateLimitedError, ToolError
-from drgym.ratelimit import TokenBucket, shared_limiter
+from drgym.ratelimit import TokenBucket
 from drgym.retry import Retryable, RetryPolicy, parse_retry_after, with_retries
 from drgym.search.base import Result
 
@@ -134,10 +135,11 @@ def _discard(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop) ->
     if loop.is_running() and not loop.is_closed():
         asyncio.run_coroutine_threadsafe(session.close(), loop)
         return
-    # The loop is gone and its sockets with it; mark session and connector closed so nothing warns later.
+    # The loop is idle (its owner closes it next: its sockets close when it runs or ends) or gone with its
+    # sockets; mark session and connector closed so nothing warns later.
     connector = session.connector
     session.detach()
-    if connector is not None and loop.is_closed():
+    if connector is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             connector.close()
@@ -151,12 +153,12 @@ class HttpSearchBackend:
     Args:
         api_key: The provider key; defaults to the environment variable ``api_key_env``.
         base_url: Endpoint root (tests point it at a loopback server).
-        rps: Requests per second for this provider, shared by every backend of the process.
+        rps: Requests per second for this backend (a ``ToolServices`` gives every env's backend one shared bucket).
         burst: Requests allowed at once after a quiet spell (default ``max(1, rps)``).
         timeout_s: Limit for one HTTP request, seconds.
         retry: Retry policy for 429/5xx/timeouts/connection errors.
         page_opener: Reads pages for :meth:`open`; without one ``open`` raises ``FetchError``.
-        limiter: Use this bucket instead of the shared one (tests, custom quotas).
+        limiter: Take tokens from this bucket instead of one of the backend's own (shared quotas).
         queue_timeout_s: Longest wait for the rate limiter before the first attempt; ``None`` waits as long as
             needed (requests queue fairly behind each other).
         max_response_bytes: Larger responses are refused (a provider never sends megabytes of JSON).
@@ -197,9 +199,7 @@ class HttpSearchBackend:
         self.queue_timeout_s = queue_timeout_s
         self.max_response_bytes = max_response_bytes
         self._connector_limit = connector_limit
-        self.limiter = limiter or shared_limiter(
-            f"search:{self.name}", self.default_rps if rps is None else rps, burst
-        )
+        self.limiter = limiter or TokenBucket(self.default_rps if rps is None else rps, burst)
         self._sessions = LoopSessions(self._new_session)
 
     # ----------------------------------------------------------------- configuration

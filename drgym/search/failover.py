@@ -18,13 +18,14 @@ from collections.abc import Sequence
 from drgym.document import Document
 from drgym.errors import BackendError, ConfigError, RateLimitedError
 from drgym.search.base import Result, SearchBackend
+from drgym.search.episode import Episode, SearchLayer, open_in, search_in
 
 __all__ = ["FailoverBackend"]
 
 logger = logging.getLogger(__name__)
 
 
-class FailoverBackend:
+class FailoverBackend(SearchLayer):
     """Search with the first backend that answers.
 
     Args:
@@ -74,12 +75,15 @@ class FailoverBackend:
         )
         return cls(f"every search backend failed to {what} ({detail})")
 
-    async def search(self, query: str, k: int = 10) -> list[Result]:
+    def below(self) -> list[SearchBackend]:
+        return list(self.backends)
+
+    async def search(self, query: str, k: int = 10, *, episode: Episode | None = None) -> list[Result]:
         """Results from the first backend that answers; each result's ``extras["provider"]`` says which."""
         errors: list[tuple[str, BackendError]] = []
         for backend in self._order():
             try:
-                results = await backend.search(query, k)
+                results = await search_in(backend, query, k, episode)
             except BackendError as exc:
                 self._failed(backend, exc)
                 errors.append((backend.name, exc))
@@ -95,12 +99,12 @@ class FailoverBackend:
             ]
         raise self._all_failed("search", errors)
 
-    async def open(self, url: str) -> Document:
+    async def open(self, url: str, *, episode: Episode | None = None) -> Document:
         """The page from the first backend whose page reader works (page errors propagate)."""
         errors: list[tuple[str, BackendError]] = []
         for backend in self._order():
             try:
-                return await backend.open(url)
+                return await open_in(backend, url, episode)
             except BackendError as exc:
                 errors.append((backend.name, exc))
         raise self._all_failed("open the page", errors)

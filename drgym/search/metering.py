@@ -1,6 +1,6 @@
 """Search-API metering and budgets: calls, cache hits, failures and estimated spend per provider.
 
-How the pieces fit (the environment builds this once per process and one view per episode)::
+How the pieces fit (a ``ToolServices`` builds this once per configuration, the env one view per episode)::
 
     meter, budget = Meter(), Budget(per_episode=30, global_=10_000)
     live = FailoverBackend([MeteredBackend(serper, meter, budget), MeteredBackend(brave, meter, budget)])
@@ -8,15 +8,13 @@ How the pieces fit (the environment builds this once per process and one view pe
     view = EpisodeView(stack)           # per episode: per-episode counts and budget
     await view.search("query", 10); view.usage.as_dict()
 
-Per-episode counts travel in a :mod:`contextvars` variable that the :class:`EpisodeView` sets around each
-call, so one shared backend stack serves many concurrent episodes without mixing their counts. A call made
-outside any view is counted against the wrapper's own default episode (reset by
-:meth:`MeteredBackend.new_episode`).
+Each call carries its :class:`~drgym.search.episode.Episode` (``search(query, k, episode=ep)``), so one shared
+backend stack serves many concurrent episodes without mixing their counts. A call made without an episode is
+counted against the wrapper's own default episode (reset by :meth:`MeteredBackend.new_episode`).
 """
 
 from __future__ import annotations
 
-import contextvars
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -25,6 +23,15 @@ from typing import Any, Protocol, runtime_checkable
 from drgym.document import Document
 from drgym.errors import BackendError, BudgetExceededError, ConfigError
 from drgym.search.base import Result, SearchBackend
+from drgym.search.episode import (
+    Episode,
+    EpisodeUsage,
+    EpisodeView,
+    LimitedUsage,
+    SearchLayer,
+    open_in,
+    search_in,
+)
 
 __all__ = [
     "DEFAULT_PRICES_PER_1K",
@@ -35,7 +42,6 @@ __all__ = [
     "Meter",
     "MeteredBackend",
     "Priced",
-    "current_usage",
 ]
 
 DEFAULT_PRICES_PER_1K: dict[str, float] = {
@@ -47,45 +53,6 @@ DEFAULT_PRICES_PER_1K: dict[str, float] = {
     "miniweb": 0.0,  # the offline mini-web on loopback
 }
 """Rough list prices in USD per 1000 calls (late 2025), for *estimates* only; give :class:`Meter` yours."""
-
-_CURRENT: contextvars.ContextVar[EpisodeUsage | None] = contextvars.ContextVar(
-    "drgym_episode_usage", default=None
-)
-
-
-@dataclass
-class EpisodeUsage:
-    """Search usage of one episode (or of a view's lifetime)."""
-
-    calls: int = 0
-    """Provider calls made (failed ones included: they count against the budget)."""
-    failures: int = 0
-    cache_hits: int = 0
-    est_spend_usd: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for ``info``."""
-        return asdict(self)
-
-    def call_limit(self) -> int | None:
-        """A per-episode cap this episode carries itself (a gateway request names one), else ``None``."""
-        return None
-
-
-@dataclass
-class LimitedUsage(EpisodeUsage):
-    """The usage of an episode that states its own per-episode cap (checked with the budget's own)."""
-
-    limit: int | None = None
-
-    def call_limit(self) -> int | None:
-        return self.limit
-
-
-def current_usage() -> EpisodeUsage | None:
-    """The usage record of the episode view active in this context, if any."""
-    return _CURRENT.get()
-
 
 @dataclass
 class _ProviderStats:
@@ -128,7 +95,7 @@ class Meter:
     ) -> None:
         """Count one provider call; a successful one adds ``cost_units`` times the price to the spend.
 
-        ``usage`` is the episode record to update too; by default the active :class:`EpisodeView`'s.
+        ``usage`` is the episode record to update too, if any.
         """
         spend = self.price_per_call(provider) * cost_units if ok else 0.0
         with self._lock:
@@ -139,16 +106,14 @@ class Meter:
                 stats.cost_units += cost_units
             else:
                 stats.failures += 1
-        usage = usage or _CURRENT.get()
         if usage is not None:
             usage.failures += not ok
             usage.est_spend_usd += spend
 
-    def record_cache_hit(self, provider: str) -> None:
-        """Count a query answered from the cache (no provider call, no spend, no budget)."""
+    def record_cache_hit(self, provider: str, usage: EpisodeUsage | None = None) -> None:
+        """Count a query answered from the cache (no provider call, no spend, no budget), for ``usage`` too."""
         with self._lock:
             self._get(provider).cache_hits += 1
-        usage = _CURRENT.get()
         if usage is not None:
             usage.cache_hits += 1
 
@@ -253,7 +218,7 @@ class Priced(Protocol):
         ...
 
 
-class MeteredBackend:
+class MeteredBackend(SearchLayer):
     """Wraps a backend: every search is charged to the budget and counted by the meter.
 
     A search that fails with :class:`BackendError` still counts (it may be billed and it did load the
@@ -282,13 +247,16 @@ class MeteredBackend:
         """Start a new default episode (for callers that use no :class:`EpisodeView`)."""
         self._default_usage = EpisodeUsage()
 
-    async def search(self, query: str, k: int = 10) -> list[Result]:
-        """Charge the budget, then search; see :class:`~drgym.search.base.SearchBackend`."""
-        usage = _CURRENT.get() or self._default_usage
+    def below(self) -> list[SearchBackend]:
+        return [self.inner]
+
+    async def search(self, query: str, k: int = 10, *, episode: Episode | None = None) -> list[Result]:
+        """Charge ``episode``'s budget (default: this wrapper's own), then search the provider."""
+        usage = episode.usage if episode is not None else self._default_usage
         self.budget.charge(usage)
         cost_units = self._cost_units
         try:
-            results = await self.inner.search(query, k)
+            results = await search_in(self.inner, query, k, episode)
         except BackendError:
             self.meter.record_call(self.name, ok=False, usage=usage)
             raise
@@ -298,10 +266,10 @@ class MeteredBackend:
         self.meter.record_call(self.name, ok=True, cost_units=cost_units, usage=usage)
         return results
 
-    async def open(self, url: str) -> Document:
+    async def open(self, url: str, *, episode: Episode | None = None) -> Document:
         """Read a page through the inner backend (counted, not charged)."""
         self.meter.record_open(self.name)
-        return await self.inner.open(url)
+        return await open_in(self.inner, url, episode)
 
     async def aclose(self) -> None:
         """Close the inner backend."""
@@ -309,35 +277,3 @@ class MeteredBackend:
 
     def __repr__(self) -> str:
         return f"MeteredBackend({self.inner!r})"
-
-
-class EpisodeView:
-    """One episode's handle on a shared backend stack: sets the episode's usage record around each call.
-
-    The view does not own the stack; closing it closes nothing.
-    """
-
-    def __init__(self, backend: SearchBackend) -> None:
-        self.backend = backend
-        self.name = backend.name
-        self.usage = EpisodeUsage()
-
-    async def search(self, query: str, k: int = 10) -> list[Result]:
-        """Search with this episode's counts and budget in effect."""
-        token = _CURRENT.set(self.usage)
-        try:
-            return await self.backend.search(query, k)
-        finally:
-            _CURRENT.reset(token)
-
-    async def open(self, url: str) -> Document:
-        """Read a page with this episode's counts in effect."""
-        token = _CURRENT.set(self.usage)
-        try:
-            return await self.backend.open(url)
-        finally:
-            _CURRENT.reset(token)
-
-    async def aclose(self) -> None:
-        """Nothing to release: the shared stack outlives the episode."""
-

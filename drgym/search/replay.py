@@ -2,7 +2,7 @@
 
 * :class:`RecordingBackend` (record mode) answers from the store when it already holds the request, else asks
   the live backend and stores the answer (or the error). Every entry an episode saw is pinned and linked to
-  that episode (:func:`recording_episode`); the first answer stored for a request wins, so every recorded
+  that episode (the :class:`~drgym.search.episode.Episode` each call carries); the first answer stored for a request wins, so every recorded
   episode replays exactly even when several recorded the same query.
 * :class:`ReplayBackend` with ``strict=True`` (replay mode) answers only from the store and raises
   :class:`ReplayMissError` for anything never recorded, so an evaluation can prove it touched no live service.
@@ -13,17 +13,15 @@
   Errors are never cached. Identical requests made at once on one event loop are coalesced: one lookup, at
   most one live call, one answer for all of them (see :class:`ReplayBackend`).
 
-Which episode a call belongs to travels in a :mod:`contextvars` variable, set by the env around each step: it
-is per task, so concurrent episodes on one event loop never mix their keys.
+Which episode a call belongs to is an argument of each call (``search(query, k, episode=ep)``), so concurrent
+episodes on one event loop never mix their keys.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from drgym import errors as _errors
@@ -38,6 +36,7 @@ from drgym.search.cache import (
     normalize_url,
     options_key,
 )
+from drgym.search.episode import Episode, SearchLayer, open_in, search_in
 
 if TYPE_CHECKING:
     from drgym.search.metering import Meter
@@ -48,8 +47,6 @@ __all__ = [
     "RecordingBackend",
     "ReplayBackend",
     "backend_options",
-    "current_episode",
-    "recording_episode",
 ]
 
 # Errors that describe this run (budget, replay), not the web: never recorded.
@@ -69,24 +66,7 @@ _TRANSPORT = frozenset(
     }
 )
 
-_EPISODE: contextvars.ContextVar[str | None] = contextvars.ContextVar("drgym_recording_episode", default=None)
-
 _T = TypeVar("_T")
-
-
-@contextlib.contextmanager
-def recording_episode(episode_id: str | None) -> Iterator[None]:
-    """Link what record mode stores inside this block to ``episode_id`` (per task: safe with concurrent episodes)."""
-    token = _EPISODE.set(episode_id)
-    try:
-        yield
-    finally:
-        _EPISODE.reset(token)
-
-
-def current_episode() -> str | None:
-    """The recording episode of the running task, if any."""
-    return _EPISODE.get()
 
 
 @runtime_checkable
@@ -108,16 +88,14 @@ def backend_options(backend: SearchBackend) -> dict[str, Any]:
     """
     from drgym.search._http import HttpSearchBackend
     from drgym.search.failover import FailoverBackend
-    from drgym.search.metering import MeteredBackend
 
     if isinstance(backend, HasCacheOptions):
         return dict(backend.cache_options())
     if isinstance(backend, FailoverBackend):
         return {member.name: backend_options(member) for member in backend.backends}
-    if isinstance(backend, (MeteredBackend, RecordingBackend)):
-        return backend_options(backend.inner)
-    if isinstance(backend, ReplayBackend):
-        return backend_options(backend.inner) if backend.inner is not None else {}
+    if isinstance(backend, SearchLayer):  # metering, cache, recording: the options of what they wrap
+        inner = backend.below()
+        return backend_options(inner[0]) if len(inner) == 1 else {}
     if not isinstance(backend, HttpSearchBackend):
         return {}
     return {
@@ -135,6 +113,10 @@ def _open_store(
     if isinstance(store, SearchStore):
         return store, bool(owns)
     return SearchStore(store, create=create), True if owns is None else owns
+
+
+def _record_id(episode: Episode | None) -> str | None:
+    return None if episode is None else episode.record_id
 
 
 def _raise_recorded(entry: StoredEntry) -> None:
@@ -157,7 +139,7 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-class RecordingBackend:
+class RecordingBackend(SearchLayer):
     """Record mode: answers already stored are served; the rest are asked live and stored, pinned.
 
     Args:
@@ -189,14 +171,20 @@ class RecordingBackend:
         self.ttl_s = ttl_s
         self.options = options_key(backend_options(inner) if options is None else options)
 
-    async def search(self, query: str, k: int = 10) -> list[Result]:
-        """The recorded answer, or a live search that is recorded (pinned, linked to the current episode)."""
-        where = {"options": self.options, "record": True, "episode": _EPISODE.get()}
+    def below(self) -> list[SearchBackend]:
+        return [self.inner]
+
+    def own_stores(self) -> list[SearchStore]:
+        return [self.store]
+
+    async def search(self, query: str, k: int = 10, *, episode: Episode | None = None) -> list[Result]:
+        """The recorded answer, or a live search that is recorded (pinned, linked to ``episode``'s record)."""
+        where = {"options": self.options, "record": True, "episode": _record_id(episode)}
         entry = await self.store.get_search(self.name, query, k, self.ttl_s, touch=True, **where)
         if entry is not None:
             return _serve(entry)
         try:
-            results = await self.inner.search(query, k)
+            results = await search_in(self.inner, query, k, episode)
         except ToolError as exc:
             if self.record_errors and not isinstance(exc, _NOT_RECORDED):
                 kept = await self.store.put_search(self.name, query, k, error=exc, **where)
@@ -206,14 +194,14 @@ class RecordingBackend:
         kept = await self.store.put_search(self.name, query, k, results, **where)
         return results if kept is None else _serve(kept)
 
-    async def open(self, url: str) -> Document:
+    async def open(self, url: str, *, episode: Episode | None = None) -> Document:
         """The recorded document, or a live read that is recorded."""
-        where = {"record": True, "episode": _EPISODE.get()}
+        where = {"record": True, "episode": _record_id(episode)}
         entry = await self.store.get_document(self.name, url, self.ttl_s, touch=True, **where)
         if entry is not None:
             return _serve(entry)
         try:
-            document = await self.inner.open(url)
+            document = await open_in(self.inner, url, episode)
         except ToolError as exc:
             if self.record_errors and not isinstance(exc, _NOT_RECORDED):
                 kept = await self.store.put_document(self.name, url, error=exc, **where)
@@ -230,7 +218,7 @@ class RecordingBackend:
             await self.store.aclose()
 
 
-class ReplayBackend:
+class ReplayBackend(SearchLayer):
     """Answers from a :class:`SearchStore`: exact replay (``strict=True``) or a TTL cache (``strict=False``).
 
     Args:
@@ -254,7 +242,7 @@ class ReplayBackend:
     one task that makes the live call and stores the answer; the others await that answer. So a group of
     episodes asking the same question at once costs one provider call, and the meter counts every coalesced
     search as a cache hit (it made no call), besides the usual hits from the store; the store's own hit count
-    sees one lookup. The live call runs in the first caller's context, so it is charged to that episode's
+    sees one lookup. The live call is made for the first caller's episode, so it is charged to that episode's
     budget. Errors reach every waiter and are not cached (the next request asks again), except a
     :class:`~drgym.errors.BudgetExceededError`: it is the first caller's, so each other waiter then asks on
     its own budget. A cancelled waiter stops waiting without disturbing the others; the shared task is
@@ -317,11 +305,17 @@ class ReplayBackend:
             f"option sets ({'; '.join(recorded)}); pass options=... to choose one"
         )
 
-    def _hit(self) -> None:
-        if self.meter is not None:
-            self.meter.record_cache_hit(self.name)
+    def below(self) -> list[SearchBackend]:
+        return [] if self.inner is None else [self.inner]
 
-    async def search(self, query: str, k: int = 10) -> list[Result]:
+    def own_stores(self) -> list[SearchStore]:
+        return [self.store]
+
+    def _hit(self, episode: Episode | None) -> None:
+        if self.meter is not None:
+            self.meter.record_cache_hit(self.name, None if episode is None else episode.usage)
+
+    async def search(self, query: str, k: int = 10, *, episode: Episode | None = None) -> list[Result]:
         """The stored results for ``(query, k)``; in cache mode a miss is searched live and stored."""
         if self.strict:
             entry = await self.store.get_search(self.name, query, k, options=self.options)
@@ -330,18 +324,18 @@ class ReplayBackend:
                     f"replay miss: no recorded search for {_short(query)!r} (k={k}, backend {self.name!r}) in "
                     f"{self.store.path}; record it first, or replay with strict=False to allow live calls"
                 )
-            self._hit()
+            self._hit(episode)
             return _serve(entry)
         results, how = await self._coalesced(
             ("search", normalize_query(query), k),
             lambda: self._lookup_search(query, k),
-            lambda: self._live_search(query, k),
+            lambda: self._live_search(query, k, episode),
         )
         if how != "live":
-            self._hit()
+            self._hit(episode)
         return list(results) if how == "joined" else results  # each waiter gets a list of its own
 
-    async def open(self, url: str) -> Document:
+    async def open(self, url: str, *, episode: Episode | None = None) -> Document:
         """The stored document for ``url``; in cache mode a miss is opened live and stored."""
         if self.strict:
             entry = await self.store.get_document(self.name, url)
@@ -354,7 +348,7 @@ class ReplayBackend:
         document, _ = await self._coalesced(
             ("document", normalize_url(url)),
             lambda: self._lookup_document(url),
-            lambda: self._live_document(url),
+            lambda: self._live_document(url, episode),
         )
         return document
 
@@ -366,9 +360,9 @@ class ReplayBackend:
         )
         return None if entry is None else entry.value
 
-    async def _live_search(self, query: str, k: int) -> list[Result]:
+    async def _live_search(self, query: str, k: int, episode: Episode | None) -> list[Result]:
         assert self.inner is not None
-        results = await self.inner.search(query, k)
+        results = await search_in(self.inner, query, k, episode)
         await self.store.put_search(self.name, query, k, results, options=self.options, evict=True)
         return results
 
@@ -376,9 +370,9 @@ class ReplayBackend:
         entry = await self.store.get_document(self.name, url, self.ttl_s, touch=True, serve_errors=False)
         return None if entry is None else entry.value
 
-    async def _live_document(self, url: str) -> Document:
+    async def _live_document(self, url: str, episode: Episode | None) -> Document:
         assert self.inner is not None
-        document = await self.inner.open(url)
+        document = await open_in(self.inner, url, episode)
         await self.store.put_document(self.name, url, document, evict=True)
         return document
 
@@ -445,7 +439,7 @@ class ReplayBackend:
     def _start(
         self, loop: asyncio.AbstractEventLoop, key: tuple[Any, ...], flight: _Flight, work: Awaitable[Any]
     ) -> None:
-        """Run ``work`` in a task (in the current context: the live call is charged to this caller)."""
+        """Run ``work`` in a task (made for this caller's episode: the live call is charged to it)."""
 
         async def fly() -> None:
             try:

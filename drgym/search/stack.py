@@ -2,46 +2,40 @@
 
 Order, outermost first::
 
-    EpisodeView (per episode: counts, per-episode budget)
+    EpisodeView (per episode: its Episode, i.e. record id, counts, per-episode budget, passed to every layer)
       └ RecordingBackend (cache_mode="record")  |  ReplayBackend strict (cache_mode="replay": no network at all)
           └ ReplayBackend cache mode (cache_mode="read-write": TTL, size cap; live backends only)
               └ FailoverBackend (several names)
                   └ MeteredBackend (budget, spend) ← provider backend (page_opener: fetcher + extraction)
 
 One SQLite file and one mode (:data:`CACHE_MODES`); the older ``record_path``/``replay_path`` options are
-aliases (:func:`resolve_cache_mode`). The env marks each step with its record id
-(:func:`~drgym.search.replay.recording_episode`), so a recording keeps which episode saw what.
+aliases (:func:`resolve_cache_mode`). Each call carries its episode's record id
+(:class:`~drgym.search.episode.Episode`), so a recording keeps which episode saw what.
 
-Stacks are shared per process and per configuration, so every env copy charges the same global budget and
-reuses one HTTP session per provider.
+A stack is built for a :class:`~drgym.services.ToolServices`, which keeps one per configuration: every env
+given the same services charges the same global budget, takes tokens from the same rate limiters and reuses
+one HTTP session per provider. Envs given different services share nothing.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drgym.errors import ConfigError
 from drgym.search.base import SearchBackend
 from drgym.search.cache import DEFAULT_CACHE_TTL_S, DEFAULT_MAX_BYTES
-from drgym.search.registry import shared_backend
+
+if TYPE_CHECKING:
+    from drgym.services import ToolServices
 
 __all__ = [
     "CACHE_MODES",
     "LOCAL_NAMES",
     "SearchConfig",
-    "acquire_stack",
-    "build_stack",
-    "close_idle_sessions",
-    "close_sessions",
-    "close_stacks",
-    "default_meter",
     "new_stack",
-    "release_stack",
     "resolve_cache_mode",
-    "usage_summary",
 ]
 
 CACHE_MODES = ("off", "read-write", "record", "replay")
@@ -51,31 +45,9 @@ CACHE_MODES = ("off", "read-write", "record", "replay")
 LOCAL_NAMES = frozenset({"local"})
 """Backends that need no network: no metering, page opener or cache around them."""
 
-_lock = threading.Lock()
-_stacks: dict[str, SearchBackend] = {}
-_users: dict[str, int] = {}  # open envs per shared stack: one nobody uses may drop its network sessions
-_meter: Any = None
-
-
-def default_meter() -> Any:
-    """The process-wide ``Meter`` that counts calls, cache hits and spend of every live provider."""
-    global _meter
-    with _lock:
-        if _meter is None:
-            from drgym.search.metering import Meter
-
-            _meter = Meter()
-        return _meter
-
-
-def usage_summary() -> dict[str, Any]:
-    """Calls, cache hits, failures and estimated spend per provider, for this process so far."""
-    return default_meter().summary()
-
-
 @dataclass(frozen=True)
 class SearchConfig:
-    """Everything that decides the search stack (hashable into the per-process cache key)."""
+    """Everything that decides the search stack (its :meth:`key` is how a ``ToolServices`` shares one)."""
 
     search: str | tuple[str, ...] | SearchBackend
     corpus: str | None = None
@@ -160,97 +132,24 @@ def resolve_cache_mode(
     return cache_mode, paths.pop(), None
 
 
-def build_stack(config: SearchConfig) -> SearchBackend:
-    """The shared stack for ``config`` (built once per process)."""
-    key = config.key()
-    with _lock:
-        stack = _stacks.get(key)
-    if stack is None:
-        stack = _build(config)
-        with _lock:
-            stack = _stacks.setdefault(key, stack)
-    return stack
-
-
-def acquire_stack(config: SearchConfig) -> SearchBackend:
-    """:func:`build_stack`, counted as one more user (an env) until :func:`release_stack`."""
-    stack = build_stack(config)
-    with _lock:
-        _users[config.key()] = _users.get(config.key(), 0) + 1
-    return stack
-
-
-def release_stack(stack: SearchBackend) -> None:
-    """One user of a shared stack is done with it (``env.close()``); the stack itself stays for others."""
-    with _lock:
-        for key, shared in _stacks.items():
-            if shared is stack and _users.get(key, 0) > 0:
-                _users[key] -= 1
-                return
-
-
-async def close_idle_sessions() -> None:
-    """Close the network sessions and local servers of shared stacks no open env uses (stores stay open).
-
-    ``arun_episodes`` calls this when its batch is over, so the sessions its envs opened on the caller's
-    loop are closed before that loop ends; a later env opens new ones.
-    """
-    with _lock:
-        idle = [stack for key, stack in _stacks.items() if _users.get(key) == 0]
-    for stack in idle:
-        await close_sessions(stack)
-
-
-async def close_sessions(backend: SearchBackend) -> None:
-    """Close what ``backend``'s layers hold open on the network (sessions, sites); each stays usable."""
-    from drgym.miniweb.backend import MiniWebBackend
-    from drgym.search._http import HttpSearchBackend
-    from drgym.search.failover import FailoverBackend
-    from drgym.search.metering import MeteredBackend
-    from drgym.search.replay import RecordingBackend, ReplayBackend
-    from drgym.web.opener import PageOpener
-
-    if isinstance(backend, FailoverBackend):
-        for member in backend.backends:
-            await close_sessions(member)
-    elif isinstance(backend, (MeteredBackend, RecordingBackend)):
-        await close_sessions(backend.inner)
-    elif isinstance(backend, ReplayBackend):
-        if backend.inner is not None:
-            await close_sessions(backend.inner)
-    elif isinstance(backend, HttpSearchBackend):
-        await backend.aclose()
-        if isinstance(backend.page_opener, PageOpener):
-            await backend.page_opener.aclose()
-    elif isinstance(backend, MiniWebBackend):
-        await backend.aclose()
-
-
-async def close_stacks() -> None:
-    """Close and forget every shared stack (their stores, sessions and servers); the next env builds anew."""
-    with _lock:
-        stacks = list(_stacks.values())
-        _stacks.clear()
-        _users.clear()
-    for stack in stacks:
-        await stack.aclose()
-
-
 def new_stack(
-    config: SearchConfig, *, meter: Any = None, limiter: Any = None, budget: Any = None
+    config: SearchConfig, services: ToolServices, *, limiter: Any = None, budget: Any = None
 ) -> SearchBackend:
-    """A stack for ``config`` owned by the caller (not shared, not remembered): close it with ``aclose``.
+    """A new stack for ``config``, built with ``services``' meter, rate limiters and shared local indexes.
+
+    The caller owns it (close it with ``aclose``); :meth:`ToolServices.stack` is the shared one per config.
 
     Args:
-        meter: The ``Meter`` that counts its calls, cache hits and spend (default: the process-wide one).
+        services: Where the meter, the named rate limiters (``search:<provider>``) and the local BM25 indexes
+            come from.
         limiter: A ``TokenBucket`` every live HTTP provider of the stack takes one token from per request
-            (retries included), instead of each provider's own process-wide bucket.
+            (retries included), instead of the services' bucket per provider.
         budget: The ``Budget`` its live providers charge (default: one made from the config's limits).
     """
-    return _build(config, meter=meter, limiter=limiter, budget=budget)
+    return _build(config, services, limiter=limiter, budget=budget)
 
 
-def _build(config: SearchConfig, *, meter: Any = None, limiter: Any = None, budget: Any = None) -> SearchBackend:
+def _build(config: SearchConfig, services: ToolServices, *, limiter: Any = None, budget: Any = None) -> SearchBackend:
     from drgym.search.cache import SearchStore
     from drgym.search.replay import RecordingBackend, ReplayBackend
 
@@ -280,16 +179,16 @@ def _build(config: SearchConfig, *, meter: Any = None, limiter: Any = None, budg
     elif len(names) == 1 and names[0] in LOCAL_NAMES:
         options = dict(config.search_kwargs)
         options.setdefault("name", config.corpus or "wiki-local")
-        stack = shared_backend(names[0], **options)
+        stack = services.backend(names[0], **options)
         live = False
     else:
-        stack = _live(names, config, meter or default_meter(), limiter, budget)
+        stack = _live(names, config, services, limiter, budget)
         live = True
     cache_path = path if mode == "read-write" else under
     if live and cache_path is not None:
         store = SearchStore(cache_path, max_bytes=config.cache_max_bytes, max_entries=config.cache_max_entries)
         stack = ReplayBackend(
-            store, strict=False, inner=stack, ttl_s=config.cache_ttl_s, meter=meter or default_meter(),
+            store, strict=False, inner=stack, ttl_s=config.cache_ttl_s, meter=services.meter,
             close_store=True,
         )
     if mode == "record":
@@ -303,16 +202,16 @@ def _stack_name(search: Any) -> str | None:
         return search
     if isinstance(search, tuple):
         return "+".join(search)
-    return getattr(search, "name", None)
+    return search.name  # a SearchBackend instance
 
 
 def _live(
-    names: Sequence[str], config: SearchConfig, meter: Any, limiter: Any, budget: Any = None
+    names: Sequence[str], config: SearchConfig, services: ToolServices, limiter: Any, budget: Any = None
 ) -> SearchBackend:
     from drgym.search._http import HttpSearchBackend
     from drgym.search.failover import FailoverBackend
     from drgym.search.metering import Budget, MeteredBackend
-    from drgym.search.registry import make_backend
+    from drgym.search.registry import backend_factory
     from drgym.web.opener import PageOpener
 
     if budget is None:
@@ -327,17 +226,15 @@ def _live(
         kwargs = dict(kwargs)
         if name == "miniweb" and config.corpus is not None:
             kwargs.setdefault("corpus", config.corpus)
-        if limiter is not None and _takes_limiter(name):
-            kwargs.setdefault("limiter", limiter)
-        backend = make_backend(name, **kwargs)
+        factory = backend_factory(name)
+        if isinstance(factory, type) and issubclass(factory, HttpSearchBackend) and "limiter" not in kwargs:
+            # one bucket per provider for every stack of these services (or the caller's one for all providers)
+            rps, burst = kwargs.pop("rps", None), kwargs.pop("burst", None)
+            kwargs["limiter"] = limiter or services.limiter(
+                f"search:{name}", factory.default_rps if rps is None else rps, burst
+            )
+        backend = factory(**kwargs)
         if isinstance(backend, HttpSearchBackend) and backend.page_opener is None:
             backend.page_opener = opener
-        metered.append(MeteredBackend(backend, meter, budget))
+        metered.append(MeteredBackend(backend, services.meter, budget))
     return metered[0] if len(metered) == 1 else FailoverBackend(metered)
-
-
-def _takes_limiter(name: str) -> bool:
-    """Whether the named backend is an HTTP provider (it accepts ``limiter=``)."""
-    from drgym.search.registry import BACKENDS
-
-    return name in BACKENDS and name not in LOCAL_NAMES and name != "miniweb"

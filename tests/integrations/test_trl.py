@@ -168,6 +168,21 @@ def test_rollout_prompt_outside_the_dataset_is_named(task):
         rollout._pose([{"role": "user", "content": question + "?"}])
 
 
+def test_the_rollout_shares_one_services_among_its_envs_and_closes_only_its_own(task):
+    from drgym.services import ToolServices
+
+    rollout = dtrl.make_rollout_func(**task[0])
+    rollout.envs.append(dtrl._make_env(rollout.env_kwargs))  # as a bigger batch does
+    assert all(env.services is rollout.services for env in rollout.envs)
+    rollout.close()
+    assert rollout.services.closed
+    with ToolServices() as shared:
+        given = dtrl.make_rollout_func(**task[0], services=shared)
+        assert given.services is shared and given.envs[0].services is shared
+        given.close()
+        assert not shared.closed, "services the caller gave stay open"
+
+
 def test_tool_methods_are_what_trl_turns_into_the_schemas():
     from transformers.utils import get_json_schema
 

@@ -222,3 +222,21 @@ def test_deepresearcher_protocol_forces_think_at_every_turn(tiny, demo):
     tool_text = tokenizer.decode(out.response_ids[t0:t1], skip_special_tokens=False)
     assert tool_text.endswith("<|im_start|>assistant\n<think>")  # forced, so mask 0
     assert '"web_page_info_list"' in tool_text
+
+
+def test_episodes_of_one_worker_share_its_services(tiny, demo):
+    from drgym.integrations.verl.agent_loop import DrgymAgentLoop
+    from drgym.services import ToolServices
+
+    model, tokenizer = tiny
+    shared = ToolServices()
+    DrgymAgentLoop.use_services(shared)  # what a worker may set before training; else made on the first episode
+    try:
+        for record in demo[:2]:  # verl builds a new agent loop per trajectory
+            server = TinyServer(model, tokenizer, script=[SEARCH, ANSWER])
+            assert _play(make_loop(tokenizer, server, env=ENV), _row(record)).num_turns == 4
+        assert DrgymAgentLoop.services is shared and not shared.closed, "an episode's env never closes them"
+        assert len(shared._stacks) == 1, "both episodes' envs used one stack (one index)"
+    finally:
+        DrgymAgentLoop.use_services(None)
+        shared.close()

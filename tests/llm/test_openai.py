@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from drgym._loop import run_sync
+from drgym._loop import SyncRunner
 from drgym.errors import ConfigError, LLMError
 from drgym.llm.base import ContextOverflowError
 from drgym.llm.openai import OpenAIChatClient
@@ -334,12 +334,14 @@ async def test_one_client_serves_several_event_loops(serve) -> None:
     client = OpenAIChatClient(url, "m")
     here = await client.complete(MESSAGES)
     # The environment's sync API runs coroutines on a private loop in another thread: same client, new loop.
-    there = await asyncio.to_thread(run_sync, client.complete(MESSAGES))
+    runner = SyncRunner()
+    there = await asyncio.to_thread(runner.run, client.complete(MESSAGES))
     again = await client.complete(MESSAGES)
     assert here.text == there.text == again.text == "Paris"
     await client.aclose()
     assert (await client.complete(MESSAGES)).text == "Paris"  # a closed client reopens lazily
     await client.aclose()
+    runner.close()
 
 
 def test_bad_configuration_is_rejected() -> None:

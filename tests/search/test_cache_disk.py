@@ -20,7 +20,6 @@ import gymnasium as gym
 import pytest
 
 import drgym  # noqa: F401  (registers the env ids)
-from drgym._loop import run_sync
 from drgym.cli import main
 from drgym.errors import DataError
 from drgym.search.base import Document, Result
@@ -160,7 +159,7 @@ def test_an_env_whose_cache_disk_fills_keeps_its_searches_and_says_so(
         assert info["error"] is None and info["store_degraded"] is None
         assert store.counts_sync()["searches"] == before + 1, "writes resume once there is room"
     finally:
-        run_sync(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
         env.close()
 
 
@@ -288,7 +287,7 @@ def test_an_env_whose_store_loses_its_totals_row_reports_the_file(tmp_path: Path
         assert "unexpectedly" not in obs and f"search store {path} is damaged" in obs
         assert info["backend_errors"] == 1
     finally:
-        run_sync(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
         env.close()
 
 
@@ -344,5 +343,5 @@ def test_an_env_replays_a_recording_from_a_read_only_mount(read_only_view: tuple
         obs, _, _, _, info = env.step(_search("never recorded"))
         assert "replay miss" in obs and info["store_degraded"] is None
     finally:
-        run_sync(env.unwrapped.backend.aclose())
+        env.unwrapped.services.run(env.unwrapped.backend.aclose())
         env.close()

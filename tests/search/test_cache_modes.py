@@ -29,6 +29,7 @@ from drgym.retry import RetryPolicy
 from drgym.search.base import Result
 from drgym.search.brave import BraveBackend
 from drgym.search.cache import SearchStore, normalize_query, normalize_url, options_key
+from drgym.search.episode import Episode, EpisodeView
 from drgym.search.failover import FailoverBackend
 from drgym.search.metering import Meter, MeteredBackend
 from drgym.search.replay import (
@@ -36,11 +37,10 @@ from drgym.search.replay import (
     RecordingBackend,
     ReplayBackend,
     backend_options,
-    current_episode,
-    recording_episode,
 )
 from drgym.search.serper import SerperBackend
 from drgym.search.stack import CACHE_MODES, SearchConfig, resolve_cache_mode
+from drgym.services import ToolServices
 from drgym.web.opener import PageOpener
 from tests.search import providers_server
 from tests.search.providers_server import KEYS, ProviderServer
@@ -273,8 +273,7 @@ async def test_read_write_cache_refreshes_stale_entries_and_never_overwrites_rec
     live = serper()
     store = SearchStore(tmp_path / "rw.sqlite")
     recorder = RecordingBackend(live, store)
-    with recording_episode("ep-1"):
-        recorded = await recorder.search("recorded query", 2)
+    recorded = await recorder.search("recorded query", 2, episode=Episode("ep-1"))
     cache = ReplayBackend(store, strict=False, inner=live, ttl_s=0.05)
     fresh = await cache.search("cached query", 2)
     assert titles(await cache.search("cached query", 2)) == titles(fresh)
@@ -299,16 +298,14 @@ async def test_concurrent_episodes_keep_their_own_keys_and_see_one_answer(
     recorder = RecordingBackend(live, tmp_path / "rec.sqlite")
 
     async def episode(name: str, own: str) -> tuple[list[Result], list[Result], Document]:
-        with recording_episode(name):
-            await asyncio.sleep(0)  # let the other episode start: both run interleaved on this loop
-            shared, mine = await asyncio.gather(recorder.search("shared query", 3), recorder.search(own, 3))
-            assert current_episode() == name
-            return shared, mine, await recorder.open(mine[0].url)
+        view = EpisodeView(recorder, Episode(name))  # the identity goes with every call of the view
+        await asyncio.sleep(0)  # let the other episode start: both run interleaved on this loop
+        shared, mine = await asyncio.gather(view.search("shared query", 3), view.search(own, 3))
+        return shared, mine, await view.open(mine[0].url)
 
     (shared_a, own_a, page_a), (shared_b, own_b, page_b) = await asyncio.gather(
         episode("alpha", "alpha only"), episode("beta", "beta only")
     )
-    assert current_episode() is None
     assert titles(shared_a) == titles(shared_b), "both episodes see the first answer stored"
     assert "edition" in page_a.content and page_a != page_b
     store = recorder.store
@@ -331,9 +328,9 @@ async def test_concurrent_episodes_keep_their_own_keys_and_see_one_answer(
 
     # A third episode asking the same again is served from the recording: no live call, the same answer.
     before = len(server.requests) + len(server.page_requests)
-    with recording_episode("gamma"):
-        again = await recorder.search("shared query", 3)
-        assert await recorder.open(own_a[0].url) == page_a
+    gamma = Episode("gamma")
+    again = await recorder.search("shared query", 3, episode=gamma)
+    assert await recorder.open(own_a[0].url, episode=gamma) == page_a
     assert titles(again) == titles(shared_a)
     assert len(server.requests) + len(server.page_requests) == before
     assert store.episodes_sync() == ["alpha", "beta", "gamma"]
@@ -345,11 +342,11 @@ async def test_record_then_strict_replay_serves_only_the_file(
 ) -> None:
     path = tmp_path / "run.sqlite"
     recorder = RecordingBackend(serper(), path)
-    with recording_episode("ep"):
-        results = await recorder.search("kellport", 4)
-        page = await recorder.open(results[0].url)
-        with pytest.raises(FetchError, match="404"):
-            await recorder.open(server.page_url("missing-1"))
+    view = EpisodeView(recorder, Episode("ep"))
+    results = await view.search("kellport", 4)
+    page = await view.open(results[0].url)
+    with pytest.raises(FetchError, match="404"):
+        await view.open(server.page_url("missing-1"))
     await recorder.aclose()
     requests = len(server.requests) + len(server.page_requests)
 
@@ -443,7 +440,8 @@ async def test_env_record_export_import_replay_is_byte_identical(
         "page_opener": opener,
     }
     path = tmp_path / "record.sqlite"
-    options = {"dataset": DATASET, "search": "serper", "search_kwargs": kwargs}
+    shared = ToolServices()
+    options = {"dataset": DATASET, "search": "serper", "search_kwargs": kwargs, "services": shared}
     alpha = gym.make("drgym/WebResearch-v0", **options, cache_mode="record", cache_path=str(path)).unwrapped
     beta = gym.make("drgym/WebResearch-v0", **options, record_path=str(path)).unwrapped
     assert alpha.backend is beta.backend, "the alias builds the same shared stack"
@@ -463,7 +461,10 @@ async def test_env_record_export_import_replay_is_byte_identical(
     shared_a = steps_a[0][0].split("shared lighthouse query result 1")[1][:14]
     assert shared_a == steps_b[0][0].split("shared lighthouse query result 1")[1][:14]  # one edition for both
     assert "edition" in steps_a[1][0] and steps_a[-1][1] == 1.0
-    await alpha.backend.aclose()
+    alpha.close()
+    beta.close()
+    assert not shared.closed, "envs never close the services they were given"
+    await shared.aclose()  # flushes and closes the recording
 
     # Only alpha's episode goes into the portable file; it is imported into a fresh store.
     store = SearchStore(path, create=False)
@@ -495,7 +496,7 @@ async def test_env_record_export_import_replay_is_byte_identical(
         "beta's entries were not exported"
     )
     assert len(server.requests) == requests
-    await replayer.backend.aclose()
+    await replayer.aclose()
 
 
 # ----------------------------------------------------------------------------- export and import

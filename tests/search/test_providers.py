@@ -22,7 +22,9 @@ from drgym.search.base import SearchBackend
 from drgym.search.brave import BraveBackend
 from drgym.search.searxng import SearxngBackend
 from drgym.search.serper import SerperBackend
+from drgym.search.stack import SearchConfig
 from drgym.search.tavily import TavilyBackend
+from drgym.services import ToolServices
 
 try:
     from .providers_server import KEYS, SEARXNG_PAGE_SIZE, Fault, ProviderServer
@@ -400,11 +402,18 @@ async def test_requests_go_through_the_rate_limiter(server: ProviderServer) -> N
     assert time.monotonic() - start >= 4 / 40 - 0.02
 
 
-def test_backends_of_one_provider_share_the_process_limiter() -> None:
+def test_stacks_of_one_services_share_a_limiter_per_provider_and_plain_backends_share_none() -> None:
     a = BraveBackend(api_key="k", rps=3.0)
     b = BraveBackend(api_key="k", rps=3.0)
-    assert a.limiter is b.limiter and a.limiter.rate == 3.0
-    assert SerperBackend(api_key="k").limiter is not a.limiter
+    assert a.limiter is not b.limiter and a.limiter.rate == 3.0, "nothing is shared behind the caller's back"
+    with ToolServices() as services, ToolServices() as other:
+        def brave(owner: ToolServices, budget: int | None) -> BraveBackend:
+            config = SearchConfig(search="brave", search_kwargs={"api_key": "k", "rps": 3.0}, budget_global=budget)
+            return owner.stack(config).inner  # the MeteredBackend's provider
+        one, two = brave(services, None), brave(services, 5)  # two configurations, one provider quota
+        assert one is not two and one.limiter is two.limiter and one.limiter.rate == 3.0
+        assert services.limiter("search:brave", 3.0) is one.limiter
+        assert brave(other, None).limiter is not one.limiter
 
 
 async def test_one_session_per_loop(server: ProviderServer) -> None:

@@ -18,15 +18,22 @@ results are not cut to a few hundred characters: the env's ``max_observation_cha
 Configuration: the agent-loop YAML entry's ``env`` mapping (``scripts/verl/agent_loop.yaml``), then the
 trainer config's ``drgym.env`` (e.g. ``+drgym.env.search=gateway:http://HOST:PORT`` on the command line)
 are passed to :class:`~drgym.env.WebResearchEnv`.
+
+Sharing: every episode's env is given one :class:`~drgym.services.ToolServices` (one rate limit, budget, cache
+and index per worker process). verl builds an agent loop per trajectory and gives it no per-worker object of
+ours, so the worker's services are held by the class (:attr:`DrgymAgentLoop.services`, made on the first
+episode, or set by the caller with :meth:`DrgymAgentLoop.use_services` before training); they live as long as
+the worker. Several workers or nodes share limits only through one ``drgym serve`` gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 from uuid import uuid4
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
@@ -35,6 +42,7 @@ from drgym.env import WebResearchEnv
 from drgym.errors import ConfigError
 from drgym.integrations.verl.rows import record_from_row
 from drgym.llm.token_turns import ChatFormat, failure_reward
+from drgym.services import ToolServices
 
 __all__ = ["DrgymAgentLoop"]
 
@@ -55,6 +63,23 @@ class DrgymAgentLoop(AgentLoopBase):
             ``drgym.max_tokens_per_turn`` overrides it.
         *args, **kwargs: What verl passes to every agent loop (and the YAML entry's ``name``).
     """
+
+    services: ClassVar[ToolServices | None] = None
+    """What the envs of this worker process share (see the module docstring)."""
+    _services_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def use_services(cls, services: ToolServices | None) -> None:
+        """Give every later episode of this process ``services`` (the caller closes them); ``None``: a new one."""
+        with cls._services_lock:
+            cls.services = services
+
+    @classmethod
+    def _worker_services(cls) -> ToolServices:
+        with cls._services_lock:
+            if cls.services is None or cls.services.closed:
+                cls.services = ToolServices()
+            return cls.services
 
     def __init__(
         self,
@@ -82,11 +107,14 @@ class DrgymAgentLoop(AgentLoopBase):
         record = record_from_row(kwargs)
         loop = asyncio.get_running_loop()
         # Building an env may load a search index the first time in a process: off the event loop.
-        env = await loop.run_in_executor(None, lambda: WebResearchEnv(dataset=[record], **self.env_kwargs))
+        services = self._worker_services()
+        env = await loop.run_in_executor(
+            None, lambda: WebResearchEnv(dataset=[record], services=services, **self.env_kwargs)
+        )
         try:
             return await self._play(env, dict(sampling_params))
         finally:
-            env.close()
+            env.close()  # the worker's services stay open for the next episodes
 
     async def _play(self, env: WebResearchEnv, sampling_params: dict[str, Any]) -> AgentLoopOutput:
         loop = asyncio.get_running_loop()
