@@ -312,6 +312,7 @@ class DrgymRollout:
         self.record_indices: list[int] = []
         """The dataset record each of the last batch's episodes posed."""
         self._calls = 0
+        self._salt_step = -1
         self._formats: dict[int, Any] = {}
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
@@ -333,7 +334,7 @@ class DrgymRollout:
             seed=int(args.seed),
             reward_mode=self.envs[0].reward_mode,
         )
-        self._calls += 1
+        salt = self._salt(trainer)
         with self._generator(trainer, tokenizer) as generator:
             episodes = run_sync(
                 play_episodes(
@@ -343,7 +344,7 @@ class DrgymRollout:
                     generator,
                     fmt,
                     limits,
-                    salt=self._calls,
+                    salt=salt,
                     times=self.times,
                 )
             )
@@ -358,6 +359,15 @@ class DrgymRollout:
             "drgym_format_ok": [ep.format_ok for ep in episodes],
             "drgym_tool_calls": [ep.tool_calls for ep in episodes],
         }
+
+    def _salt(self, trainer: Any) -> int:
+        """Seeds this batch's sampling from the trainer's step (and the batches already played at that step),
+        so a run resumed from a checkpoint samples what the uninterrupted run would have."""
+        state = getattr(trainer, "state", None)
+        step = int(getattr(state, "global_step", 0) or 0)
+        self._calls = self._calls + 1 if step == self._salt_step else 1
+        self._salt_step = step
+        return step * 1_009 + self._calls
 
     def _pose(self, prompt: Any) -> int:
         question = _question_of(prompt)
