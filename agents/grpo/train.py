@@ -44,7 +44,17 @@ from .config import GRPOConfig, trl_field_names
 from .metrics import MetricsLogger, episode_metrics, plot_curves, read_metrics
 from .rollout import ChatFormat, Task, build_task, make_envs, train_dataset
 
-__all__ = ["DrgymCallback", "TrainingError", "build_parser", "evaluate", "main", "train", "warm_start"]
+__all__ = [
+    "DrgymCallback",
+    "TrainingError",
+    "build_parser",
+    "build_policy",
+    "evaluate",
+    "main",
+    "make_trainer",
+    "train",
+    "warm_start",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +105,16 @@ def build_policy(cfg: GRPOConfig, task: Task, *, resuming: bool) -> tuple[Any, A
         if cfg.freeze_embeddings:
             model.get_input_embeddings().weight.requires_grad_(False)
     return model, tokenizer, warm
+
+
+def _described_model(cfg: GRPOConfig, task: Task) -> Any:
+    """The model config ``cfg`` describes (a tiny model is built to read it: it costs milliseconds)."""
+    if cfg.model_name_or_path == "tiny":
+        return build_model(cfg, task.texts)[0].config
+    from transformers import AutoConfig
+
+    path = Path(cfg.model_name_or_path)
+    return AutoConfig.from_pretrained(path / "model" if (path / "model").is_dir() else cfg.model_name_or_path)
 
 
 def _give_template(tokenizer: Any, cfg: GRPOConfig) -> None:
@@ -313,8 +333,14 @@ def _zero_std_fraction(rewards: Sequence[float], group: int) -> float:
 # ------------------------------------------------------------------------------------------------ run
 
 
-def train(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Train (see the module docstring); ``resume`` continues from the newest checkpoint of ``output_dir``."""
+def make_trainer(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None) -> tuple[Any, DrgymCallback]:
+    """Steps 1-3: the task, the policy (warm-started), and ``trl.GRPOTrainer`` driven by drgym's episodes.
+
+    ``generator`` samples the turns instead of the trainer's model or vLLM engine (a
+    :class:`drgym.llm.token_turns.Generator`, e.g. a client of a separate inference server, or a scripted
+    policy in tests).
+    """
+    from transformers.trainer_callback import PrinterCallback
     from trl import GRPOTrainer
 
     from drgym.integrations.trl import make_rollout_func, rollout_reward
@@ -328,14 +354,18 @@ def train(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
             f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or choose another "
             "output_dir"
         )
-    # 1. task, tokenizer, model (2. the warm-start happens inside, on the main process)
+    # 1. task, tokenizer, model; 2. the warm-start (inside, on the main process)
     task = build_task(cfg)
+    if ckpt is not None:  # the settings must describe the model the checkpoint holds
+        check_architecture(ckpt, _described_model(cfg, task))
     model, tokenizer, warm = build_policy(cfg, task, resuming=ckpt is not None)
-    if ckpt is not None:
-        check_architecture(ckpt, model.config)
-    # 3. TRL's trainer, driven by drgym's episodes
+    # 3. TRL's trainer, its rollouts whole drgym episodes
     rollout = make_rollout_func(
-        dataset=task.records, system_prompt=cfg.system_prompt, max_turn_tokens=cfg.max_turn_tokens, **task.env_kwargs
+        dataset=task.records,
+        system_prompt=cfg.system_prompt,
+        max_turn_tokens=cfg.max_turn_tokens,
+        generator=generator,
+        **task.env_kwargs,
     )
     callback = DrgymCallback(cfg, task, rollout, warm)
     trainer = GRPOTrainer(
@@ -347,9 +377,18 @@ def train(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
         rollout_func=rollout,
         callbacks=[callback],
     )
+    trainer.remove_callback(PrinterCallback)  # stdout carries the summary; every log is in metrics.jsonl
     callback.trainer = trainer
+    return trainer, callback
+
+
+def train(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None) -> dict[str, Any]:
+    """Train (see the module docstring); ``resume`` continues from the newest checkpoint of ``output_dir``."""
+    trainer, callback = make_trainer(cfg, resume=resume, generator=generator)
+    out = Path(cfg.output_dir)
+    ckpt = latest_checkpoint(out) if resume else None
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
-    # 4. final save and summary
+    # 4. final save (output_dir itself, with config.yaml) and the summary
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
         cfg.to_yaml(out / CONFIG_FILE)
@@ -387,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m agents.grpo.train",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --num_generation is a typo to name, not an abbreviation of two settings
     )
     parser.add_argument("--config", default=None, help="YAML file of settings (flags below override it)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of output_dir")
