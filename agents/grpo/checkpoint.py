@@ -139,13 +139,26 @@ def load_model(directory: str | Path, dtype: Any = None) -> tuple[Any, Any]:
     if layout is None:
         raise ConfigError(f"cannot load a model from {directory}: it holds no config.json and tokenizer")
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(layout[1])
+        tokenizer = _tokenizer_class(layout[1]).from_pretrained(layout[1])
         kwargs = {} if dtype is None else {"dtype": dtype}
         model = transformers.AutoModelForCausalLM.from_pretrained(layout[0], **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the model of {directory}: {exc}") from exc
     tokenizer.padding_side = "left"
     return model, tokenizer
+
+
+def _tokenizer_class(directory: Path) -> Any:
+    """The class ``tokenizer_config.json`` names. ``AutoTokenizer`` would prefer the model's (next to a Qwen2
+    ``config.json``, a saved ``ByT5Tokenizer`` reloads as a ``Qwen2Tokenizer`` with no vocabulary)."""
+    import json
+
+    transformers = _transformers()
+    try:
+        name = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8")).get("tokenizer_class")
+    except (OSError, ValueError):
+        name = None
+    return getattr(transformers, name, None) or transformers.AutoTokenizer if name else transformers.AutoTokenizer
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
