@@ -292,9 +292,11 @@ class DrgymCallback(_trainer_callback_base()):
         from accelerate.utils import gather_object
 
         episodes = gather_object(list(self.rollout.episodes))
+        per_process = gather_object([len(self.rollout.episodes)])
         times = self.rollout.times
         out = episode_metrics(episodes)
         out |= {
+            "charts/processes_with_episodes": float(sum(1 for n in per_process if n)),
             "charts/generate_seconds": times.generate_s,
             "charts/env_seconds": times.env_s,
             "charts/zero_std_groups": _zero_std_fraction([e.reward for e in episodes], int(self.cfg.num_generations)),
