@@ -86,6 +86,7 @@ def build_policy(cfg: GRPOConfig, task: Task, *, resuming: bool) -> tuple[Any, A
     state = PartialState()
     out = Path(cfg.output_dir)
     warm: dict[str, float] = {}
+    model = tokenizer = None
     if not resuming and state.is_main_process:
         model, tokenizer = build_model(cfg, task.texts)
         _give_template(tokenizer, cfg)
@@ -96,9 +97,10 @@ def build_policy(cfg: GRPOConfig, task: Task, *, resuming: bool) -> tuple[Any, A
             save_model(model, tokenizer, out / "initial")  # a random init has no name TRL could reload it by
     state.wait_for_everyone()
     start = _start_dir(out)
-    if start is None:
-        model, tokenizer = build_model(cfg, task.texts)
-        _give_template(tokenizer, cfg)
+    if start is None:  # a pretrained model without warm-start: TRL reloads the reference by its name
+        if model is None:
+            model, tokenizer = build_model(cfg, task.texts)
+            _give_template(tokenizer, cfg)
     else:
         model, tokenizer = load_model(start, dtype=_weights_dtype(cfg))
         model.config._name_or_path = str(start / "model")
