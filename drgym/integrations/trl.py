@@ -402,6 +402,12 @@ class DrgymRollout:
                     "make_rollout_func with vllm_mode='server' runs on one training process only (each turn "
                     "would need the same number of server calls on every process); use vllm_mode='colocate'"
                 )
+            if trainer.vllm_mode == "colocate" and int(getattr(trainer.args, "vllm_tensor_parallel_size", 1)) > 1:
+                raise ConfigError(
+                    "make_rollout_func with vllm_mode='colocate' needs vllm_tensor_parallel_size=1 (a tensor-parallel "
+                    "group gathers every rank's prompts at each call, and episodes end after different numbers of "
+                    "turns); use one engine per GPU"
+                )
             yield VLLMTurnGenerator(trainer.vllm_generation, tokenizer, STOP)
             return
         from trl.models import unwrap_model_for_generation

@@ -164,3 +164,30 @@ def test_word_vocab_with_frozen_embeddings_trains_everything_else(tmp_path):
     emb = "model.embed_tokens.weight"
     assert torch.equal(start[emb], end[emb])
     assert sum(not torch.equal(start[k], end[k]) for k in start if k != emb) > 0
+
+
+@pytest.mark.parametrize(
+    "mode,processes,tp,message",
+    [
+        ("server", 2, 1, "vllm_mode='server' runs on one training process only"),
+        ("colocate", 2, 2, "needs vllm_tensor_parallel_size=1"),
+    ],
+)
+def test_vllm_settings_the_multi_turn_rollout_cannot_drive_are_refused(task_rollout, mode, processes, tp, message):
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(  # only the attributes the guard reads: no vLLM engine is built
+        use_vllm=True, vllm_mode=mode, accelerator=SimpleNamespace(num_processes=processes),
+        args=SimpleNamespace(vllm_tensor_parallel_size=tp),
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)), task_rollout._generator(trainer, None):
+        pass
+
+
+@pytest.fixture
+def task_rollout(tmp_path):
+    from drgym.agents.grpo.rollout import build_task
+    from drgym.integrations.trl import make_rollout_func
+
+    task = build_task(tiny_config(tmp_path))
+    return make_rollout_func(dataset=task.records, **task.env_kwargs)
