@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 from drgym.agent import BaseAgent
 from drgym.errors import ConfigError
 
+STOP = ("</tool_call>", "</answer>")
+"""Strings that end a policy turn (the protocol's closing tags, as in training: drgym.integrations.trl.STOP)."""
+
 __all__ = ["GRPOAgent"]
 
 
@@ -21,12 +24,14 @@ class GRPOAgent(BaseAgent):
     """Plays ``WebResearch-v0`` with a GRPO checkpoint.
 
     Args:
-        checkpoint: A checkpoint directory, or a run's ``output_dir`` (its newest checkpoint is used).
+        checkpoint: A ``checkpoint-N`` directory, a run's final save, or a run's ``output_dir`` (its final save
+            when the run finished, else its newest ``checkpoint-N``).
         llm: Serve the policy elsewhere instead of loading it here: a chat client, or a spec such as
             ``openai:http://localhost:8000/v1`` or ``vllm:PATH`` (see :func:`drgym.llm.factory.make_client`).
         model: The model name sent with ``llm`` requests.
         temperature: Sampling temperature of the turns (default 0: greedy, for evaluation).
-        max_new_tokens: Tokens per turn at most (default: the training ``max_completion_length``).
+        max_new_tokens: Tokens per turn at most (default: the training ``max_turn_tokens``, else
+            ``max_completion_length``).
         device: Where the checkpoint's model runs (default: CUDA when available, else CPU).
         seed: Seeds the sampling (reproducible episodes when ``temperature > 0``).
     """
@@ -59,7 +64,7 @@ class GRPOAgent(BaseAgent):
         self.checkpoint = resolve_checkpoint(checkpoint)
         self.config = GRPOConfig.from_yaml(self.checkpoint / "config.yaml")
         self.temperature = temperature
-        self.max_new_tokens = max_new_tokens or self.config.max_completion_length
+        self.max_new_tokens = max_new_tokens or self.config.max_turn_tokens or self.config.max_completion_length
         # The observation format the policy learned (how many results a search shows).
         self.env_options = {"results_per_query": self.config.results_per_query}
         self.client = self._client(llm, model, device, seed)
@@ -73,15 +78,16 @@ class GRPOAgent(BaseAgent):
             return make_client(llm, model=model)
         from drgym.llm.local import TransformersChatClient
 
-        from .checkpoint import load_model, resolve_device
+        from .checkpoint import load_model
 
-        policy, tokenizer = load_model(self.checkpoint, resolve_device(device))
+        policy, tokenizer = load_model(self.checkpoint)
+        policy.to(_device(device))
         policy.eval()
         return TransformersChatClient(
             policy,
             tokenizer,
             chat_template=self.config.chat_template,
-            stop=self.config.stop,
+            stop=list(STOP),
             max_new_tokens=self.max_new_tokens,
             seed=seed,
         )
@@ -98,10 +104,22 @@ class GRPOAgent(BaseAgent):
             self._messages(info),
             temperature=self.temperature,
             max_tokens=self.max_new_tokens,
-            stop=list(self.config.stop),
+            stop=list(STOP),
         )
         self.last_usage = {
             "prompt_tokens": completion.prompt_tokens or 0,
             "completion_tokens": completion.tokens or 0,
         }
         return completion.text
+
+
+def _device(name: str) -> Any:
+    """``"auto"``: CUDA when available, else CPU; anything else as given."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"`device` {name!r} is not a torch device: {exc}") from exc

@@ -1,9 +1,16 @@
-"""Every GRPO setting in one dataclass: documented once (the ``help`` of each field, also the ``--help``
-text),
-loadable from YAML, checked in ``__post_init__`` with messages that name the field and what to change.
+"""Every setting of a GRPO run: drgym's own (model, task, warm-start, evaluation) as dataclass fields, and every
+field of ``trl.GRPOConfig`` passed through with TRL's name, meaning and default.
 
-Names follow TRL's ``GRPOConfig`` where one exists (``num_generations``, ``beta``, ``epsilon``,
-``max_completion_length``, ``per_device_train_batch_size`` ...), so users of TRL find their way.
+A YAML file (or ``--<name> VALUE`` on the command line) mixes both kinds freely::
+
+    num_generations: 4          # TRL's
+    learning_rate: 1.0e-4       # TRL's
+    max_turns: 3                # drgym's (an env option)
+    warmstart_steps: 800        # drgym's
+
+``cfg.trl_args()`` is the ``trl.GRPOConfig`` the trainer gets, and ``cfg.<trl field>`` reads its value (after
+TRL's own ``__post_init__``). An unknown name is an error naming the nearest known one; a name the bundled agent
+used before it trained on TRL says what replaced it.
 """
 
 from __future__ import annotations
@@ -18,18 +25,42 @@ from typing import Any
 
 from drgym.errors import ConfigError
 
-__all__ = ["LOSS_TYPES", "SCHEDULERS", "GRPOConfig"]
+__all__ = ["RETIRED", "TRL_DEFAULTS", "GRPOConfig", "trl_field_names"]
 
-LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo")  # TRL's values, TRL's meanings (agents.grpo.losses.aggregate)
-SCHEDULERS = ("constant", "linear", "cosine")
-_BACKENDS = ("hf", "vllm")
-_OLD_LOGPROBS = ("recompute", "sampling")
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _TINY_VOCABS = ("byt5", "word")
-_RENAMED_VALUES = {
-    ("loss_type", "token_mean"): "dapo",
-    ("loss_type", "seq_mean"): "grpo",
+
+TRL_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/grpo",
+    "seed": 0,
+    "max_steps": 100,
+    "save_steps": 50,
+    "logging_steps": 1,
+    "report_to": "none",
+    "lr_scheduler_type": "constant",
+    "bf16": False,
 }
+"""drgym's defaults for a few TRL fields (TRL's own are for long GPU runs: 42, -1 steps, linear decay...)."""
+
+RETIRED: dict[str, str] = {
+    "prompts_per_step": "TRL batches completions, not questions: questions per optimizer step = "
+    "per_device_train_batch_size x gradient_accumulation_steps x processes / num_generations",
+    "generation_backend": "use_vllm: true (and vllm_mode: colocate or server) generates with TRL's vLLM engine",
+    "max_seq_length": "max_completion_length (TRL's meaning: all completion tokens of an episode, the policy's "
+    "and the tools') and max_turn_tokens (new tokens per turn)",
+    "max_decode_batch": "remove it: a process decodes its whole generation batch together",
+    "device": "use_cpu: true for the CPU; the GPUs come from accelerate launch",
+    "old_logprobs": "remove it: TRL recomputes old log-probs when it needs them (num_iterations > 1 or "
+    "steps_per_generation > gradient_accumulation_steps); vllm_importance_sampling_correction uses the sampler's",
+    "advantage_epsilon": "remove it: TRL divides by (std + 1e-4); scale_rewards chooses the std",
+    "max_nonfinite_steps": "remove it: TRL's trainer has no such counter",
+    "stop": "remove it: a turn ends at the protocol's closing tags (drgym.integrations.trl.STOP) or EOS",
+    "vllm_kwargs": "TRL's vllm_* fields (vllm_gpu_memory_utilization, vllm_tensor_parallel_size, ...)",
+    "progress_bar": "disable_tqdm",
+    "max_prompt_length": "remove it: trl 1.16 has no such field; a prompt and its episode fit the model's context "
+    "(max_position_embeddings), the completion max_completion_length",
+}
+"""Settings of the bundled agent's own trainer that TRL's replaced, and what to write instead."""
 
 
 def _f(default: Any, help: str) -> Any:  # `help` reads best at the call sites
@@ -37,15 +68,30 @@ def _f(default: Any, help: str) -> Any:  # `help` reads best at the call sites
     return field(default=default, metadata={"help": help})
 
 
+def trl_field_names() -> list[str]:
+    """The fields of ``trl.GRPOConfig`` (each a setting here, with TRL's meaning)."""
+    return list(_trl_fields())
+
+
+def _trl_fields() -> dict[str, dataclasses.Field]:
+    from drgym.integrations._trl_version import require_trl
+
+    require_trl()
+    from trl import GRPOConfig as TRLConfig
+
+    return {f.name: f for f in dataclasses.fields(TRLConfig) if f.init}
+
+
 @dataclass
 class GRPOConfig:
-    """Settings of a GRPO run (see each field's help): ``GRPOConfig(...)`` or ``from_yaml(path)``."""
+    """Settings of a GRPO run: ``GRPOConfig.from_dict({...})`` or ``from_yaml(path)`` (TRL's fields go in
+    ``trl``, drgym's are attributes; ``cfg.<name>`` reads either)."""
 
     # ---------------------------------------------------------------- model
     model_name_or_path: str = _f(
         "tiny",
         '"tiny" (a random tiny Qwen2, tokenizer per tiny_vocab: no download), a HF causal LM name or path, or a '
-        "drgym checkpoint directory (model/ and tokenizer/ inside, e.g. a run's warmstart/) to start from.",
+        "directory a run saved (a checkpoint-N, a run's final save, or its warmstart/) to start from.",
     )
     tiny_config: dict[str, Any] = field(
         default_factory=dict,
@@ -62,12 +108,9 @@ class GRPOConfig:
         "training all drift the same way, so a small model cannot tell apart (or copy) names it has not "
         "trained on; frozen random rows stay distinct. Pair with tiny_config: {embedding_std: 1.0}.",
     )
-    device: str = _f("auto", '"auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...')
     model_dtype: str = _f(
         "auto", 'Weights dtype: "auto" (float32 on CPU, bfloat16 on CUDA), "float32", "bfloat16".'
     )
-    bf16: bool = _f(False, "Run forward/backward under bfloat16 autocast (CUDA with bf16 support only).")
-    gradient_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
     chat_template: str | None = _f(
         None,
         "A Jinja chat template replacing the tokenizer's (default: its own, or "
@@ -110,88 +153,10 @@ class GRPOConfig:
     results_per_query: int = _f(10, "Search results per query (paper: 10).")
     reward_mode: str = _f("paper", '"paper" (-1 on a broken format, else F1) or another drgym reward mode.')
 
-    # ---------------------------------------------------------------- rollouts
-    prompts_per_step: int = _f(
-        256, "Questions per step; a step plays prompts_per_step x num_generations episodes (paper: 256 x 16)."
-    )
-    num_generations: int = _f(
-        16, "Episodes per question (the group G whose rewards are normalised together)."
-    )
-    temperature: float = _f(1.0, "Sampling temperature of rollouts (also divides the logits in the loss).")
-    top_p: float = _f(1.0, "Nucleus sampling mass of rollouts (1: off).")
-    top_k: int = _f(0, "Top-k sampling of rollouts (0: off).")
-    max_completion_length: int = _f(2000, "New tokens per policy turn at most (paper: 2000).")
-    max_prompt_length: int = _f(
-        4096,
-        "Tokens of the first prompt (system + question) at most; longer "
-        "questions end their episode with the format reward.",
-    )
-    max_seq_length: int = _f(
-        32768,
-        "Tokens of a whole episode at most (paper: 32k); an episode that would "
-        "exceed it ends truncated with the no-answer reward.",
-    )
-    stop: list[str] = field(
-        default_factory=lambda: ["</tool_call>", "</answer>"],
-        metadata={"help": "Strings that end a policy turn (besides EOS)."},
-    )
-    generation_backend: str = _f(
-        "hf", '"hf" (in-process transformers) or "vllm" (GPU; weights synced after each update).'
-    )
-    generation_batch_size: int | None = _f(
+    max_turn_tokens: int | None = _f(
         None,
-        "Episodes generated per rollout batch, TRL's meaning: here prompts_per_step x num_generations; null "
-        "derives it, a number must equal that product (the error says which prompts_per_step gives it).",
-    )
-    max_decode_batch: int = _f(
-        64, "HF backend: sequences decoded together at most (a memory bound; the rollout batch is split)."
-    )
-    vllm_gpu_memory_utilization: float = _f(0.3, "vLLM backend: fraction of GPU memory for the engine.")
-    vllm_kwargs: dict[str, Any] = field(
-        default_factory=dict, metadata={"help": "vLLM backend: further vllm.LLM arguments."}
-    )
-
-    # ---------------------------------------------------------------- update
-    learning_rate: float = _f(1e-6, "AdamW learning rate (paper: 1e-6, constant).")
-    lr_scheduler_type: str = _f(
-        "constant", 'Learning-rate schedule after warmup: "constant", "linear", "cosine".'
-    )
-    warmup_steps: int = _f(0, "Optimizer steps of linear learning-rate warmup.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    adam_beta1: float = _f(0.9, "AdamW beta1.")
-    adam_beta2: float = _f(0.999, "AdamW beta2.")
-    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
-    epsilon: float = _f(0.2, "PPO clip range of the probability ratio (paper: 0.2).")
-    beta: float = _f(
-        0.001,
-        "KL coefficient against the frozen reference, k3 estimator (paper: 0.001); 0 builds "
-        "no reference model.",
-    )
-    entropy_coef: float = _f(0.001, "Entropy bonus coefficient (paper: 0.001).")
-    advantage_epsilon: float = _f(1e-6, "Added to the group std: advantage = (r - mean) / (std + this).")
-    loss_type: str = _f(
-        "dapo",
-        "TRL's loss_type, with TRL's normalisation: \"dapo\" (TRL's default) divides the token sum by the policy "
-        "tokens of the whole optimizer step (every token weighs the same); \"grpo\" averages each episode's "
-        "tokens, then the episodes of each micro-batch (original GRPO); \"bnpo\" the token mean of each "
-        "micro-batch; \"dr_grpo\" the token sum over micro-batch episodes x max_completion_length. bnpo, grpo "
-        "and dr_grpo are then divided by the micro-batches per optimizer step.",
-    )
-    num_iterations: int = _f(
-        1, "Passes over each rollout batch (paper: 1, so the ratio is 1 on the first pass)."
-    )
-    old_logprobs: str = _f(
-        "recompute",
-        '"recompute": old log-probs from the policy before the update (same '
-        'numerics as the loss); "sampling": those the sampler reported.',
-    )
-    per_device_train_batch_size: int = _f(4, "Episodes per forward/backward micro-batch.")
-    gradient_accumulation_steps: int | None = _f(
-        None, "Micro-batches per optimizer step; null: the whole rollout batch in one optimizer step (paper)."
-    )
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (paper: 1.0); 0 disables clipping.")
-    max_nonfinite_steps: int = _f(
-        3, "Consecutive steps with a NaN/inf loss or gradient (each skipped) before the run stops."
+        "New tokens one policy turn may sample at most (paper: 2000); null: what is left of the episode's "
+        "max_completion_length (TRL's field: every completion token of an episode, the tools' included).",
     )
 
     # ---------------------------------------------------------------- supervised warm-start
@@ -211,48 +176,82 @@ class GRPOConfig:
         default_factory=dict, metadata={"help": "Arguments of the warm-start agent."}
     )
 
-    # ---------------------------------------------------------------- run
-    max_steps: int = _f(100, "GRPO steps (each: rollouts, then the update).")
-    save_steps: int = _f(50, "Write a checkpoint every this many steps (and at the end).")
-    save_total_limit: int | None = _f(None, "Keep only the newest checkpoints (null: all).")
-    eval_steps: int = _f(0, "Score the held-out questions every this many steps (0: at start and end only).")
-    output_dir: str = _f("runs/grpo", "Where checkpoints, metrics.jsonl and curves.png go.")
-    logging_dir: str | None = _f(None, "TensorBoard event directory (default: <output_dir>/tensorboard).")
-    report_to: list[str] = field(
-        default_factory=lambda: ["tensorboard"],
-        metadata={
-            "help": "Metric sinks besides <output_dir>/metrics.jsonl (always written): "
-            '"tensorboard", or [] for none.'
-        },
+    # ---------------------------------------------------------------- evaluation and outputs
+    eval_steps: int = _f(
+        0,
+        "Score the held-out questions every this many steps (0: at the start and the end only). drgym's, not "
+        "TRL's eval_steps: the evaluation plays whole greedy episodes (TRL's eval_strategy stays \"no\").",
     )
-    plot: bool = _f(True, "Write curves.png (reward and F1 per step) at the end.")
-    progress_bar: bool = _f(True, "Show a tqdm progress bar.")
-    seed: int = _f(
-        0, "Seed of the tiny model's weights, the data order, the synthetic task and every sample."
+    plot: bool = _f(True, "Write <output_dir>/curves.png (reward and F1 per step) at the end.")
+
+    # ---------------------------------------------------------------- TRL
+    trl: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "trl.GRPOConfig fields set by this config (any TRL field is also a top-level setting)."},
     )
 
     def __post_init__(self) -> None:
         self._check_types()
         self._check_values()
+        self.trl = {**TRL_DEFAULTS, **self.trl}
+        self._trl_cache: Any = None
+        self.trl_args()  # TRL checks its own fields now, not when training starts
+
+    # ------------------------------------------------------------------ TRL's fields
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "trl":
+            raise AttributeError(name)
+        if name in _trl_fields():
+            return getattr(self.trl_args(), name)
+        raise AttributeError(f"GRPOConfig has no setting {name!r}")
+
+    def trl_args(self, **overrides: Any) -> Any:
+        """The ``trl.GRPOConfig`` of this run (``overrides`` win; without them it is built once)."""
+        from trl import GRPOConfig as TRLConfig
+
+        if self._trl_cache is not None and not overrides:
+            return self._trl_cache
+        values = {**self.trl, **overrides}
+        try:
+            args = TRLConfig(**values)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"trl.GRPOConfig refused these settings: {exc}") from exc
+        if not overrides:
+            self._trl_cache = args
+        return args
 
     # ------------------------------------------------------------------ loading
     @classmethod
     def field_names(cls) -> list[str]:
-        """Names of every setting, in declaration order."""
-        return [f.name for f in dataclasses.fields(cls)]
+        """Names of drgym's own settings, in declaration order (TRL's: :func:`trl_field_names`)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name != "trl"]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], *, where: str = "config") -> GRPOConfig:
-        """Build from a mapping; an unknown key raises ``ConfigError`` naming it (with a suggestion)."""
+        """Build from a flat mapping of drgym and TRL settings; an unknown key raises ``ConfigError`` naming it
+        (with the nearest known name), a retired one says what replaced it."""
         if not isinstance(values, dict):
             raise ConfigError(f"{where} must be a mapping of settings, got {type(values).__name__}")
-        names = cls.field_names()
-        for key in values:
-            if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
+        own, trl_fields = cls.field_names(), _trl_fields()
+        mine: dict[str, Any] = {}
+        trl: dict[str, Any] = dict(values.get("trl") or {})
+        for key, value in values.items():
+            if key == "trl":
+                continue
+            if key in own:
+                mine[key] = value
+            elif key in trl_fields:
+                trl[key] = _coerce(value, trl_fields[key])
+            elif key in RETIRED:
+                raise ConfigError(f"setting `{key}` in {where} is retired (the trainer is TRL's): {RETIRED[key]}")
+            else:
+                close = difflib.get_close_matches(str(key), own + list(trl_fields), n=1)
                 hint = f" Did you mean `{close[0]}`?" if close else ""
-                raise ConfigError(f"unknown setting `{key}` in {where}.{hint}")
-        return cls(**values)
+                raise ConfigError(f"unknown setting `{key}` in {where} (neither drgym's nor trl.GRPOConfig's).{hint}")
+        for key in trl:
+            if key not in trl_fields:
+                raise ConfigError(f"unknown trl.GRPOConfig field `{key}` in {where}")
+        return cls(**mine, trl=trl)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> GRPOConfig:
@@ -273,33 +272,31 @@ class GRPOConfig:
             )
         return cls.from_dict({**values, **overrides}, where=str(path))
 
+    def replace(self, **changes: Any) -> GRPOConfig:
+        """A copy with some drgym or TRL settings changed."""
+        return type(self).from_dict({**self.to_dict(), **changes}, where="replace()")
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain values, ready for YAML/JSON."""
-        return dataclasses.asdict(self)
+        """One flat mapping of plain values (drgym's settings, then the TRL fields this config sets)."""
+        out = {name: getattr(self, name) for name in self.field_names()}
+        return {**out, **self.trl}
 
     def to_yaml(self, path: str | Path) -> None:
-        """Write the settings as YAML (what a checkpoint stores)."""
+        """Write the settings as YAML (what a checkpoint stores, beside TRL's own files)."""
         import yaml
 
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GRPOConfig) and self.to_dict() == other.to_dict()
+
     @classmethod
     def help(cls, name: str) -> str:
-        """The documentation of one setting."""
-        return next(f.metadata["help"] for f in dataclasses.fields(cls) if f.name == name)
-
-    # ------------------------------------------------------------------ derived
-    @property
-    def rollout_batch_size(self) -> int:
-        """Episodes per step: ``prompts_per_step * num_generations``."""
-        return self.prompts_per_step * self.num_generations
-
-    @property
-    def micro_batches_per_optimizer_step(self) -> int:
-        """Micro-batches accumulated into one optimizer step."""
-        if self.gradient_accumulation_steps is None:
-            return -(-self.rollout_batch_size // self.per_device_train_batch_size)
-        return self.gradient_accumulation_steps
+        """The documentation of one setting (drgym's or TRL's)."""
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f.metadata["help"]
+        return str(_trl_fields()[name].metadata.get("help", ""))
 
     # ------------------------------------------------------------------ validation
     def _check_types(self) -> None:
@@ -319,86 +316,26 @@ class GRPOConfig:
                 setattr(self, f.name, float(value))  # YAML writes 1 for 1.0
 
     def _check_values(self) -> None:
-        new = _RENAMED_VALUES.get(("loss_type", self.loss_type))
-        if new is not None:
-            raise ConfigError(
-                f"`loss_type` {self.loss_type!r} is now TRL's {new!r} (loss_type takes TRL's values with TRL's "
-                f"meanings: {', '.join(map(repr, LOSS_TYPES))}); set loss_type: {new}"
-            )
-        _choice("loss_type", self.loss_type, LOSS_TYPES)
-        _choice("lr_scheduler_type", self.lr_scheduler_type, SCHEDULERS)
-        _choice("generation_backend", self.generation_backend, _BACKENDS)
-        _choice("old_logprobs", self.old_logprobs, _OLD_LOGPROBS)
         _choice("model_dtype", self.model_dtype, _DTYPES)
         _choice("tiny_vocab", self.tiny_vocab, _TINY_VOCABS)
         from drgym.reward import REWARD_MODES
 
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
-        for name in (
-            "prompts_per_step",
-            "max_turns",
-            "results_per_query",
-            "max_completion_length",
-            "max_prompt_length",
-            "max_seq_length",
-            "max_decode_batch",
-            "num_iterations",
-            "per_device_train_batch_size",
-            "max_steps",
-            "save_steps",
-            "max_nonfinite_steps",
-            "warmstart_batch_size",
-            "warmstart_episodes",
-        ):
+        for name in ("max_turns", "results_per_query", "warmstart_batch_size", "warmstart_episodes"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("num_eval_questions", "warmup_steps", "eval_steps", "warmstart_steps"):
+        for name in ("num_eval_questions", "eval_steps", "warmstart_steps"):
             _at_least(name, getattr(self, name), 0)
-        for name in ("gradient_accumulation_steps", "save_total_limit", "num_train_questions"):
+        for name in ("num_train_questions", "max_turn_tokens"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
-        if self.num_generations < 2:
+        if not self.warmstart_learning_rate > 0:
+            raise ConfigError(f"`warmstart_learning_rate` must be > 0, got {self.warmstart_learning_rate!r}")
+        if not self.warmstart_env_loss_weight >= 0:
             raise ConfigError(
-                "GRPO needs at least 2 generations per question to normalise rewards within a group; "
-                f"`num_generations` is {self.num_generations}. Set num_generations to 2 or more."
+                f"`warmstart_env_loss_weight` must be >= 0, got {self.warmstart_env_loss_weight!r}"
             )
-        for name in ("learning_rate", "adam_epsilon", "advantage_epsilon", "warmstart_learning_rate"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)!r}")
-        for name in ("beta", "entropy_coef", "weight_decay", "max_grad_norm", "warmstart_env_loss_weight"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"`{name}` must be >= 0, got {getattr(self, name)!r}")
-        if not 0 < self.epsilon < 1:
-            raise ConfigError(f"`epsilon` (the PPO clip range) must be in (0, 1), got {self.epsilon!r}")
-        if not 0 <= self.temperature <= 100:
-            raise ConfigError(f"`temperature` must be in [0, 100], got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"`top_p` must be in (0, 1], got {self.top_p!r}")
-        if self.top_k < 0:
-            raise ConfigError(f"`top_k` must be >= 0 (0: off), got {self.top_k!r}")
         if not 0 <= self.two_hop_fraction <= 1:
             raise ConfigError(f"`two_hop_fraction` must be in [0, 1], got {self.two_hop_fraction!r}")
-        for name in ("adam_beta1", "adam_beta2"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"`{name}` must be in [0, 1), got {getattr(self, name)!r}")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            raise ConfigError(
-                f"`vllm_gpu_memory_utilization` must be in (0, 1], got {self.vllm_gpu_memory_utilization!r}"
-            )
-        if self.max_prompt_length >= self.max_seq_length:
-            raise ConfigError(
-                f"`max_prompt_length` ({self.max_prompt_length}) must be below `max_seq_length` "
-                f"({self.max_seq_length}) to leave room for the policy's turns; lower it or raise "
-                "max_seq_length."
-            )
-        if not all(isinstance(s, str) and s for s in self.stop):
-            raise ConfigError(f"`stop` must be a list of non-empty strings, got {self.stop!r}")
-        unknown = [r for r in self.report_to if r != "tensorboard"]
-        if unknown:
-            raise ConfigError(
-                f'`report_to` accepts only "tensorboard" (metrics.jsonl is always written), got {unknown}'
-            )
-        self._check_batching()
-        self._check_generation_batch()
         if self.dataset != "synthetic" and (
             self.two_hop_fraction
             or self.synthetic_kinds is not None
@@ -410,34 +347,14 @@ class GRPOConfig:
                 "apply to dataset: synthetic; remove them"
             )
 
-    def _check_generation_batch(self) -> None:
-        if self.generation_batch_size is None:
-            return
-        _at_least("generation_batch_size", self.generation_batch_size, 1)
-        if self.generation_batch_size != self.rollout_batch_size:
-            prompts, rest = divmod(self.generation_batch_size, self.num_generations)
-            fix = (
-                f"set prompts_per_step: {prompts}"
-                if not rest and prompts
-                else f"make it a multiple of num_generations ({self.num_generations})"
-            )
-            raise ConfigError(
-                f"`generation_batch_size` ({self.generation_batch_size}) is TRL's: the episodes of one rollout "
-                f"batch, prompts_per_step x num_generations ({self.prompts_per_step} x {self.num_generations} = "
-                f"{self.rollout_batch_size}) here; {fix}, or remove it. The decoding chunk is max_decode_batch."
-            )
 
-    def _check_batching(self) -> None:
-        if self.gradient_accumulation_steps is None:
-            return
-        per_step = self.per_device_train_batch_size * self.gradient_accumulation_steps
-        if self.rollout_batch_size % per_step:
-            raise ConfigError(
-                f"the rollout batch (prompts_per_step x num_generations = {self.rollout_batch_size} "
-                "episodes) must split into whole optimizer steps of per_device_train_batch_size x "
-                f"gradient_accumulation_steps = {per_step} episodes; change gradient_accumulation_steps (or "
-                "null: one optimizer step per batch)"
-            )
+def _coerce(value: Any, trl_field: dataclasses.Field) -> Any:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string: a float where TRL's default is a float."""
+    if isinstance(value, str) and isinstance(trl_field.default, float):
+        return _float_or_text(value)
+    if isinstance(value, int) and not isinstance(value, bool) and isinstance(trl_field.default, float):
+        return float(value)
+    return value
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -1,7 +1,8 @@
-"""Training metrics: per-step summaries of the rollouts, JSONL and TensorBoard sinks, and the final plot.
+"""Training metrics: per-step summaries of the episodes, the ``metrics.jsonl`` sink, and the final plot.
 
-Names are grouped CleanRL-style: ``rollout/…`` (what the policy did), ``losses/…`` (the update), ``charts/…``
-(learning rate, throughput, timing) and ``eval/…`` (greedy episodes on held-out questions).
+Names are grouped CleanRL-style: ``rollout/…`` (what the policy did in the step's episodes), ``eval/…`` (greedy
+episodes on held-out questions), ``warmstart/…``, and ``trl/…`` (what TRL's trainer logged: loss, KL, entropy,
+clip ratios, grad norm, learning rate, step time). TensorBoard and other sinks are TRL's (``report_to``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .rollout import Rollout
+    from drgym.integrations._trl_rollout import EpisodeTokens
 
-__all__ = ["MetricsLogger", "plot_curves", "read_metrics", "rollout_metrics"]
+__all__ = ["MetricsLogger", "episode_metrics", "plot_curves", "read_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,42 +27,38 @@ def _mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else 0.0
 
 
-def rollout_metrics(rollouts: Sequence[Rollout], prefix: str = "rollout") -> dict[str, float]:
-    """Reward, F1, EM, format-error and truncation rates, tool calls, turns and response length of a batch."""
-    if not rollouts:
+def episode_metrics(episodes: Sequence[EpisodeTokens], prefix: str = "rollout") -> dict[str, float]:
+    """Reward, F1, format-error, cut and error rates, tool calls, turns and token counts of a batch."""
+    if not episodes:
         return {}
-    rewards = [r.reward for r in rollouts]
+    rewards = [e.reward for e in episodes]
     return {
         f"{prefix}/reward_mean": _mean(rewards),
         f"{prefix}/reward_std": float(statistics.pstdev(rewards)) if len(rewards) > 1 else 0.0,
-        f"{prefix}/f1": _mean([r.f1 for r in rollouts]),
-        f"{prefix}/em": _mean([r.em for r in rollouts]),
-        f"{prefix}/format_error_rate": _mean([0.0 if r.format_ok else 1.0 for r in rollouts]),
-        f"{prefix}/answered_rate": _mean([1.0 if r.answered else 0.0 for r in rollouts]),
-        f"{prefix}/truncated_rate": _mean([1.0 if r.truncated else 0.0 for r in rollouts]),
-        f"{prefix}/error_rate": _mean([1.0 if r.error else 0.0 for r in rollouts]),
-        f"{prefix}/tool_calls": _mean([r.tool_calls for r in rollouts]),
-        f"{prefix}/turns": _mean([len(r.turns) for r in rollouts]),
-        f"{prefix}/response_tokens": _mean([r.policy_tokens for r in rollouts]),
-        f"{prefix}/sequence_tokens": _mean([len(r.input_ids) for r in rollouts]),
+        f"{prefix}/f1": _mean([e.f1 for e in episodes]),
+        f"{prefix}/format_error_rate": _mean([0.0 if e.format_ok else 1.0 for e in episodes]),
+        f"{prefix}/truncated_rate": _mean([1.0 if e.cut else 0.0 for e in episodes]),
+        f"{prefix}/error_rate": _mean([1.0 if e.error else 0.0 for e in episodes]),
+        f"{prefix}/tool_calls": _mean([e.tool_calls for e in episodes]),
+        f"{prefix}/turns": _mean([len(e.turns) for e in episodes]),
+        f"{prefix}/response_tokens": _mean([sum(e.env_mask) for e in episodes]),
+        f"{prefix}/sequence_tokens": _mean([len(e.prompt_ids) + len(e.completion_ids) for e in episodes]),
+        f"{prefix}/episodes": float(len(episodes)),
     }
 
 
 class MetricsLogger:
-    """Writes one JSON line per step to ``metrics.jsonl`` and, when asked, TensorBoard scalars.
+    """Writes one JSON line per step to ``metrics.jsonl``.
 
     On resume, lines after the resumed step are dropped first (written after the last checkpoint by a run that
     then crashed), so the file holds each step once.
 
     Args:
         path: The JSONL file.
-        tensorboard_dir: Event directory, or ``None`` for no TensorBoard.
         resume_step: The step the run resumes after (``None``: a fresh run, the file starts empty).
     """
 
-    def __init__(
-        self, path: str | Path, tensorboard_dir: str | Path | None = None, resume_step: int | None = None
-    ) -> None:
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = (
@@ -71,30 +68,12 @@ class MetricsLogger:
         )
         with open(self.path, "w", encoding="utf-8") as fh:
             fh.writelines(json.dumps(m) + "\n" for m in kept)
-        self._writer = None
-        if tensorboard_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                logger.warning("tensorboard is not installed; metrics go to %s only", self.path)
-            else:
-                self._writer = SummaryWriter(str(tensorboard_dir), purge_step=(resume_step or 0) + 1)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         """Append a step's metrics (non-finite values are written as null in JSON)."""
         row = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        if self._writer is not None:
-            for key, value in metrics.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    self._writer.add_scalar(key, value, step)
-            self._writer.flush()
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
 
 
 def _plain(value: Any) -> Any:

@@ -1,727 +1,452 @@
-"""GRPO training of an LLM research policy inside ``drgym/WebResearch-v0`` (DeepResearcher's recipe).
+"""GRPO training of an LLM research policy inside ``drgym/WebResearch-v0`` (DeepResearcher's recipe), on TRL.
 
 Run ``python -m agents.grpo.train --config agents/grpo/configs/tiny-cpu.yaml`` (any setting can be overridden,
-e.g. ``--max_steps 5``; ``--resume`` continues from the newest checkpoint of ``output_dir``).
+e.g. ``--max_steps 5``; ``--resume`` continues from the newest checkpoint of ``output_dir``). The same command
+runs under ``accelerate launch`` (DDP, DeepSpeed, FSDP: see agents/grpo/README.md).
 
-Each step, top to bottom:
+Top to bottom:
 
-1. **rollout**: ``prompts_per_step`` questions × ``num_generations`` full episodes, played concurrently
-   (:func:`agents.grpo.rollout.collect_rollouts`); each keeps the exact ids the policy sampled.
-2. **advantages**: rewards normalised within each question's group, ``(r - mean) / (std + eps)``.
-3. **update**: the clipped surrogate + ``beta`` × k3 KL to the frozen reference − ``entropy_coef`` × entropy,
-   over policy tokens only, micro-batched with gradient accumulation, clipped, AdamW.
-4. **log, evaluate, checkpoint**.
-
-Old log-probs: with ``num_iterations: 1`` and one optimizer step per rollout batch (the paper), the policy
-being optimised *is* the one that produced the batch, so the old log-probs are the current ones detached and
-the ratio is exactly 1 (no extra forward pass). Otherwise (``old_logprobs: recompute``) they are recomputed
-with the policy before the first update, so that the ratio compares two passes of the same numerics, not the
-sampler's with the trainer's; ``old_logprobs: sampling`` uses the sampler's instead. The mean gap between the
-sampler's and the trainer's log-probs is logged as ``rollout/logprob_gap``.
+1. **task, tokenizer, model**: the questions (training and held-out) and the policy to start from.
+2. **warm-start**: supervised steps on a scripted agent's episodes (:func:`warm_start`), saved as
+   ``<output_dir>/warmstart``: the policy RL starts from and TRL's reference model.
+3. **trl.GRPOTrainer** with ``rollout_func=make_rollout_func(...)``: each generation batch plays whole drgym
+   episodes, token-in/token-out (the ids trained on are the ids sampled; ``env_mask`` keeps every tool and
+   template token out of the loss; ``logprobs`` are the sampler's), scored by the env (``rollout_reward``).
+   TRL does the rest: group advantages, the clipped surrogate, KL, entropy, accumulation, the optimizer,
+   logging, ``checkpoint-N`` saves, resume, and with ``use_vllm`` generation on its vLLM engine and the weight
+   sync. :class:`DrgymCallback` writes ``metrics.jsonl`` and runs the held-out greedy evaluation.
+4. **final save** (``output_dir``) and a summary.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import logging
-import math
-import random
+import os
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from drgym.errors import ConfigError, DrgymError
 
 from .checkpoint import (
+    CONFIG_FILE,
     build_model,
     check_architecture,
     latest_checkpoint,
     load_model,
-    load_trainer_state,
-    resolve_device,
-    save_checkpoint,
     save_model,
 )
-from .config import GRPOConfig
-from .losses import forward_logprobs, group_advantages, grpo_loss, pad_batch
-from .metrics import MetricsLogger, plot_curves, rollout_metrics
-from .rollout import (
-    ChatFormat,
-    HFGenerator,
-    Rollout,
-    Task,
-    VLLMGenerator,
-    build_task,
-    collect_rollouts,
-    make_envs,
-)
+from .checkpoint import _dtype as _weights_dtype
+from .config import GRPOConfig, trl_field_names
+from .metrics import MetricsLogger, episode_metrics, plot_curves, read_metrics
+from .rollout import ChatFormat, Task, build_task, make_envs, train_dataset
 
 __all__ = [
-    "Run",
+    "DrgymCallback",
     "TrainingError",
-    "atrain",
-    "data_indices",
+    "build_parser",
+    "build_policy",
     "evaluate",
     "main",
-    "setup",
+    "make_trainer",
     "train",
-    "update_policy",
+    "warm_start",
 ]
 
 logger = logging.getLogger(__name__)
 
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is experimental in TRL 1.16: we pin it
+
 
 class TrainingError(DrgymError):
-    """Training cannot go on (repeated NaN/inf losses, out of memory); the message says what to change."""
+    """Training cannot go on; the message says what to change."""
 
 
-# ------------------------------------------------------------------------------------------------ state
+# ------------------------------------------------------------------------------------------------ model
 
 
-@dataclass
-class Run:
-    """Everything one training run holds."""
-
-    cfg: GRPOConfig
-    device: Any
-    model: Any
-    tokenizer: Any
-    fmt: ChatFormat
-    optimizer: Any
-    scheduler: Any
-    generator: Any
-    task: Task
-    envs: list[Any]
-    ref_model: Any = None
-    step: int = 0
-    nonfinite_in_a_row: int = 0
-    autocast_dtype: Any = None
-    metrics: MetricsLogger | None = None
-
-    def autocast(self) -> Any:
-        """The autocast context of forward passes (a no-op unless ``bf16``)."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        import torch
-
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+def _start_dir(out: Path) -> Path | None:
+    """Where this run's starting policy is saved (warm-started, or the tiny model's random init)."""
+    return next((out / name for name in ("warmstart", "initial") if (out / name / "model").is_dir()), None)
 
 
-def data_indices(pool: Sequence[int], per_step: int, step: int, seed: int) -> list[int]:
-    """The questions of ``step``: consecutive slices of a seeded permutation of ``pool``, new each pass.
+def build_policy(cfg: GRPOConfig, task: Task, *, resuming: bool) -> tuple[Any, Any, dict[str, float]]:
+    """The policy RL starts from and its tokenizer, with the warm-start's metrics.
 
-    A pure function of its arguments, so a resumed run poses exactly the questions the original would have.
+    The main process builds the model, warm-starts it and saves it under ``<output_dir>`` (``warmstart/``, or
+    ``initial/`` for an untrained tiny model); then every process loads that copy, so all ranks start equal
+    and TRL builds its reference model from the same directory (``config._name_or_path``). A resumed run
+    loads the saved start (TRL then loads the checkpoint's weights over it).
     """
-    out: list[int] = []
-    position = step * per_step
-    while len(out) < per_step:
-        epoch, offset = divmod(position, len(pool))
-        perm = np.random.default_rng([seed, 29, epoch]).permutation(len(pool))
-        take = min(per_step - len(out), len(pool) - offset)
-        out += [pool[i] for i in perm[offset : offset + take]]
-        position += take
-    return out
+    from accelerate import PartialState
+
+    state = PartialState()
+    out = Path(cfg.output_dir)
+    warm: dict[str, float] = {}
+    model = tokenizer = None
+    if not resuming and state.is_main_process:
+        model, tokenizer = build_model(cfg, task.texts)
+        _give_template(tokenizer, cfg)
+        if cfg.warmstart_steps > 0:
+            warm = warm_start(cfg, model, tokenizer, task)
+            save_model(model, tokenizer, out / "warmstart")
+        elif cfg.model_name_or_path == "tiny":
+            save_model(model, tokenizer, out / "initial")  # a random init has no name TRL could reload it by
+    state.wait_for_everyone()
+    start = _start_dir(out)
+    if start is None:  # a pretrained model without warm-start: TRL reloads the reference by its name
+        if model is None:
+            model, tokenizer = build_model(cfg, task.texts)
+            _give_template(tokenizer, cfg)
+    else:
+        model, tokenizer = load_model(start, dtype=_weights_dtype(cfg))
+        model.config._name_or_path = str(start / "model")
+        if cfg.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+    return model, tokenizer, warm
 
 
-# ------------------------------------------------------------------------------------------------ setup
+def _described_model(cfg: GRPOConfig, task: Task) -> Any:
+    """The model config ``cfg`` describes (a tiny model is built to read it: it costs milliseconds)."""
+    if cfg.model_name_or_path == "tiny":
+        return build_model(cfg, task.texts)[0].config
+    from transformers import AutoConfig
+
+    path = Path(cfg.model_name_or_path)
+    return AutoConfig.from_pretrained(path / "model" if (path / "model").is_dir() else cfg.model_name_or_path)
 
 
-def _scheduler(cfg: GRPOConfig, optimizer: Any) -> Any:
-    import torch
-
-    total = max(1, cfg.max_steps * cfg.num_iterations * _optimizer_steps_per_batch(cfg))
-
-    def factor(n: int) -> float:
-        if n < cfg.warmup_steps:
-            return (n + 1) / (cfg.warmup_steps + 1)
-        progress = min(1.0, (n - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
-        if cfg.lr_scheduler_type == "linear":
-            return 1.0 - progress
-        if cfg.lr_scheduler_type == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def _give_template(tokenizer: Any, cfg: GRPOConfig) -> None:
+    """Store the chat template the episodes are rendered with in the tokenizer (saved with every checkpoint)."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = ChatFormat(tokenizer, chat_template=cfg.chat_template).template
 
 
-def _optimizer_steps_per_batch(cfg: GRPOConfig) -> int:
-    if cfg.gradient_accumulation_steps is None:
-        return 1
-    return cfg.rollout_batch_size // (cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps)
+def _context_limit(cfg: GRPOConfig, model: Any) -> int:
+    """Tokens of a whole episode at most (prompt and completion): the model's context."""
+    return int(model.config.max_position_embeddings)
 
 
-def _autocast_dtype(cfg: GRPOConfig, device: Any) -> Any:
-    import torch
+def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[str, float]:
+    """Supervised warm-start on the scripted agent's episodes (``warmstart_*`` settings); ``warmstart/…``
+    metrics. The one entry point of the stage: a stage before it goes before this call."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
 
-    if not cfg.bf16:
-        return None
-    if device.type != "cuda" or not torch.cuda.is_bf16_supported():
-        raise ConfigError(
-            f"`bf16: true` needs a CUDA device with bfloat16 support, but the device is {device}; "
-            "set bf16: false"
+    from drgym._loop import run_sync
+    from drgym.agent import make_agent
+
+    from .warmstart import collect_demonstrations, supervised_warmstart
+
+    model.to(PartialState().device)
+    fmt = ChatFormat(tokenizer, chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
+    pool = task.train_indices
+    n = min(cfg.warmstart_episodes, len(pool))
+    indices = [pool[i] for i in _permutation(len(pool), cfg.seed + 1)[:n]]
+    demos, metrics = run_sync(
+        collect_demonstrations(
+            make_envs(task, min(64, n)),
+            lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs),
+            indices,
+            fmt,
+            min_reward=cfg.warmstart_min_reward,
+            max_seq_length=_context_limit(cfg, model),
         )
-    return torch.bfloat16
+    )
+    bar = tqdm(total=cfg.warmstart_steps, desc="warm-start", disable=bool(cfg.disable_tqdm), leave=False)
+
+    def progress(_: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    try:
+        metrics |= supervised_warmstart(
+            model, demos, cfg, pad_token_id=pad, autocast=contextlib.nullcontext, progress=progress
+        )
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    finally:
+        bar.close()
+    model.to("cpu")
+    return metrics
 
 
-async def setup(cfg: GRPOConfig, *, resume: bool = False) -> Run:
-    """Build the run: model (fresh, warm-started or from the newest checkpoint), reference, optimizer..."""
-    import torch
+def _permutation(n: int, seed: int) -> list[int]:
+    import numpy as np
 
-    device = resolve_device(cfg.device)
-    autocast_dtype = _autocast_dtype(cfg, device)
+    return np.random.default_rng([seed, 29, 0]).permutation(n).tolist()
+
+
+# ------------------------------------------------------------------------------------------------ eval
+
+
+def evaluate(cfg: GRPOConfig, task: Task, envs: Sequence[Any], model: Any, tokenizer: Any, *, salt: int) -> dict[str, float]:
+    """Greedy episodes on the held-out questions (``eval/…`` metrics: reward, F1, format-error rate ...)."""
+    from drgym._loop import run_sync
+    from drgym.integrations._trl_rollout import RolloutTimes, TurnLimits, play_episodes
+    from drgym.integrations.trl import STOP
+    from drgym.llm.token_turns import HFGenerator
+
+    if not task.eval_indices:
+        return {}
+    limits = TurnLimits(
+        max_completion_length=int(cfg.max_completion_length),
+        max_context=int(model.config.max_position_embeddings),
+        max_turn_tokens=cfg.max_turn_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        top_k=0,
+        seed=int(cfg.seed),
+        reward_mode=cfg.reward_mode,
+    )
+    fmt = ChatFormat(tokenizer, system_prompt=cfg.system_prompt)
+    episodes = run_sync(
+        play_episodes(
+            envs,
+            [{"index": i} for i in task.eval_indices],
+            [task.records[i].answers for i in task.eval_indices],
+            HFGenerator(model, tokenizer, stop=STOP),
+            fmt,
+            limits,
+            salt=salt,
+            times=RolloutTimes(),
+        )
+    )
+    return episode_metrics(episodes, "eval")
+
+
+def _trainer_callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class DrgymCallback(_trainer_callback_base()):
+    """``metrics.jsonl`` (the step's episodes, the held-out evaluation, TRL's logs), ``config.yaml`` beside
+    every checkpoint, and the held-out greedy evaluation at step 0, every ``eval_steps`` and at the end.
+
+    Every process plays its own share of the rollout; their episode metrics are gathered (a collective: TRL
+    calls callbacks on every process) and the main process writes the file and plays the evaluation.
+    """
+
+    def __init__(self, cfg: GRPOConfig, task: Task, rollout: Any, warm: dict[str, float]) -> None:
+        from accelerate import PartialState
+
+        self.cfg, self.task, self.rollout, self.warm = cfg, task, rollout, warm
+        self.trainer: Any = None
+        self.main = PartialState().is_main_process
+        self.metrics: MetricsLogger | None = None
+        self._envs: list[Any] = []
+        self._pending: dict[str, Any] = {}
+        self._pending_step: int | None = None
+        self._seen: Any = None
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        resumed = state.global_step > 0
+        if self.main:
+            self.metrics = MetricsLogger(
+                Path(args.output_dir) / "metrics.jsonl", resume_step=state.global_step if resumed else None
+            )
+            self._envs = make_envs(self.task, len(self.task.eval_indices)) if self.task.eval_indices else []
+        if not resumed:
+            first = dict(self.warm)
+            first |= self._evaluate(state.global_step)
+            if self.main and first:
+                self.metrics.log(0, first)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._flush()
+        row: dict[str, Any] = {}
+        if self.rollout.episodes is not self._seen:  # a new generation batch was played for this step
+            self._seen = self.rollout.episodes
+            row |= self._rollout_metrics()
+        step = state.global_step
+        every = self.cfg.eval_steps
+        if step >= state.max_steps or (every and step % every == 0):
+            row |= self._evaluate(step)
+        self._pending, self._pending_step = row, step
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs and self._pending_step == state.global_step:
+            self._pending |= {f"trl/{k}": v for k, v in logs.items() if isinstance(v, (int, float))}
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.main:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                self.cfg.to_yaml(folder / CONFIG_FILE)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._flush()
+
+    # ------------------------------------------------------------------ parts
+    def _flush(self) -> None:
+        if self.main and self.metrics is not None and self._pending_step is not None and self._pending:
+            self.metrics.log(self._pending_step, self._pending)
+        self._pending, self._pending_step = {}, None
+
+    def _rollout_metrics(self) -> dict[str, Any]:
+        from accelerate.utils import gather_object
+
+        episodes = gather_object(list(self.rollout.episodes))
+        per_process = gather_object([len(self.rollout.episodes)])
+        times = self.rollout.times
+        out = episode_metrics(episodes)
+        out |= {
+            "charts/processes_with_episodes": float(sum(1 for n in per_process if n)),
+            "charts/generate_seconds": times.generate_s,
+            "charts/env_seconds": times.env_s,
+            "charts/zero_std_groups": _zero_std_fraction([e.reward for e in episodes], int(self.cfg.num_generations)),
+        }
+        times.reset()
+        return out
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        if not self.task.eval_indices or self.trainer is None:
+            return {}
+        from trl.models import unwrap_model_for_generation
+
+        trainer = self.trainer
+        # every process enters (ZeRO-3 gathers the weights collectively); the main one plays the episodes
+        with unwrap_model_for_generation(
+            trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+        ) as model:
+            out = (
+                evaluate(self.cfg, self.task, self._envs, model, trainer.processing_class, salt=step)
+                if self.main
+                else {}
+            )
+        trainer.accelerator.wait_for_everyone()
+        return out
+
+
+def _zero_std_fraction(rewards: Sequence[float], group: int) -> float:
+    """Fraction of groups whose rewards are all equal (they carry no learning signal).
+
+    TRL's sampler gives each process whole groups (``num_generations`` consecutive completions of one prompt).
+    """
+    groups = [rewards[i : i + group] for i in range(0, len(rewards), group)]
+    return sum(1.0 for g in groups if len(set(g)) == 1) / max(1, len(groups))
+
+
+# ------------------------------------------------------------------------------------------------ run
+
+
+def make_trainer(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None) -> tuple[Any, DrgymCallback]:
+    """Steps 1-3: the task, the policy (warm-started), and ``trl.GRPOTrainer`` driven by drgym's episodes.
+
+    ``generator`` samples the turns instead of the trainer's model or vLLM engine (a
+    :class:`drgym.llm.token_turns.Generator`, e.g. a client of a separate inference server, or a scripted
+    policy in tests).
+    """
+    from transformers.trainer_callback import PrinterCallback
+    from trl import GRPOTrainer
+
+    from drgym.integrations.trl import make_rollout_func, rollout_reward
+
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out)
     if resume and ckpt is None:
         raise ConfigError(f"--resume: there is no checkpoint in {out} to resume from")
     if not resume and ckpt is not None:
         raise ConfigError(
-            f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or "
-            "choose another output_dir"
+            f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or choose another "
+            "output_dir"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    # 1. task, tokenizer, model; 2. the warm-start (inside, on the main process)
     task = build_task(cfg)
-    model, tokenizer = build_model(cfg, device, task.texts)
-    if ckpt is not None:
-        check_architecture(ckpt, model.config)
-        model, tokenizer = load_model(ckpt, device, dtype=next(model.parameters()).dtype)
-    if cfg.freeze_embeddings:
-        model.get_input_embeddings().weight.requires_grad_(False)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    fmt = ChatFormat(tokenizer, chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
-    envs = make_envs(task, max(cfg.rollout_batch_size, cfg.num_eval_questions))
-    run = Run(cfg, device, model, tokenizer, fmt, None, None, None, task, envs, autocast_dtype=autocast_dtype)
-    warm: dict[str, float] = {}
-    if ckpt is None and cfg.warmstart_steps > 0:
-        warm = await _warmstart(run)
-        save_model(model, tokenizer, out / "warmstart")
-    if cfg.beta > 0:
-        run.ref_model = _reference(cfg, out, device, model, task.texts)
-    run.optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_epsilon,
-        weight_decay=cfg.weight_decay,
+    if ckpt is not None:  # the settings must describe the model the checkpoint holds
+        check_architecture(ckpt, _described_model(cfg, task))
+    model, tokenizer, warm = build_policy(cfg, task, resuming=ckpt is not None)
+    # 3. TRL's trainer, its rollouts whole drgym episodes
+    rollout = make_rollout_func(
+        dataset=task.records,
+        system_prompt=cfg.system_prompt,
+        max_turn_tokens=cfg.max_turn_tokens,
+        generator=generator,
+        **task.env_kwargs,
     )
-    run.scheduler = _scheduler(cfg, run.optimizer)
-    if ckpt is not None:
-        state = load_trainer_state(ckpt, run.optimizer, run.scheduler)
-        run.step, run.nonfinite_in_a_row = int(state["step"]), int(state.get("nonfinite_in_a_row", 0))
-        _set_rng_state(state.get("rng") or {})
-        logger.info("resumed from %s at step %d", ckpt, run.step)
-    run.generator = _generator(run)
-    tb = cfg.logging_dir or str(out / "tensorboard")
-    run.metrics = MetricsLogger(
-        out / "metrics.jsonl",
-        tb if "tensorboard" in cfg.report_to else None,
-        resume_step=run.step if ckpt is not None else None,
+    callback = DrgymCallback(cfg, task, rollout, warm)
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=[rollout_reward],
+        args=cfg.trl_args(),
+        train_dataset=train_dataset(task),
+        rollout_func=rollout,
+        callbacks=[callback],
     )
-    if warm:
-        run.metrics.log(0, warm)
-    return run
+    trainer.remove_callback(PrinterCallback)  # stdout carries the summary; every log is in metrics.jsonl
+    callback.trainer = trainer
+    return trainer, callback
 
 
-def _reference(cfg: GRPOConfig, out: Path, device: Any, policy: Any, texts: Sequence[str] = ()) -> Any:
-    """The frozen reference: the policy RL starts from (after the warm-start, when there was one)."""
-    if (out / "warmstart").is_dir():
-        ref, _ = load_model(out / "warmstart", device, dtype=next(policy.parameters()).dtype)
-    else:
-        ref, _ = build_model(cfg, device, texts)
-    ref.eval()
-    ref.requires_grad_(False)
-    return ref
-
-
-def _generator(run: Run) -> Any:
-    cfg = run.cfg
-    if cfg.generation_backend == "hf":
-        return HFGenerator(
-            run.model,
-            run.tokenizer,
-            stop=cfg.stop,
-            batch_size=cfg.max_decode_batch,
-            autocast_dtype=run.autocast_dtype,
-        )
-    init = save_model(run.model, run.tokenizer, Path(cfg.output_dir) / "vllm-init")
-    engine = {
-        "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
-        "max_model_len": cfg.max_seq_length,
-        "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
-        **cfg.vllm_kwargs,
-    }
-    generator = VLLMGenerator(
-        str(init / "model"), str(init / "tokenizer"), stop=cfg.stop, seed=cfg.seed, **engine
-    )
-    generator.sync_weights(run.model)
-    return generator
-
-
-async def _warmstart(run: Run) -> dict[str, float]:
-    from tqdm.auto import tqdm
-
-    from drgym.agent import make_agent
-
-    from .warmstart import collect_demonstrations, supervised_warmstart
-
-    cfg = run.cfg
-    indices = data_indices(
-        run.task.train_indices, min(cfg.warmstart_episodes, len(run.task.train_indices)), 0, cfg.seed + 1
-    )
-    demos, metrics = await collect_demonstrations(
-        run.envs[:64],
-        lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs),
-        indices,
-        run.fmt,
-        min_reward=cfg.warmstart_min_reward,
-        max_seq_length=cfg.max_seq_length,
-    )
-    bar = tqdm(total=cfg.warmstart_steps, desc="warm-start", disable=not cfg.progress_bar, leave=False)
-
-    def progress(_: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
-
-    try:
-        metrics |= await asyncio.to_thread(
-            supervised_warmstart,
-            run.model,
-            demos,
-            cfg,
-            pad_token_id=_pad_id(run.tokenizer),
-            autocast=run.autocast,
-            progress=progress,
-        )
-    finally:
-        bar.close()
-    return metrics
-
-
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id
-    return pad if pad is not None else (tokenizer.eos_token_id or 0)
-
-
-# ------------------------------------------------------------------------------------------------ update
-
-
-@dataclass
-class _Item:
-    ids: list[int]
-    mask: list[int]
-    advantage: float
-    sampling: list[float]
-    old: Any = None
-    ref: Any = None
-
-
-def _items(rollouts: Sequence[Rollout], advantages: Sequence[float]) -> list[_Item]:
-    """Sequences with a policy token, with their masks and sampler log-probs aligned to token positions."""
-    items = []
-    for r, adv in zip(rollouts, advantages):
-        if r.policy_tokens == 0:
-            continue  # nothing sampled (the episode failed before its first turn): no gradient to give
-        pad = [0] * len(r.prompt_ids)
-        items.append(_Item(r.input_ids, pad + r.mask, adv, [0.0] * len(pad) + r.sampling_logprobs))
-    return items
-
-
-def _stack(values: Sequence[Sequence[float]], width: int, first: int, device: Any) -> Any:
-    import torch
-
-    out = torch.zeros((len(values), width), dtype=torch.float32)
-    for b, row in enumerate(values):
-        out[b, : len(row)] = torch.as_tensor(row, dtype=torch.float32)
-    return out[:, first:].to(device)
-
-
-def _score(run: Run, model: Any, items: Sequence[_Item]) -> list[Any]:
-    """Per-item log-probs (aligned to token positions, on the CPU) of ``model``, without gradient."""
-    import torch
-
-    out = []
-    size = run.cfg.per_device_train_batch_size
-    with torch.no_grad():
-        for start in range(0, len(items), size):
-            chunk = items[start : start + size]
-            ids, attn, tmask = pad_batch(
-                [i.ids for i in chunk], [i.mask for i in chunk], _pad_id(run.tokenizer), run.device
-            )
-            with run.autocast():
-                logp, _, first = forward_logprobs(model, ids, attn, tmask, temperature=run.cfg.temperature)
-            for b, item in enumerate(chunk):
-                row = torch.zeros(len(item.ids))
-                row[first:] = logp[b, : len(item.ids) - first].float().cpu()
-                out.append(row)
-    return out
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
-
-
-def update_policy(run: Run, rollouts: Sequence[Rollout]) -> dict[str, float]:
-    """One GRPO update on a rollout batch (``num_iterations`` passes); returns ``losses/…`` metrics.
-
-    A non-finite loss or gradient skips that optimizer step (counted in ``losses/skipped_steps``); after
-    ``max_nonfinite_steps`` such steps in a row it raises :class:`TrainingError`. Out of memory raises
-    :class:`TrainingError` naming the settings to lower.
-    """
-    import torch
-
-    cfg = run.cfg
-    rewards = torch.tensor([r.reward for r in rollouts], dtype=torch.float32)
-    advantages = group_advantages(rewards, cfg.num_generations, cfg.advantage_epsilon).tolist()
-    items = _items(rollouts, advantages)
-    stats: dict[str, float] = {"losses/skipped_steps": 0.0, "losses/optimizer_steps": 0.0}
-    if not items:
-        return stats
-    per_opt = (
-        len(items)
-        if cfg.gradient_accumulation_steps is None
-        else cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-    )
-    many_steps = cfg.num_iterations > 1 or per_opt < len(items)
-    if cfg.old_logprobs == "sampling":
-        for item in items:
-            item.old = torch.tensor(item.sampling)
-    elif many_steps:
-        for item, row in zip(items, _score(run, run.model, items)):
-            item.old = row
-    if run.ref_model is not None:
-        for item, row in zip(items, _score(run, run.ref_model, items)):
-            item.ref = row
-    run.model.train()
-    sums: dict[str, float] = {}
-    for iteration in range(cfg.num_iterations):
-        order = list(range(len(items)))
-        if many_steps:
-            order = torch.randperm(
-                len(items),
-                generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + run.step * 101 + iteration),
-            ).tolist()
-        for start in range(0, len(order), per_opt):
-            chunk = [items[i] for i in order[start : start + per_opt]]
-            _optimizer_step(run, chunk, stats, sums, first_pass=iteration == 0)
-    tokens = max(sums.pop("_tokens", 0.0), 1.0)
-    for key, value in sums.items():
-        stats[key] = value / tokens
-    return stats
-
-
-def _optimizer_step(
-    run: Run, chunk: list[_Item], stats: dict[str, float], sums: dict[str, float], *, first_pass: bool
-) -> None:
-    import torch
-
-    cfg = run.cfg
-    size = cfg.per_device_train_batch_size
-    scale = {"num_items": float(sum(sum(i.mask) for i in chunk)), "num_micro_batches": -(-len(chunk) // size)}
-    run.optimizer.zero_grad(set_to_none=True)
-    finite = True
-    for start in range(0, len(chunk), size):
-        micro = chunk[start : start + size]
-        try:
-            terms, n_tokens, gap = _micro_batch(run, micro, scale)
-        except (RuntimeError, MemoryError) as exc:
-            if not _is_oom(exc):
-                raise
-            width = max(len(i.ids) for i in micro)
-            raise TrainingError(
-                f"out of memory on a micro-batch of {len(micro)} episodes x {width} tokens; lower "
-                f"per_device_train_batch_size (now {size}), max_seq_length ({cfg.max_seq_length}) or "
-                "max_completion_length, or set gradient_checkpointing: true"
-            ) from exc
-        if terms is None:
-            finite = False
-            break
-        for key, value in (
-            ("losses/policy_loss", terms.policy_loss),
-            ("losses/kl", terms.kl),
-            ("losses/entropy", terms.entropy),
-            ("losses/clip_fraction", terms.clip_fraction),
-            ("losses/approx_kl_old", terms.approx_kl_old),
-        ):
-            sums[key] = sums.get(key, 0.0) + float(value) * n_tokens
-        if first_pass and gap is not None:
-            sums["rollout/logprob_gap"] = sums.get("rollout/logprob_gap", 0.0) + gap * n_tokens
-        sums["_tokens"] = sums.get("_tokens", 0.0) + n_tokens
-    if finite:
-        limit = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.model.parameters(), limit))
-        finite = math.isfinite(grad_norm)
-    if not finite:
-        run.optimizer.zero_grad(set_to_none=True)
-        stats["losses/skipped_steps"] += 1
-        run.nonfinite_in_a_row += 1
-        logger.warning(
-            "step %d: non-finite loss or gradient, optimizer step skipped (%d in a row)",
-            run.step,
-            run.nonfinite_in_a_row,
-        )
-        if run.nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-            raise TrainingError(
-                f"{run.nonfinite_in_a_row} optimizer steps in a row had a NaN/inf loss or gradient; lower "
-                f"learning_rate (now {cfg.learning_rate}), check the rewards for NaN, or raise "
-                "max_nonfinite_steps"
-            )
-        return
-    run.optimizer.step()
-    run.scheduler.step()
-    run.nonfinite_in_a_row = 0
-    stats["losses/optimizer_steps"] += 1
-    stats["losses/grad_norm"] = grad_norm
-
-
-def _micro_batch(run: Run, micro: list[_Item], scale: dict[str, Any]) -> tuple[Any, float, float | None]:
-    """Forward and backward of one micro-batch; ``(None, 0, None)`` when its loss is not finite.
-
-    ``scale`` holds what ``loss_type`` normalises by (:func:`agents.grpo.losses.aggregate`): the policy tokens
-    and the micro-batches of the whole optimizer step."""
-    import torch
-
-    cfg = run.cfg
-    ids, attn, tmask = pad_batch(
-        [i.ids for i in micro], [i.mask for i in micro], _pad_id(run.tokenizer), run.device
-    )
-    with run.autocast():
-        logp, entropy, first = forward_logprobs(
-            run.model, ids, attn, tmask, temperature=cfg.temperature, with_entropy=True
-        )
-    mask = tmask[:, first:]
-    width = ids.shape[1]
-    old = logp.detach() if micro[0].old is None else _stack([i.old for i in micro], width, first, run.device)
-    ref = None if micro[0].ref is None else _stack([i.ref for i in micro], width, first, run.device)
-    advantages = torch.tensor([i.advantage for i in micro], dtype=torch.float32, device=run.device)
-    terms = grpo_loss(
-        logp,
-        old,
-        advantages,
-        mask,
-        epsilon=cfg.epsilon,
-        ref_logprobs=ref,
-        beta=cfg.beta,
-        entropy=entropy,
-        entropy_coef=cfg.entropy_coef,
-        loss_type=cfg.loss_type,
-        max_completion_length=cfg.max_completion_length,
-        **scale,
-    )
-    if not torch.isfinite(terms.loss):
-        return None, 0.0, None
-    terms.loss.backward()
-    n_tokens = float(mask.sum())
-    sampling = _stack([i.sampling for i in micro], width, first, run.device)
-    gap = float(((logp.detach() - sampling).abs() * mask).sum() / mask.sum().clamp(min=1.0))
-    return terms, n_tokens, gap
-
-
-# ------------------------------------------------------------------------------------------------ loop
-
-
-async def _train_step(run: Run) -> dict[str, Any]:
-    cfg = run.cfg
-    started = time.perf_counter()
-    indices = data_indices(run.task.train_indices, cfg.prompts_per_step, run.step, cfg.seed)
-    try:
-        rollouts = await collect_rollouts(
-            run.envs,
-            run.generator,
-            run.fmt,
-            run.task.records,
-            indices,
-            cfg,
-            step=run.step,
-            group_size=cfg.num_generations,
-        )
-    except (RuntimeError, MemoryError) as exc:
-        if not _is_oom(exc):
-            raise
-        raise TrainingError(
-            f"out of memory while generating; lower max_decode_batch (now "
-            f"{cfg.max_decode_batch}) or max_seq_length"
-        ) from exc
-    rolled = time.perf_counter()
-    metrics: dict[str, Any] = rollout_metrics(rollouts)
-    metrics |= await asyncio.to_thread(update_policy, run, rollouts)
-    if isinstance(run.generator, VLLMGenerator):
-        run.generator.sync_weights(run.model)
-    done = time.perf_counter()
-    generated = sum(r.policy_tokens for r in rollouts)
-    trained = sum(len(r.input_ids) for r in rollouts if r.policy_tokens) * cfg.num_iterations
-    metrics |= {
-        "charts/learning_rate": run.scheduler.get_last_lr()[0],
-        "charts/rollout_seconds": rolled - started,
-        "charts/update_seconds": done - rolled,
-        "charts/episodes_per_second": len(rollouts) / max(rolled - started, 1e-9),
-        "charts/rollout_tokens_per_second": generated / max(rolled - started, 1e-9),
-        "charts/update_tokens_per_second": trained / max(done - rolled, 1e-9),
-        "charts/zero_std_groups": _zero_std_fraction(rollouts, cfg.num_generations),
-    }
-    return metrics
-
-
-def _zero_std_fraction(rollouts: Sequence[Rollout], group: int) -> float:
-    """Fraction of groups whose rewards are all equal (they carry no learning signal)."""
-    groups = [rollouts[i : i + group] for i in range(0, len(rollouts), group)]
-    return sum(1.0 for g in groups if len({r.reward for r in g}) == 1) / max(1, len(groups))
-
-
-async def evaluate(run: Run) -> dict[str, float]:
-    """Greedy episodes on the held-out questions (``eval/…`` metrics); empty without held-out questions."""
-    if not run.task.eval_indices:
-        return {}
-    rollouts = await collect_rollouts(
-        run.envs,
-        run.generator,
-        run.fmt,
-        run.task.records,
-        run.task.eval_indices,
-        run.cfg,
-        step=run.step,
-        group_size=1,
-        temperature=0.0,
-        salt=1,
-    )
-    return rollout_metrics(rollouts, "eval")
-
-
-def _rng_state() -> dict[str, Any]:
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the global RNGs a checkpoint saved (drgym itself only draws from seeded private generators; a
-    model with dropout draws from torch's, and continues as it would have)."""
-    import torch
-
-    if "python" in state:
-        random.setstate(state["python"])
-    if "numpy" in state:
-        np.random.set_state(state["numpy"])
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save(run: Run) -> Path:
-    """Checkpoint the run at its current step."""
-    cfg = run.cfg
-    state = {
-        "step": run.step,
-        "data_position": run.step * cfg.prompts_per_step,
-        "nonfinite_in_a_row": run.nonfinite_in_a_row,
-        "rng": _rng_state(),
-    }
-    return save_checkpoint(
-        cfg.output_dir,
-        run.step,
-        model=run.model,
-        tokenizer=run.tokenizer,
-        optimizer=run.optimizer,
-        scheduler=run.scheduler,
-        state=state,
-        cfg=cfg,
-        keep=cfg.save_total_limit,
-    )
-
-
-async def atrain(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Train on the caller's event loop; returns a summary (first/last rewards, paths)."""
-    from tqdm.auto import tqdm
-
-    run = await setup(cfg, resume=resume)
-    assert run.metrics is not None
-    bar = tqdm(total=cfg.max_steps, initial=run.step, desc="grpo", disable=not cfg.progress_bar)
-    last: Path | None = None
-    try:
-        if run.step == 0 and run.task.eval_indices:
-            run.metrics.log(0, await evaluate(run))
-        while run.step < cfg.max_steps:
-            metrics = await _train_step(run)
-            run.step += 1
-            finishing = run.step == cfg.max_steps
-            if run.task.eval_indices and (finishing or (cfg.eval_steps and run.step % cfg.eval_steps == 0)):
-                metrics |= await evaluate(run)
-            run.metrics.log(run.step, metrics)
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['rollout/reward_mean']:.3f}", f1=f"{metrics['rollout/f1']:.3f}")
-            if finishing or run.step % cfg.save_steps == 0:
-                last = await asyncio.to_thread(save, run)
-    finally:
-        bar.close()
-        run.metrics.close()
-    plot = plot_curves(run.metrics.path, Path(cfg.output_dir) / "curves.png") if cfg.plot else None
-    return _summary(run, last, plot)
-
-
-def _summary(run: Run, checkpoint: Path | None, plot: Path | None) -> dict[str, Any]:
-    from .metrics import read_metrics
-
-    rows = read_metrics(run.metrics.path) if run.metrics else []
-    train_rows = [r for r in rows if "rollout/reward_mean" in r]
-    eval_rows = [r for r in rows if "eval/f1" in r]
-    out: dict[str, Any] = {
-        "steps": run.step,
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "plot": str(plot) if plot else None,
-        "metrics": str(run.metrics.path),
-    }
-    for name, table in (("train", train_rows), ("eval", eval_rows)):
-        prefix = "rollout" if name == "train" else "eval"
-        if table:
-            for key in ("reward_mean", "f1"):
-                out[f"{name}_{key}_first"] = table[0].get(f"{prefix}/{key}")
-                out[f"{name}_{key}_last"] = table[-1].get(f"{prefix}/{key}")
-    return out
-
-
-def train(cfg: GRPOConfig, *, resume: bool = False) -> dict[str, Any]:
+def train(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None) -> dict[str, Any]:
     """Train (see the module docstring); ``resume`` continues from the newest checkpoint of ``output_dir``."""
-    return asyncio.run(atrain(cfg, resume=resume))
+    trainer, callback = make_trainer(cfg, resume=resume, generator=generator)
+    out = Path(cfg.output_dir)
+    ckpt = latest_checkpoint(out) if resume else None
+    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    # 4. final save (output_dir itself, with config.yaml) and the summary
+    trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        cfg.to_yaml(out / CONFIG_FILE)
+    trainer.accelerator.wait_for_everyone()
+    plot = plot_curves(out / "metrics.jsonl", out / "curves.png") if cfg.plot and callback.main else None
+    return _summary(trainer.state.global_step, out, latest_checkpoint(out), plot)
+
+
+def _summary(steps: int, out: Path, checkpoint: Path | None, plot: Path | None) -> dict[str, Any]:
+    rows = read_metrics(out / "metrics.jsonl")
+    summary: dict[str, Any] = {
+        "steps": steps,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "final": str(out),
+        "plot": str(plot) if plot else None,
+        "metrics": str(out / "metrics.jsonl"),
+    }
+    for name, prefix in (("train", "rollout"), ("eval", "eval")):
+        table = [r for r in rows if f"{prefix}/reward_mean" in r]
+        if table:
+            for key in ("reward_mean", "f1", "format_error_rate"):
+                summary[f"{name}_{key}_first"] = table[0].get(f"{prefix}/{key}")
+                summary[f"{name}_{key}_last"] = table[-1].get(f"{prefix}/{key}")
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------ CLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``--config``, ``--resume`` and one ``--<setting>`` per config field (help from the field)."""
+    """``--config``, ``--resume`` and one ``--<setting>`` per drgym setting and per ``trl.GRPOConfig`` field."""
+    from .config import _trl_fields
+
     parser = argparse.ArgumentParser(
         prog="python -m agents.grpo.train",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --num_generation is a typo to name, not an abbreviation of two settings
     )
     parser.add_argument("--config", default=None, help="YAML file of settings (flags below override it)")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint of output_dir"
-    )
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint of output_dir")
     parser.add_argument("--log-level", default="WARNING", help="logging level of the run")
-    group = parser.add_argument_group("settings (YAML syntax for values: 3, 1e-6, null, [a, b], {k: v})")
-    for f in dataclasses.fields(GRPOConfig):
-        group.add_argument(
-            f"--{f.name}",
-            default=argparse.SUPPRESS,
-            type=_yaml_value,
-            metavar="VALUE",
-            help=f.metadata["help"],
-        )
+    own = parser.add_argument_group("drgym settings (YAML syntax for values: 3, 1e-6, null, [a, b], {k: v})")
+    for name in GRPOConfig.field_names():
+        own.add_argument(f"--{name}", default=argparse.SUPPRESS, type=_yaml_value, metavar="VALUE",
+                         help=GRPOConfig.help(name).replace("%", "%%"))
+    trl = parser.add_argument_group("trl.GRPOConfig fields (TRL's names and meanings)")
+    fields = _trl_fields()
+    for name in trl_field_names():
+        if name in GRPOConfig.field_names():
+            continue
+        text = str(fields[name].metadata.get("help", "")).split("\n")[0][:200]
+        trl.add_argument(f"--{name}", default=argparse.SUPPRESS, type=_yaml_value, metavar="VALUE",
+                         help=text.replace("%", "%%"))
     return parser
 
 
@@ -735,20 +460,23 @@ def _yaml_value(text: str) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; prints the summary as JSON."""
+    """Command-line entry point; prints the summary as JSON (on the main process)."""
     import json
 
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
     level = getattr(logging, str(args.log_level).upper(), logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     import bm25s  # noqa: F401  # it sets its own logger to DEBUG when imported: import it, then level it
 
     logging.getLogger("bm25s").setLevel(level)
-    overrides = {k: v for k, v in vars(args).items() if k in GRPOConfig.field_names()}
-    for key in ("system_prompt", "chat_template", "output_dir", "model_name_or_path", "dataset"):
-        if key in overrides and overrides[key] is not None and not isinstance(overrides[key], str):
-            overrides[key] = str(overrides[key])
     try:
+        if unknown:
+            flag = next(u for u in unknown if u.startswith("--"))
+            GRPOConfig.from_dict({flag[2:].split("=")[0]: None}, where="the command line")  # names the nearest
+        overrides = {k: v for k, v in vars(args).items() if k not in ("config", "resume", "log_level")}
+        for key in ("system_prompt", "chat_template", "output_dir", "model_name_or_path", "dataset"):
+            if overrides.get(key) is not None and not isinstance(overrides[key], str):
+                overrides[key] = str(overrides[key])
         cfg = (
             GRPOConfig.from_yaml(args.config, **overrides)
             if args.config
@@ -758,7 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DrgymError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary, indent=2))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2))
     return 0
 
 

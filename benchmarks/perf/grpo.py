@@ -30,35 +30,29 @@ from drgym.agents.grpo.metrics import read_metrics
 CONFIG = Path(__file__).resolve().parents[2] / "agents" / "grpo" / "configs" / "tiny-cpu.yaml"
 
 
-async def _throughput(cfg: GRPOConfig, repeats: int) -> dict[str, float]:
-    from drgym.agents.grpo.rollout import collect_rollouts
-    from drgym.agents.grpo.train import data_indices, setup, update_policy
+def _throughput(cfg: GRPOConfig, repeats: int) -> dict[str, float]:
+    """Rollout and update seconds of ``repeats`` steps of the bundled trainer (TRL's ``GRPOTrainer`` driven by
+    ``make_rollout_func``), after one warm-up step that is not counted."""
+    from drgym.agents.grpo.train import make_trainer
 
-    run = await setup(cfg)
-    rollout_s = update_s = 0.0
-    episodes = sampled = trained = 0
-    for step in range(repeats):
-        indices = data_indices(run.task.train_indices, cfg.prompts_per_step, step, cfg.seed)
-        t0 = time.perf_counter()
-        rollouts = await collect_rollouts(
-            run.envs,
-            run.generator,
-            run.fmt,
-            run.task.records,
-            indices,
-            cfg,
-            step=step,
-            group_size=cfg.num_generations,
-        )
-        t1 = time.perf_counter()
-        await asyncio.to_thread(update_policy, run, rollouts)
-        t2 = time.perf_counter()
-        rollout_s += t1 - t0
-        update_s += t2 - t1
-        episodes += len(rollouts)
-        sampled += sum(r.policy_tokens for r in rollouts)
-        trained += sum(len(r.input_ids) for r in rollouts if r.policy_tokens)
-    run.metrics.close()
+    trainer, _ = make_trainer(cfg)
+    rollout_times: list[float] = []
+    score = trainer._generate_and_score_completions
+
+    def timed(inputs: Any) -> Any:
+        started = time.perf_counter()
+        out = score(inputs)
+        rollout_times.append(time.perf_counter() - started)
+        return out
+
+    trainer._generate_and_score_completions = timed
+    trainer.train()
+    rows = [r for r in read_metrics(Path(cfg.output_dir) / "metrics.jsonl") if "trl/step_time" in r][1:]
+    rollout_s = sum(rollout_times[1:])
+    update_s = sum(r["trl/step_time"] for r in rows) - rollout_s
+    episodes = sum(r["rollout/episodes"] for r in rows)
+    sampled = sum(r["rollout/response_tokens"] * r["rollout/episodes"] for r in rows)
+    trained = sum(r["rollout/sequence_tokens"] * r["rollout/episodes"] for r in rows)
     return {
         "episodes": episodes,
         "sampled_tokens": sampled,
@@ -86,7 +80,7 @@ async def _warmstart_step_cost(cfg: GRPOConfig, steps: int) -> dict[str, float]:
     from drgym.agents.grpo.warmstart import _token_weights, collect_demonstrations
 
     task = build_task(cfg)
-    model, tokenizer = build_model(cfg, torch.device(cfg.device), task.texts)
+    model, tokenizer = build_model(cfg, task.texts)
     fmt = ChatFormat(tokenizer, system_prompt=cfg.system_prompt)
     envs = make_envs(task, 8)
     demos, _ = await collect_demonstrations(
@@ -95,7 +89,7 @@ async def _warmstart_step_cost(cfg: GRPOConfig, steps: int) -> dict[str, float]:
         task.train_indices[: cfg.warmstart_batch_size],
         fmt,
         min_reward=-1.0,
-        max_seq_length=cfg.max_seq_length,
+        max_seq_length=int(model.config.max_position_embeddings),
     )
     ids, attn, policy = pad_batch([d.ids for d in demos], [d.mask for d in demos], tokenizer.pad_token_id)
     started = torch.cumsum(policy, dim=1) > 0
@@ -142,7 +136,7 @@ def _curve(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "eval_reward": (avg(evals[:1], "eval/reward_mean"), avg(evals[-1:], "eval/reward_mean")),
         "eval_f1": (avg(evals[:1], "eval/f1"), avg(evals[-1:], "eval/f1")),
         "warmstart_s": warm.get("warmstart/seconds", float("nan")),
-        "rl_s": sum(r.get("charts/rollout_seconds", 0) + r.get("charts/update_seconds", 0) for r in train),
+        "rl_s": sum(r.get("trl/step_time", 0) for r in train),
     }
 
 
@@ -159,7 +153,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curve-steps", type=int, default=30, help="GRPO steps of the demo run")
     parser.add_argument("--warmstart-steps", type=int, default=300, help="warm-start steps of the demo run")
     parser.add_argument("--run", default=None, help="read the curve from this run's metrics.jsonl instead")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     if args.quick:
         args.prompts, args.generations, args.tokens, args.repeats = 2, 2, 16, 1
@@ -169,20 +162,21 @@ def main(argv: list[str] | None = None) -> None:
         cfg = GRPOConfig.from_yaml(
             CONFIG,
             output_dir=f"{tmp}/throughput",
-            prompts_per_step=args.prompts,
             num_generations=args.generations,
-            max_completion_length=args.tokens,
+            per_device_train_batch_size=args.prompts * args.generations,
+            gradient_accumulation_steps=1,
+            max_turn_tokens=args.tokens,
+            max_steps=args.repeats + 1,
+            save_strategy="no",
             warmstart_steps=0,
             num_eval_questions=0,
-            progress_bar=False,
-            report_to=[],
+            disable_tqdm=True,
             plot=False,
-            device=args.device,
-            per_device_train_batch_size=args.prompts * args.generations,
         )
-        tp = asyncio.run(_throughput(cfg, args.repeats))
+        tp = _throughput(cfg, args.repeats)
         print(
-            f"GRPO throughput, tiny model ({cfg.tiny_config or 'default'}) on {args.device}: "
+            f"GRPO throughput, bundled trainer (TRL GRPOTrainer + make_rollout_func), tiny model "
+            f"({cfg.tiny_config or 'default'}) on the CPU, mean of {args.repeats} steps after a warm-up: "
             f"{args.prompts} questions x {args.generations} episodes, <= {args.tokens} tokens per turn"
         )
         print("| phase | seconds | episodes/s | tokens/s | share of step |")
@@ -214,32 +208,26 @@ def main(argv: list[str] | None = None) -> None:
         else:
             from drgym.agents.grpo.train import train
 
+            quick = {
+                "num_generations": 2,
+                "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 1,
+                "num_eval_questions": 2,
+                "warmstart_episodes": 8,
+                "max_turn_tokens": 16,
+                "warmstart_min_reward": 0.0,
+            }
             demo = GRPOConfig.from_yaml(
                 CONFIG,
                 output_dir=f"{tmp}/curve",
                 max_steps=args.curve_steps,
                 save_steps=args.curve_steps,
                 warmstart_steps=args.warmstart_steps,
-                progress_bar=False,
+                disable_tqdm=True,
                 plot=False,
-                report_to=[],
-                device=args.device,
                 eval_steps=0,
+                **(quick if args.quick else {}),
             )
-            if args.quick:
-                demo = GRPOConfig(
-                    **(
-                        demo.to_dict()
-                        | {
-                            "prompts_per_step": 2,
-                            "num_generations": 2,
-                            "num_eval_questions": 2,
-                            "warmstart_episodes": 8,
-                            "max_completion_length": 16,
-                            "warmstart_min_reward": 0.0,
-                        }
-                    )
-                )
             train(demo)
             rows = read_metrics(Path(demo.output_dir) / "metrics.jsonl")
             source = f"tiny-cpu.yaml, {args.warmstart_steps} warm-start steps + {args.curve_steps} GRPO steps"

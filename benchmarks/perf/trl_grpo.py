@@ -1,12 +1,14 @@
-"""GRPO step time: the bundled agent against TRL's ``GRPOTrainer``, and what TRL's tool loop costs in waiting.
+"""GRPO step time: the bundled agent against TRL's ``GRPOTrainer`` with its own generation, and what TRL's tool
+loop costs in waiting.
 
-Part 1, one run, the same tiny model (``tiny-cpu.yaml``'s word-level Qwen2, frozen embeddings) and batch shape
-(``--prompts`` questions x ``--generations`` episodes, at most ``--tokens`` new tokens per turn, ``beta`` 0):
+Part 1, one run, the same tiny model (``tiny-cpu.yaml``'s word-level Qwen2, frozen embeddings, the same initial
+weights in every row) and batch shape (``--prompts`` questions x ``--generations`` episodes, at most
+``--tokens`` new tokens per turn, ``beta`` 0), both on ``trl.GRPOTrainer``:
 
-* ``bundled``: ``agents/grpo/train.py``'s rollout (``collect_rollouts``) and update (``update_policy``);
+* ``bundled``: ``agents/grpo/train.py``'s trainer (``make_trainer``: ``GRPOTrainer`` with
+  ``rollout_func=make_rollout_func(...)``, whole drgym episodes, plus drgym's metrics callback);
 * ``trl-1turn``: ``trl.GRPOTrainer`` with its own single-turn generation (the question in, one completion
-  out, scored with drgym's reward), the shape of a plain TRL GRPO run;
-* ``trl-drgym``: ``trl.GRPOTrainer`` with ``rollout_func=make_rollout_func(...)``: whole drgym episodes.
+  out, scored with drgym's reward), the shape of a plain TRL GRPO run.
 
 Each row is split into rollout (TRL: ``_generate_and_score_completions``, generation and scoring) and update
 (the rest of TRL's ``step_time``), with the env's share of the step (wall time while any env was stepping).
@@ -40,68 +42,42 @@ _USER = re.compile(r"<\|im_start\|>user\n(.*?)<\|im_end\|>", re.DOTALL)
 _RESULT = re.compile(r"<tool_response>\n(.*?)\n</tool_response>", re.DOTALL)
 
 
-class _EnvClock:
-    """Wall time during which at least one env was inside ``astep`` (overlapping steps counted once)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self._active = 0
-        self._since = 0.0
-
-    def wrap(self, env: Any) -> None:
-        step = env.astep
-
-        async def timed(action: str) -> Any:
-            if self._active == 0:
-                self._since = time.perf_counter()
-            self._active += 1
-            try:
-                return await step(action)
-            finally:
-                self._active -= 1
-                if self._active == 0:
-                    self.seconds += time.perf_counter() - self._since
-
-        env.astep = timed
-
-
 # ------------------------------------------------------------------------------------------ part 1
 
 
-async def _bundled(cfg: Any, repeats: int) -> tuple[dict[str, float], Any]:
-    from drgym.agents.grpo.rollout import collect_rollouts
-    from drgym.agents.grpo.train import data_indices, setup, update_policy
+def _bundled(args: argparse.Namespace, tmp: str) -> tuple[dict[str, float], Any, Any]:
+    """Steps of the bundled trainer, split as TRL's rows are; also its initial weights and task."""
+    from drgym.agents.grpo.config import GRPOConfig
+    from drgym.agents.grpo.metrics import read_metrics
+    from drgym.agents.grpo.train import make_trainer
 
-    run = await setup(cfg)
-    clock = _EnvClock()
-    for env in run.envs:
-        clock.wrap(env)
-    initial = copy.deepcopy(run.model)  # the TRL rows start from the same weights
-    rollout_s = update_s = 0.0
-    sampled = 0
-    for step in range(repeats + 1):  # step 0 warms up (allocations, first-call paths) and is not counted
-        indices = data_indices(run.task.train_indices, cfg.prompts_per_step, step, cfg.seed)
-        t0 = time.perf_counter()
-        rollouts = await collect_rollouts(
-            run.envs, run.generator, run.fmt, run.task.records, indices, cfg, step=step,
-            group_size=cfg.num_generations,
-        )
-        t1 = time.perf_counter()
-        await asyncio.to_thread(update_policy, run, rollouts)
-        if step == 0:
-            clock.seconds = 0.0
-            continue
-        sampled += sum(r.policy_tokens for r in rollouts)
-        rollout_s += t1 - t0
-        update_s += time.perf_counter() - t1
-    run.metrics.close()
-    row = {
-        "rollout_s": rollout_s / repeats,
-        "update_s": update_s / repeats,
-        "env_s": clock.seconds / repeats,
-        "sampled": sampled / repeats,
-    }
-    return row, (initial, run)
+    cfg = GRPOConfig.from_yaml(
+        CONFIG, output_dir=f"{tmp}/bundled", num_generations=args.generations,
+        per_device_train_batch_size=args.prompts * args.generations, gradient_accumulation_steps=1,
+        max_turn_tokens=args.tokens, max_steps=args.repeats + 1, save_strategy="no", warmstart_steps=0,
+        num_eval_questions=0, disable_tqdm=True, plot=False, beta=0.0,
+    )
+    trainer, callback = make_trainer(cfg)
+    initial = copy.deepcopy(trainer.model)  # the TRL row starts from the same weights
+    trainer.rollout_times = []
+    _time_rollouts(trainer)
+    row = _trl_row(trainer, args.repeats)
+    steps = [r for r in read_metrics(f"{tmp}/bundled/metrics.jsonl") if "charts/env_seconds" in r][1:]
+    row["env_s"] = sum(r["charts/env_seconds"] for r in steps) / args.repeats
+    return row, initial, (cfg, callback.task, trainer.processing_class)
+
+
+def _time_rollouts(trainer: Any) -> None:
+    """Keep the time of each generation-and-scoring pass (the rollout) in ``trainer.rollout_times``."""
+    score = trainer._generate_and_score_completions
+
+    def timed(inputs: Any) -> Any:
+        started = time.perf_counter()
+        out = score(inputs)
+        trainer.rollout_times.append(time.perf_counter() - started)
+        return out
+
+    trainer._generate_and_score_completions = timed
 
 
 def _timed_trainer() -> type:
@@ -138,7 +114,8 @@ def _trl_row(trainer: Any, repeats: int, env_s: float = 0.0) -> dict[str, float]
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # keep the log dicts of every step out of the table
-    trainer.rollout_times = []
+    if not hasattr(trainer, "rollout_times"):
+        trainer.rollout_times = []
     trainer.train()
     logs = [r for r in trainer.state.log_history if "step_time" in r][1:]  # step 1 warms up
     rollout_s = sum(trainer.rollout_times[1:]) / repeats
@@ -152,53 +129,29 @@ def _trl_row(trainer: Any, repeats: int, env_s: float = 0.0) -> dict[str, float]
 
 
 def _part1(args: argparse.Namespace, tmp: str) -> dict[str, dict[str, float]]:
-    from drgym.agents.grpo.config import GRPOConfig
-    from drgym.integrations.trl import make_dataset, make_rollout_func, rollout_reward
+    from drgym.integrations.trl import make_dataset
     from drgym.reward import score_episode
 
-    cfg = GRPOConfig.from_yaml(
-        CONFIG, output_dir=f"{tmp}/bundled", prompts_per_step=args.prompts, num_generations=args.generations,
-        max_completion_length=args.tokens, warmstart_steps=0, num_eval_questions=0, progress_bar=False,
-        report_to=[], plot=False, beta=0.0, per_device_train_batch_size=args.prompts * args.generations,
-    )
     rows: dict[str, dict[str, float]] = {}
-    rows["bundled"], (initial, run) = asyncio.run(_bundled(cfg, args.repeats))
-    env_kwargs = {"dataset": run.task.records, **run.task.env_kwargs}
+    rows["bundled"], initial, (cfg, task, tokenizer) = _bundled(args, tmp)
+    env_kwargs = {"dataset": task.records, **task.env_kwargs}
     dataset = make_dataset(system_prompt=cfg.system_prompt, **env_kwargs)
-    dataset = dataset.select(run.task.train_indices[: args.prompts * (args.repeats + 1)])
-    trainer_cls = _timed_trainer()
+    dataset = dataset.select(task.train_indices[: args.prompts * (args.repeats + 1)])
 
     def reward(completions: list[Any], answers: list[list[str]], **kwargs: Any) -> list[float]:
         return [score_episode([c[-1]["content"]], a, mode=cfg.reward_mode).reward for c, a in zip(completions, answers)]
 
-    single = trainer_cls(
-        model=copy.deepcopy(initial), processing_class=run.tokenizer, reward_funcs=[reward],
-        args=_trl_args(f"{tmp}/trl1", cfg, args.repeats + 1, args.tokens), train_dataset=dataset,
+    class _Shape:  # the batch shape of the bundled row
+        prompts_per_step, num_generations, learning_rate, temperature, epsilon, seed = (
+            args.prompts, args.generations, cfg.learning_rate, cfg.temperature, cfg.epsilon, cfg.seed,
+        )
+
+    single = _timed_trainer()(
+        model=initial, processing_class=tokenizer, reward_funcs=[reward],
+        args=_trl_args(f"{tmp}/trl1", _Shape, args.repeats + 1, args.tokens), train_dataset=dataset,
     )
     rows["trl-1turn"] = _trl_row(single, args.repeats)
-
-    rollout = make_rollout_func(system_prompt=cfg.system_prompt, max_turn_tokens=args.tokens, **env_kwargs)
-    multi = trainer_cls(
-        model=copy.deepcopy(initial), processing_class=run.tokenizer, reward_funcs=[rollout_reward],
-        args=_trl_args(f"{tmp}/trl2", cfg, args.repeats + 1, cfg.max_seq_length - cfg.max_prompt_length),
-        train_dataset=dataset, rollout_func=rollout,
-    )
-    multi.add_callback(_ResetTimesAfterFirstStep(rollout))
-    rows["trl-drgym"] = _trl_row(multi, args.repeats, 0.0)
-    rows["trl-drgym"]["env_s"] = rollout.times.env_s / args.repeats
     return rows
-
-
-def _ResetTimesAfterFirstStep(rollout: Any) -> Any:
-    """A ``TrainerCallback`` that drops the warm-up step from the rollout's own clock."""
-    from transformers import TrainerCallback
-
-    class Reset(TrainerCallback):
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == 1:
-                rollout.times.reset()
-
-    return Reset()
 
 
 # ------------------------------------------------------------------------------------------ part 2

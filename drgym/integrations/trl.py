@@ -318,6 +318,7 @@ class DrgymRollout:
         self.record_indices: list[int] = []
         """The dataset record each of the last batch's episodes posed."""
         self._calls = 0
+        self._salt_step = -1
         self._formats: dict[int, Any] = {}
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
@@ -339,7 +340,7 @@ class DrgymRollout:
             seed=int(args.seed),
             reward_mode=self.envs[0].reward_mode,
         )
-        self._calls += 1
+        salt = self._salt(trainer)
         with self._generator(trainer, tokenizer) as generator:
             episodes = self.services.run(
                 play_episodes(
@@ -349,7 +350,7 @@ class DrgymRollout:
                     generator,
                     fmt,
                     limits,
-                    salt=self._calls,
+                    salt=salt,
                     times=self.times,
                 )
             )
@@ -372,6 +373,15 @@ class DrgymRollout:
         self.envs = []
         if self._owns_services:
             self.services.close()
+
+    def _salt(self, trainer: Any) -> int:
+        """Seeds this batch's sampling from the trainer's step (and the batches already played at that step),
+        so a run resumed from a checkpoint samples what the uninterrupted run would have."""
+        state = getattr(trainer, "state", None)
+        step = int(getattr(state, "global_step", 0) or 0)
+        self._calls = self._calls + 1 if step == self._salt_step else 1
+        self._salt_step = step
+        return step * 1_009 + self._calls
 
     def _pose(self, prompt: Any) -> int:
         question = _question_of(prompt)
@@ -405,6 +415,12 @@ class DrgymRollout:
                 raise ConfigError(
                     "make_rollout_func with vllm_mode='server' runs on one training process only (each turn "
                     "would need the same number of server calls on every process); use vllm_mode='colocate'"
+                )
+            if trainer.vllm_mode == "colocate" and int(getattr(trainer.args, "vllm_tensor_parallel_size", 1)) > 1:
+                raise ConfigError(
+                    "make_rollout_func with vllm_mode='colocate' needs vllm_tensor_parallel_size=1 (a tensor-parallel "
+                    "group gathers every rank's prompts at each call, and episodes end after different numbers of "
+                    "turns); use one engine per GPU"
                 )
             yield VLLMTurnGenerator(trainer.vllm_generation, tokenizer, STOP)
             return

@@ -22,13 +22,13 @@ from tests.grpo.conftest import tiny_config
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grpo-agent")
-    train(tiny_config(tmp, max_steps=1, save_steps=1, max_completion_length=16))
+    train(tiny_config(tmp, max_steps=2, save_steps=1, max_turn_tokens=8, max_completion_length=64))
     return tmp / "run"
 
 
 def test_agent_by_name_plays_an_episode_from_a_run_directory(run_dir):
     agent = make_agent("grpo", checkpoint=str(run_dir), max_new_tokens=8)
-    assert isinstance(agent, GRPOAgent) and agent.checkpoint.name == "checkpoint-000001"
+    assert isinstance(agent, GRPOAgent) and agent.checkpoint == run_dir  # the run's final save
     records, passages = make_synthetic_task(3, seed=1)
     env = gymnasium.make(
         "drgym/WebResearch-v0",
@@ -50,8 +50,24 @@ def test_agent_by_name_plays_an_episode_from_a_run_directory(run_dir):
 def test_agent_needs_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="needs a checkpoint"):
         GRPOAgent()
-    with pytest.raises(ConfigError, match="neither a checkpoint"):
+    with pytest.raises(ConfigError, match="is neither a saved model with its config.yaml"):
         GRPOAgent(checkpoint=tmp_path)
+
+
+def test_agent_resolves_a_run_directory_to_its_final_save_or_newest_checkpoint(run_dir, tmp_path):
+    import shutil
+
+    from drgym.agents.grpo.checkpoint import load_model, resolve_checkpoint
+
+    assert resolve_checkpoint(run_dir) == run_dir
+    assert resolve_checkpoint(run_dir / "checkpoint-1") == run_dir / "checkpoint-1"
+    unfinished = tmp_path / "unfinished"  # a run stopped before its final save
+    for name in ("checkpoint-1", "checkpoint-2"):
+        shutil.copytree(run_dir / name, unfinished / name)
+    assert resolve_checkpoint(unfinished) == unfinished / "checkpoint-2"
+    final, _ = load_model(run_dir)
+    last, _ = load_model(run_dir / "checkpoint-2")
+    assert all(a.equal(b) for a, b in zip(final.parameters(), last.parameters()))  # the final save is step 2
 
 
 def test_drgym_episode_cli_with_the_grpo_agent(run_dir, capsys):
@@ -61,7 +77,7 @@ def test_drgym_episode_cli_with_the_grpo_agent(run_dir, capsys):
             "--agent",
             "grpo",
             "--checkpoint",
-            str(run_dir / "checkpoint-000001"),
+            str(run_dir / "checkpoint-1"),
             "--agent-arg",
             "max_new_tokens=6",
             "--index",

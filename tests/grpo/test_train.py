@@ -1,260 +1,193 @@
-"""Training runs on a CPU with the tiny model: steps, checkpoints, resume, the update, failure handling."""
+"""The bundled GRPO trainer on the real ``trl.GRPOTrainer``: steps, resume, the reference model, the warm-start,
+the command line, and the tokens the loss sees."""
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import json
+import re
 
 import pytest
 import torch
-import yaml
 
-from drgym.agents.grpo.checkpoint import checkpoint_dirs
+pytest.importorskip("trl")
+
+from drgym.agents.grpo.checkpoint import latest_checkpoint, load_model
 from drgym.agents.grpo.metrics import read_metrics
-from drgym.agents.grpo.rollout import collect_rollouts
-from drgym.agents.grpo.train import TrainingError, data_indices, main, setup, train, update_policy
+from drgym.agents.grpo.train import main, make_trainer, train
 from drgym.errors import ConfigError
 from tests.grpo.conftest import ScriptedPolicy, tiny_config
 
 
-def _params(model) -> dict[str, torch.Tensor]:
+def _weights(directory) -> dict[str, torch.Tensor]:
+    model, _ = load_model(directory)
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
-def _scripted_rollouts(run):
-    policy = ScriptedPolicy(run.model, run.tokenizer)
-    indices = data_indices(run.task.train_indices, run.cfg.prompts_per_step, 0, run.cfg.seed)
-    cfg = run.cfg
-    return asyncio.run(
-        collect_rollouts(
-            run.envs, policy, run.fmt, run.task.records, indices, cfg, step=0, group_size=cfg.num_generations
-        )
-    )
+def scripted_config(tmp_path, **overrides):
+    """:func:`tiny_config` with room for the scripted policy's byte-level turns and tool results."""
+    return tiny_config(tmp_path, **{"max_turn_tokens": None, "max_completion_length": 2048, **overrides})
 
 
-def test_two_steps_then_resume_continue_exactly_like_one_run(tmp_path):
-    straight = train(tiny_config(tmp_path / "a", max_steps=4, save_steps=2))
+def _scripted():
+    """A scripted policy (search, then answer or break the format by seed) over its own tiny model: rewards
+    within a group differ, so every step has an advantage and a non-zero gradient."""
+    from drgym.llm.tiny import tiny_causal_lm
+
+    return ScriptedPolicy(*tiny_causal_lm(seed=1))
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly_like_one_run(tmp_path):
+    straight = train(scripted_config(tmp_path / "a", max_steps=4, save_steps=2), generator=_scripted())
     assert straight["steps"] == 4
+    out_a = tmp_path / "a" / "run"
+    assert sorted(p.name for p in out_a.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
-    cfg = tiny_config(tmp_path / "b", max_steps=2, save_steps=2)
-    first = train(cfg)
+    cfg = scripted_config(tmp_path / "b", max_steps=2, save_steps=2)
+    train(cfg, generator=_scripted())
     out = tmp_path / "b" / "run"
-    assert first["steps"] == 2 and [p.name for p in checkpoint_dirs(out)] == ["checkpoint-000002"]
-    rows = read_metrics(out / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [1, 2]
-    for key in (
-        "rollout/reward_mean",
-        "rollout/f1",
-        "rollout/format_error_rate",
-        "rollout/tool_calls",
-        "rollout/response_tokens",
-        "losses/kl",
-        "losses/entropy",
-        "losses/clip_fraction",
-        "losses/grad_norm",
-        "charts/rollout_tokens_per_second",
-        "charts/rollout_seconds",
-        "charts/update_seconds",
-    ):
-        assert key in rows[0], key
-    ckpt = out / "checkpoint-000002"
-    assert {p.name for p in ckpt.iterdir()} == {"model", "tokenizer", "trainer_state.pt", "config.yaml"}
-
-    resumed_cfg = tiny_config(tmp_path / "b", max_steps=4, save_steps=2)
-    run = asyncio.run(setup(resumed_cfg, resume=True))
-    assert run.step == 2  # the next step is step 3
-    saved = torch.load(ckpt / "trainer_state.pt", weights_only=False)["optimizer"]
-    now = run.optimizer.state_dict()
-    assert saved["param_groups"] == now["param_groups"]
-    for key, state in saved["state"].items():
-        for name, value in state.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(now["state"][key][name])), (key, name)
-    run.metrics.close()
-
-    second = train(resumed_cfg, resume=True)
+    ckpt = latest_checkpoint(out)
+    assert ckpt.name == "checkpoint-2"
+    # TRL's files (optimizer, scheduler, RNG states, trainer state) and drgym's config beside the weights
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+            "config.yaml", "tokenizer_config.json"} <= names
+    second = train(scripted_config(tmp_path / "b", max_steps=4, save_steps=2), resume=True, generator=_scripted())
     assert second["steps"] == 4
-    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
-    from drgym.agents.grpo.checkpoint import load_model
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # no warm-start, no held-out questions: no step 0
+    straight_rows = read_metrics(out_a / "metrics.jsonl")
+    # the resumed steps pose the same questions, sample the same turns, get the same rewards and loss...
+    assert len({r["rollout/reward_mean"] for r in rows}) > 1 or rows[0]["rollout/reward_std"] > 0
+    for key in ("rollout/reward_mean", "rollout/response_tokens", "trl/loss", "trl/grad_norm"):
+        assert [r[key] for r in rows] == [r[key] for r in straight_rows], key
+    # ...and end on bit-identical weights (same machine: CPU kernels differ between processors)
+    a, b = _weights(out_a / "checkpoint-4"), _weights(out / "checkpoint-4")
+    start = _weights(out / "initial")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sum(not torch.equal(a[k], start[k]) for k in a) > 0  # and training changed them
 
-    a, _ = load_model(tmp_path / "a" / "run" / "checkpoint-000004", "cpu")
-    b, _ = load_model(out / "checkpoint-000004", "cpu")
-    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
-        assert torch.equal(pa, pb), name
 
-
-def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
-    train(tiny_config(tmp_path, max_steps=1, save_steps=1))
+def test_resume_and_output_dir_errors_name_what_to_do(tmp_path):
+    train(tiny_config(tmp_path, max_steps=1, save_steps=1), generator=_scripted())
     other = tiny_config(tmp_path, max_steps=2, tiny_config={"hidden_size": 32, "intermediate_size": 64})
     with pytest.raises(ConfigError, match="hidden_size: 64 in the checkpoint, 32 in this run"):
-        asyncio.run(setup(other, resume=True))
+        make_trainer(other, resume=True)
     with pytest.raises(ConfigError, match="already holds checkpoints; pass --resume"):
-        asyncio.run(setup(tiny_config(tmp_path), resume=False))
+        make_trainer(tiny_config(tmp_path), resume=False)
     with pytest.raises(ConfigError, match="no checkpoint in .* to resume from"):
-        asyncio.run(setup(tiny_config(tmp_path / "empty"), resume=True))
+        make_trainer(tiny_config(tmp_path / "empty"), resume=True)
 
 
-def test_update_changes_parameters_and_only_advantages_drive_the_policy_term(tmp_path):
-    run = asyncio.run(setup(tiny_config(tmp_path, beta=0.0, entropy_coef=0.0, max_completion_length=200)))
-    rollouts = _scripted_rollouts(run)
-    rewards = [r.reward for r in rollouts]
-    assert len(set(rewards)) > 1  # the scripted policy breaks the format on odd seeds
-
-    for r in rollouts:
-        r.reward = 0.5  # equal rewards in every group: zero advantages, no KL, no entropy → no update
-    before = _params(run.model)
-    update_policy(run, rollouts)
-    assert all(torch.equal(before[k], v) for k, v in run.model.named_parameters())
-
-    for r, reward in zip(rollouts, rewards):
-        r.reward = reward
-    stats = update_policy(run, rollouts)
-    assert stats["losses/optimizer_steps"] == 1 and stats["losses/grad_norm"] > 0
-    assert stats["losses/clip_fraction"] == 0.0  # the ratio is exactly 1 on the single pass
-    assert stats["rollout/logprob_gap"] < 1e-4  # the sampler's log-probs are the trainer's
-    assert any(not torch.equal(before[k], v) for k, v in run.model.named_parameters())
-    run.metrics.close()
-
-
-@pytest.mark.parametrize("beta,models", [(0.0, 1), (0.01, 2)])
-def test_beta_zero_builds_no_reference_model(tmp_path, beta, models):
-    from transformers import Qwen2ForCausalLM
-
-    def count() -> int:
-        gc.collect()
-        return sum(type(o) is Qwen2ForCausalLM for o in gc.get_objects())
-
-    start = count()
-    run = asyncio.run(setup(tiny_config(tmp_path, beta=beta)))
-    assert (run.ref_model is None) == (beta == 0.0)
-    assert count() - start == models
-    if run.ref_model is not None:
-        assert all(not p.requires_grad for p in run.ref_model.parameters())
-        for (_, a), (_, b) in zip(run.ref_model.named_parameters(), run.model.named_parameters()):
-            assert torch.equal(a, b)  # the reference is the policy RL starts from
-    run.metrics.close()
-
-
-def test_nan_rewards_skip_the_step_then_stop_the_run(tmp_path):
-    run = asyncio.run(setup(tiny_config(tmp_path, max_nonfinite_steps=2, max_completion_length=200)))
-    rollouts = _scripted_rollouts(run)
-    rollouts[0].reward = float("nan")
-    before = _params(run.model)
-    stats = update_policy(run, rollouts)
-    assert stats["losses/skipped_steps"] == 1 and stats["losses/optimizer_steps"] == 0
-    assert all(torch.equal(before[k], v) for k, v in run.model.named_parameters())
-    with pytest.raises(TrainingError, match="2 optimizer steps in a row had a NaN/inf loss"):
-        update_policy(run, rollouts)
-    run.metrics.close()
-
-
-def test_out_of_memory_names_the_setting_to_lower(tmp_path):
-    run = asyncio.run(setup(tiny_config(tmp_path, beta=0.0)))
-    rollouts = _scripted_rollouts(run)
-
-    def exhausted(*_):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    run.model.register_forward_pre_hook(exhausted)
-    with pytest.raises(TrainingError, match=r"lower per_device_train_batch_size \(now 2\)"):
-        update_policy(run, rollouts)
-    run.metrics.close()
-
-
-def test_warmstart_imitates_scripted_episodes_and_becomes_the_reference(tmp_path):
+@pytest.mark.parametrize("beta", [0.0, 0.01])
+def test_the_reference_model_is_the_warm_started_policy(tmp_path, beta):
     cfg = tiny_config(
-        tmp_path,
-        warmstart_steps=2,
-        warmstart_episodes=6,
-        warmstart_min_reward=0.0,
-        warmstart_batch_size=2,
+        tmp_path, beta=beta, warmstart_steps=3, warmstart_episodes=4, warmstart_min_reward=-1.0,
         warmstart_agent_kwargs={"pages_to_read": 0},
-        beta=0.01,
-        max_completion_length=200,
     )
-    run = asyncio.run(setup(cfg))
-    rows = read_metrics(run.metrics.path)
-    assert rows[0]["step"] == 0 and rows[0]["warmstart/demonstrations"] >= 1
-    assert rows[0]["warmstart/episodes"] == 6
-    assert (tmp_path / "run" / "warmstart" / "model").is_dir()
-    fresh = asyncio.run(setup(tiny_config(tmp_path / "other", beta=0.01)))
-    changed = any(not torch.equal(a, b) for a, b in zip(run.model.parameters(), fresh.model.parameters()))
-    assert changed  # the warm-start trained the policy
-    for a, b in zip(run.ref_model.parameters(), run.model.parameters()):
-        assert torch.equal(a, b)
-    run.metrics.close()
-    fresh.metrics.close()
+    trainer, callback = make_trainer(cfg)
+    warm = _weights(tmp_path / "run" / "warmstart")
+    policy = dict(trainer.model.named_parameters())
+    assert all(torch.equal(policy[k].detach(), warm[k]) for k in warm)  # RL starts from the warm-start
+    if beta == 0:
+        assert trainer.ref_model is None
+    else:
+        ref = dict(trainer.ref_model.named_parameters())
+        assert all(torch.equal(ref[k].detach(), warm[k]) for k in warm)
+    assert callback.warm["warmstart/demonstrations"] > 0
 
 
-def test_data_order_is_a_pure_function_of_the_step():
-    pool = list(range(10, 17))
-    steps = [data_indices(pool, 3, s, seed=5) for s in range(5)]
-    assert steps == [data_indices(pool, 3, s, seed=5) for s in range(5)]
-    flat = [i for s in steps for i in s]
-    assert sorted(flat[:7]) == pool and sorted(flat[7:14]) == pool  # every question once per pass
-    assert steps != [data_indices(pool, 3, s, seed=6) for s in range(5)]
+def test_no_tool_token_is_in_the_loss_of_the_bundled_trainer(tmp_path):
+    from tests.integrations.test_trl import assert_no_tool_token_in_the_loss
+
+    trainer, callback = make_trainer(scripted_config(tmp_path, num_generations=4, seed=1), generator=_scripted())
+    trainer.current_gradient_accumulation_steps = 1  # what trainer.train() sets before its first loss
+    assert_no_tool_token_in_the_loss(trainer, callback.rollout, group=4)
 
 
-def test_command_line_run_writes_metrics_tensorboard_and_plot(tmp_path, capsys):
-    path = tmp_path / "cfg.yaml"
-    values = tiny_config(tmp_path).to_dict() | {"report_to": ["tensorboard"], "plot": True, "max_steps": 1}
-    path.write_text(yaml.safe_dump(values))
-    assert main(["--config", str(path), "--save_steps", "1", "--learning_rate", "2e-3"]) == 0
+def test_sampled_ids_are_exactly_the_trained_ids(tmp_path):
+    policy = _scripted()
+    trainer, callback = make_trainer(scripted_config(tmp_path, per_device_train_batch_size=2), generator=policy)
+    inputs = trainer._generate_and_score_completions([dict(trainer.train_dataset[0]) for _ in range(2)])
+    by_turn = policy.calls  # one call per turn, a Sample per live episode
+    for b, ep in enumerate(callback.rollout.episodes):
+        kept = [t for t, m in zip(inputs["completion_ids"][b].tolist(), inputs["tool_mask"][b].tolist()) if m]
+        want = [t for call in by_turn if b < len(call) for t in call[b].token_ids][: len(kept)]
+        assert kept and kept == [t for t, m in zip(ep.completion_ids, ep.env_mask) if m] == want
+
+
+def test_command_line_run_writes_metrics_plot_and_checkpoints(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    cfg = tiny_config(tmp_path, num_eval_questions=2, plot=True, max_turn_tokens=6)
+    cfg.to_yaml(path)
+    code = main(["--config", str(path), "--max_steps", "2", "--save_steps", "1", "--eval_steps", "1"])
     summary = json.loads(capsys.readouterr().out)
     out = tmp_path / "run"
-    assert summary["steps"] == 1 and summary["checkpoint"].endswith("checkpoint-000001")
-    assert (out / "curves.png").stat().st_size > 1000
-    assert any((out / "tensorboard").iterdir())
-    saved = yaml.safe_load((out / "checkpoint-000001" / "config.yaml").read_text())
-    assert saved["learning_rate"] == 2e-3 and saved["save_steps"] == 1
+    assert code == 0 and summary["steps"] == 2 and summary["checkpoint"] == str(out / "checkpoint-2")
+    for key in ("train_reward_mean_first", "train_f1_last", "eval_reward_mean_first", "eval_f1_last",
+                "eval_format_error_rate_last"):
+        assert key in summary, key
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2] and "eval/f1" in rows[0]
+    for key in ("rollout/reward_mean", "rollout/f1", "rollout/format_error_rate", "eval/f1", "eval/reward_mean",
+                "eval/format_error_rate", "trl/loss", "trl/grad_norm", "trl/learning_rate", "charts/env_seconds"):
+        assert key in rows[1], key
+    assert (out / "curves.png").stat().st_size > 0
+    assert (out / "checkpoint-1" / "config.yaml").is_file() and (out / "config.yaml").is_file()
 
-    assert main(["--config", str(path), "--num_generations", "1"]) == 2
-    assert "GRPO needs at least 2 generations" in capsys.readouterr().err
+
+def test_command_line_names_an_unknown_or_retired_setting(capsys):
+    assert main(["--num_generation", "4"]) == 2
+    assert "unknown setting `num_generation`" in capsys.readouterr().err
+    assert main(["--prompts_per_step", "4"]) == 2
+    assert re.search(r"`prompts_per_step` .* retired .* per_device_train_batch_size", capsys.readouterr().err)
 
 
 def test_a_run_can_start_from_another_runs_checkpoint(tmp_path):
-    train(tiny_config(tmp_path / "first", max_steps=1, save_steps=1))
-    ckpt = tmp_path / "first" / "run" / "checkpoint-000001"
-    cfg = tiny_config(tmp_path / "second", model_name_or_path=str(ckpt), synthetic_kinds=["founder"])
-    run = asyncio.run(setup(cfg))
-    from drgym.agents.grpo.checkpoint import load_model
-
-    saved, _ = load_model(ckpt, "cpu")
-    for a, b in zip(saved.parameters(), run.model.parameters()):
-        assert torch.equal(a, b)
-    assert all(run.task.records[i].metadata["kind"] == "founder" for i in run.task.train_indices)
-    run.metrics.close()
+    train(scripted_config(tmp_path / "a", max_steps=1, save_steps=1), generator=_scripted())
+    ckpt = tmp_path / "a" / "run" / "checkpoint-1"
+    trainer, _ = make_trainer(tiny_config(tmp_path / "b", model_name_or_path=str(ckpt)))
+    saved = _weights(ckpt)
+    assert all(torch.equal(p.detach(), saved[k]) for k, p in trainer.model.named_parameters())
 
 
-def test_word_vocab_with_frozen_embeddings_trains_everything_else_and_resumes(tmp_path):
-    cfg = tiny_config(
-        tmp_path,
-        tiny_vocab="word",
-        tiny_config={"embedding_std": 0.25},
-        freeze_embeddings=True,
-        beta=0.0,
-        entropy_coef=0.0,
-        max_completion_length=200,
-    )
-    run = asyncio.run(setup(cfg))
-    names = set(run.task.records[0].question.rstrip("?").split())
-    assert all(len(run.tokenizer(n, add_special_tokens=False)["input_ids"]) == 1 for n in names)
-    assert run.model.config.vocab_size == len(run.tokenizer)
-    rollouts = _scripted_rollouts(run)
-    assert len({r.reward for r in rollouts}) > 1
-    before = _params(run.model)
-    stats = update_policy(run, rollouts)
-    assert stats["losses/grad_norm"] > 0
+@pytest.mark.slow
+def test_word_vocab_with_frozen_embeddings_trains_everything_else(tmp_path):
+    from drgym.agents.grpo.rollout import build_task
+    from drgym.llm.tiny import tiny_causal_lm
+
+    cfg = scripted_config(tmp_path, tiny_vocab="word", freeze_embeddings=True, tiny_config={"embedding_std": 1.0},
+                      max_steps=1, save_steps=1, learning_rate=1e-2, num_generations=4, seed=1)
+    # a scripted policy with the run's own word tokenizer (trained on the same task text): rewards differ
+    train(cfg, generator=ScriptedPolicy(*tiny_causal_lm("word", seed=1, texts=build_task(cfg).texts)))
+    start, end = _weights(tmp_path / "run" / "initial"), _weights(tmp_path / "run")
     emb = "model.embed_tokens.weight"
-    after = dict(run.model.named_parameters())
-    assert torch.equal(before[emb], after[emb])  # frozen (and the tied output head with it)
-    assert any(not torch.equal(before[k], v) for k, v in after.items() if k != emb)
-    run.metrics.close()
+    assert torch.equal(start[emb], end[emb])
+    assert sum(not torch.equal(start[k], end[k]) for k in start if k != emb) > 0
 
-    train(tiny_config(tmp_path / "r", tiny_vocab="word", freeze_embeddings=True, max_steps=1, save_steps=1))
-    resumed = asyncio.run(
-        setup(tiny_config(tmp_path / "r", tiny_vocab="word", freeze_embeddings=True, max_steps=2), resume=True)
+
+@pytest.mark.parametrize(
+    "mode,processes,tp,message",
+    [
+        ("server", 2, 1, "vllm_mode='server' runs on one training process only"),
+        ("colocate", 2, 2, "needs vllm_tensor_parallel_size=1"),
+    ],
+)
+def test_vllm_settings_the_multi_turn_rollout_cannot_drive_are_refused(task_rollout, mode, processes, tp, message):
+    from types import SimpleNamespace
+
+    trainer = SimpleNamespace(  # only the attributes the guard reads: no vLLM engine is built
+        use_vllm=True, vllm_mode=mode, accelerator=SimpleNamespace(num_processes=processes),
+        args=SimpleNamespace(vllm_tensor_parallel_size=tp),
     )
-    assert resumed.step == 1 and not resumed.model.get_input_embeddings().weight.requires_grad
-    assert resumed.tokenizer.get_vocab() == run.tokenizer.get_vocab()
-    resumed.metrics.close()
+    with pytest.raises(ConfigError, match=re.escape(message)), task_rollout._generator(trainer, None):
+        pass
+
+
+@pytest.fixture
+def task_rollout(tmp_path):
+    from drgym.agents.grpo.rollout import build_task
+    from drgym.integrations.trl import make_rollout_func
+
+    task = build_task(tiny_config(tmp_path))
+    return make_rollout_func(dataset=task.records, **task.env_kwargs)

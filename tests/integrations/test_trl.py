@@ -346,9 +346,15 @@ def test_rollout_func_trains_on_the_ids_sampled_and_the_envs_reward(task, rollou
 @pytest.mark.slow
 def test_no_tool_token_is_in_the_loss(rollout_run):
     trainer, rollout, _ = rollout_run
+    assert_no_tool_token_in_the_loss(trainer, rollout, group=4)
+
+
+def assert_no_tool_token_in_the_loss(trainer, rollout, group):
+    """The loss's gradient is 0 at every completion position whose ``env_mask`` is 0, and not 0 elsewhere
+    (one batch of ``group`` episodes of the dataset's first question, through TRL's own scoring and loss)."""
     model = trainer.model
     model.train()
-    rows = [dict(trainer.train_dataset[0]) for _ in range(4)]  # one group: TRL writes rewards into each row
+    rows = [dict(trainer.train_dataset[0]) for _ in range(group)]  # one group: TRL writes rewards into each row
     inputs = trainer._generate_and_score_completions(rows)
     tool_mask = inputs["tool_mask"]
     assert inputs["advantages"].abs().sum() > 0
