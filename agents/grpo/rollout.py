@@ -100,14 +100,18 @@ def build_task(cfg: GRPOConfig) -> Task:
     return Task(list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs, texts)
 
 
-def make_envs(task: Task, n: int, factory: Callable[..., Any] | None = None) -> list[WebResearchEnv]:
-    """``n`` environments over the task's records, sharing one search backend."""
+def make_envs(
+    task: Task, n: int, factory: Callable[..., Any] | None = None, *, services: Any = None
+) -> list[WebResearchEnv]:
+    """``n`` environments over the task's records, sharing one search backend (and ``services``, a
+    :class:`drgym.ToolServices` the caller owns, when given)."""
     import gymnasium
 
     import drgym  # noqa: F401  (registers the env id)
 
     make = factory or (lambda **kw: gymnasium.make("drgym/WebResearch-v0", **kw).unwrapped)
-    return [make(dataset=task.records, **task.env_kwargs) for _ in range(n)]
+    shared = {"services": services} if services is not None else {}
+    return [make(dataset=task.records, **task.env_kwargs, **shared) for _ in range(n)]
 
 
 def train_dataset(task: Task, indices: Sequence[int] | None = None) -> Any:

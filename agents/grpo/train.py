@@ -136,8 +136,8 @@ def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from drgym._loop import run_sync
     from drgym.agent import make_agent
+    from drgym.services import ToolServices
 
     from .warmstart import collect_demonstrations, supervised_warmstart
 
@@ -146,16 +146,22 @@ def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[
     pool = task.train_indices
     n = min(cfg.warmstart_episodes, len(pool))
     indices = [pool[i] for i in _permutation(len(pool), cfg.seed + 1)[:n]]
-    demos, metrics = run_sync(
-        collect_demonstrations(
-            make_envs(task, min(64, n)),
-            lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs),
-            indices,
-            fmt,
-            min_reward=cfg.warmstart_min_reward,
-            max_seq_length=_context_limit(cfg, model),
-        )
-    )
+    with ToolServices() as services:
+        envs = make_envs(task, min(64, n), services=services)
+        try:
+            demos, metrics = services.run(
+                collect_demonstrations(
+                    envs,
+                    lambda: make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs),
+                    indices,
+                    fmt,
+                    min_reward=cfg.warmstart_min_reward,
+                    max_seq_length=_context_limit(cfg, model),
+                )
+            )
+        finally:
+            for env in envs:
+                env.close()
     bar = tqdm(total=cfg.warmstart_steps, desc="warm-start", disable=bool(cfg.disable_tqdm), leave=False)
 
     def progress(_: int, loss: float) -> None:
@@ -184,9 +190,11 @@ def _permutation(n: int, seed: int) -> list[int]:
 # ------------------------------------------------------------------------------------------------ eval
 
 
-def evaluate(cfg: GRPOConfig, task: Task, envs: Sequence[Any], model: Any, tokenizer: Any, *, salt: int) -> dict[str, float]:
-    """Greedy episodes on the held-out questions (``eval/…`` metrics: reward, F1, format-error rate ...)."""
-    from drgym._loop import run_sync
+def evaluate(
+    cfg: GRPOConfig, task: Task, envs: Sequence[Any], model: Any, tokenizer: Any, *, salt: int, services: Any
+) -> dict[str, float]:
+    """Greedy episodes on the held-out questions (``eval/…`` metrics: reward, F1, format-error rate ...), on
+    ``envs`` built over ``services`` (a :class:`drgym.ToolServices`)."""
     from drgym.integrations._trl_rollout import RolloutTimes, TurnLimits, play_episodes
     from drgym.integrations.trl import STOP
     from drgym.llm.token_turns import HFGenerator
@@ -204,7 +212,7 @@ def evaluate(cfg: GRPOConfig, task: Task, envs: Sequence[Any], model: Any, token
         reward_mode=cfg.reward_mode,
     )
     fmt = ChatFormat(tokenizer, system_prompt=cfg.system_prompt)
-    episodes = run_sync(
+    episodes = services.run(
         play_episodes(
             envs,
             [{"index": i} for i in task.eval_indices],
@@ -241,6 +249,7 @@ class DrgymCallback(_trainer_callback_base()):
         self.main = PartialState().is_main_process
         self.metrics: MetricsLogger | None = None
         self._envs: list[Any] = []
+        self._services: Any = None
         self._pending: dict[str, Any] = {}
         self._pending_step: int | None = None
         self._seen: Any = None
@@ -252,7 +261,14 @@ class DrgymCallback(_trainer_callback_base()):
             self.metrics = MetricsLogger(
                 Path(args.output_dir) / "metrics.jsonl", resume_step=state.global_step if resumed else None
             )
-            self._envs = make_envs(self.task, len(self.task.eval_indices)) if self.task.eval_indices else []
+            from drgym.services import ToolServices
+
+            self._services = ToolServices()
+            self._envs = (
+                make_envs(self.task, len(self.task.eval_indices), services=self._services)
+                if self.task.eval_indices
+                else []
+            )
         if not resumed:
             first = dict(self.warm)
             first |= self._evaluate(state.global_step)
@@ -283,6 +299,12 @@ class DrgymCallback(_trainer_callback_base()):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._flush()
+        for env in self._envs:
+            env.close()
+        self._envs = []
+        if self._services is not None:
+            self._services.close()
+            self._services = None
 
     # ------------------------------------------------------------------ parts
     def _flush(self) -> None:
@@ -317,7 +339,10 @@ class DrgymCallback(_trainer_callback_base()):
             trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
         ) as model:
             out = (
-                evaluate(self.cfg, self.task, self._envs, model, trainer.processing_class, salt=step)
+                evaluate(
+                    self.cfg, self.task, self._envs, model, trainer.processing_class, salt=step,
+                    services=self._services,
+                )
                 if self.main
                 else {}
             )
@@ -391,7 +416,10 @@ def train(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None) -> di
     trainer, callback = make_trainer(cfg, resume=resume, generator=generator)
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out) if resume else None
-    trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    try:
+        trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
+    finally:
+        callback.rollout.close()  # the rollout's envs and the services they share
     # 4. final save (output_dir itself, with config.yaml) and the summary
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
