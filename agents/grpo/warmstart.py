@@ -128,11 +128,14 @@ def supervised_warmstart(
     pad_token_id: int,
     autocast: Callable[[], Any],
     progress: Callable[[int, float], None] | None = None,
+    transform: Callable[[list[int]], list[int]] | None = None,
 ) -> dict[str, float]:
     """Cross-entropy on the demonstrations' policy tokens for ``cfg.warmstart_steps`` steps (AdamW).
 
-    Batches of ``cfg.warmstart_batch_size`` are drawn in a seeded order (one shuffle per pass). Returns
-    ``warmstart/…`` metrics: the loss of the first and last steps and the time taken.
+    Batches of ``cfg.warmstart_batch_size`` are drawn in a seeded order (one shuffle per pass); each drawn
+    demonstration's ids pass through ``transform`` first when given (e.g. :class:`~.renaming.EntityRenamer`,
+    a fresh renaming every time it is drawn). Returns ``warmstart/…`` metrics: the loss of the first and last
+    steps and the time taken.
     """
     import torch
 
@@ -154,7 +157,8 @@ def supervised_warmstart(
             if not order:
                 order = torch.randperm(len(demos), generator=gen).tolist()
             batch.append(demos[order.pop()])
-        ids, attn, tmask = pad_batch([d.ids for d in batch], [d.mask for d in batch], pad_token_id, device)
+        seqs = [transform(list(d.ids)) if transform is not None else d.ids for d in batch]
+        ids, attn, tmask = pad_batch(seqs, [d.mask for d in batch], pad_token_id, device)
         weights = _token_weights(tmask, attn, cfg.warmstart_env_loss_weight)
         with autocast():
             logprobs, _, first = forward_logprobs(model, ids, attn, weights)

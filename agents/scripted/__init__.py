@@ -14,14 +14,27 @@ import re
 from typing import Any, ClassVar
 
 from drgym.agent import BaseAgent
+from drgym.answer_spans import SENTENCE
 from drgym.errors import ConfigError
 
 from .spans import best_span
 
-__all__ = ["ScriptedAgent", "search_results"]
+__all__ = ["ScriptedAgent", "evidence_sentence", "search_results"]
 
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
 _RESULT = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)
+
+
+def evidence_sentence(answer: str, texts: list[str]) -> str | None:
+    """The first sentence of ``texts`` (result headers and URLs aside) that states ``answer``, or ``None``."""
+    for text in texts:
+        for line in text.splitlines():
+            if line.strip().startswith(("URL:", "Results for query")) or _RESULT.match(line.strip()):
+                continue
+            for sentence in SENTENCE.split(line):
+                if answer in sentence:
+                    return sentence.strip()
+    return None
 
 
 def search_results(observation: str) -> list[tuple[str, str]]:
@@ -45,6 +58,10 @@ class ScriptedAgent(BaseAgent):
             whose title the question names, then reads another result instead, as if it were about the asked
             entity (the question with that result's title in place of the asked name), and copies its value.
             0 (default): never.
+        quote_evidence: Think by quoting the sentence the answer is read from (``<think>The population of X
+            is 5.</think><answer>5</answer>``) instead of a fixed phrase: the answer is then a copy of a copy,
+            and a model imitating the agent learns to copy a sentence out of a result, the skill the answer
+            needs.
         seed: Seed of that choice; the choice is a pure function of ``(seed, question)``.
     """
 
@@ -57,6 +74,7 @@ class ScriptedAgent(BaseAgent):
         *,
         named_result_only: bool = False,
         wrong_result_rate: float = 0.0,
+        quote_evidence: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -67,6 +85,7 @@ class ScriptedAgent(BaseAgent):
         self.pages_to_read = pages_to_read
         self.named_result_only = named_result_only
         self.wrong_result_rate = float(wrong_result_rate)
+        self.quote_evidence = quote_evidence
         self.seed = seed
         self._question = ""
         self._texts: list[str] = []
@@ -90,8 +109,15 @@ class ScriptedAgent(BaseAgent):
             if urls:
                 call = {"name": "browse_webpage", "arguments": {"url_list": urls}}
                 return f"<think>I will read the top results.</think><tool_call>{json.dumps(call)}</tool_call>"
-        answer = self._wrong_answer() or best_span(self._question, self._evidence()) or "unknown"
-        return f"<think>The best-supported span is {answer}.</think><answer>{answer}</answer>"
+        wrong = self._wrong_answer()
+        if wrong is not None:
+            answer, texts = wrong
+        else:
+            texts = self._evidence()
+            answer = best_span(self._question, texts) or "unknown"
+        quote = evidence_sentence(answer, texts) if self.quote_evidence else None
+        thought = quote or f"The best-supported span is {answer}."
+        return f"<think>{thought}</think><answer>{answer}</answer>"
 
     def _evidence(self) -> list[str]:
         """What the answer is read from: everything, or the result the question names (if asked and found)."""
@@ -101,8 +127,9 @@ class ScriptedAgent(BaseAgent):
                 return named[:1] + self._texts[1:]
         return self._texts
 
-    def _wrong_answer(self) -> str | None:
-        """The value of a result about another entity, read as if it answered the question (or ``None``)."""
+    def _wrong_answer(self) -> tuple[str, list[str]] | None:
+        """The value of a result about another entity, read as if it answered the question, and that result's
+        text (or ``None``)."""
         if not self.wrong_result_rate or not self._texts:
             return None
         rng = random.Random(f"scripted-{self.seed}-{self._question}")
@@ -114,7 +141,8 @@ class ScriptedAgent(BaseAgent):
         if not others:
             return None
         title, text = others[rng.randrange(len(others))]
-        return best_span(self._question.replace(asked, title), [text])
+        answer = best_span(self._question.replace(asked, title), [text])
+        return (answer, [text]) if answer is not None else None
 
     async def aact(self, observation: str, info: dict[str, Any]) -> str:
         return self.act(observation, info)

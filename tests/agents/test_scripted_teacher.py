@@ -76,3 +76,18 @@ def test_search_results_split_a_rendered_observation():
 def test_bad_wrong_result_rate(rate):
     with pytest.raises(ConfigError, match=re.escape(f"`wrong_result_rate` must be a number in [0, 1], got {rate!r}")):
         ScriptedAgent(wrong_result_rate=rate)
+
+
+def test_quote_evidence_thinks_the_sentence_its_answer_is_read_from(ring_env):
+    env, records, by_title = ring_env
+    for rate in (0.0, 1.0):
+        agent = ScriptedAgent(pages_to_read=0, named_result_only=True, wrong_result_rate=rate, quote_evidence=True)
+        for i in range(N):
+            traj = run_episode(env, agent, options={"index": i})
+            final = traj.turns[-1].action
+            thought = re.search(r"<think>(.*)</think>", final).group(1)
+            assert thought.endswith(f" is {traj.answer}.") and thought.startswith("The population of ")
+            town = thought.removeprefix("The population of ").removesuffix(f" is {traj.answer}.")
+            assert thought in by_title[town].text  # a sentence of the passage the value came from
+            asked = records[i].question.removeprefix("What is the population of ").removesuffix("?")
+            assert (town == asked) == (rate == 0.0)  # the wrong-result teacher quotes a neighbour's passage

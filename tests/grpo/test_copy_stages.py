@@ -1,0 +1,80 @@
+"""The stages that teach a model from scratch to copy: random-word copy pre-training and entity renaming."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from drgym.agents.grpo.copy_pretrain import copy_pretrain
+from drgym.agents.grpo.renaming import EntityRenamer
+from drgym.llm.tiny import tiny_causal_lm
+from drgym.llm.tiny_tokenizer import protocol_texts
+
+PASSAGES = [
+    f"{a} lies between {b} and {c}. The population of {a} is {n}."
+    for a, b, c, n in [
+        ("Musol", "Peigair", "Trouposund", "4512"),
+        ("Peigair", "Musol", "Filukound", "96304"),
+        ("Trouposund", "Sikraind", "Musol", "73512"),
+        ("Filukound", "Peigair", "Sikraind", "8807"),
+        ("Sikraind", "Trouposund", "Filukound", "76080"),
+    ]
+]
+
+
+@pytest.fixture(scope="module")
+def word_model():
+    return tiny_causal_lm("word", seed=0, texts=[*PASSAGES, "What is the population of Musol?"], embedding_std=1.0)
+
+
+def test_renaming_is_consistent_within_a_sequence_and_keeps_template_words(word_model):
+    _, tok = word_model
+    renamer = EntityRenamer.from_tokenizer(tok, PASSAGES, reserved=protocol_texts(), max_document_share=0.7, seed=1)
+    text = "What is the population of Musol?" + PASSAGES[0] + PASSAGES[1]
+    ids = tok(text)["input_ids"]
+    out = renamer(ids)
+    before, after = tok.convert_ids_to_tokens(ids), tok.convert_ids_to_tokens(out)
+    mapping = {}
+    for b, a in zip(before, after):
+        if b != a:
+            assert mapping.setdefault(b, a) == a  # one replacement per word, wherever it stands
+            assert b.isdigit() == a.isdigit()  # numbers become numbers, names names
+    assert {"Musol", "Peigair", "4512", "96304"} <= set(mapping)
+    assert len(set(mapping.values())) == len(mapping)  # two words never merge into one
+    for word in ("population", "lies", "between", "What", "is", " ", "."):
+        assert word not in mapping  # template and protocol words stay
+    assert renamer(ids) != out  # a fresh renaming every call
+
+
+def test_renamer_draws_from_the_vocabulary_not_from_the_sequence(word_model):
+    _, tok = word_model
+    renamer = EntityRenamer.from_tokenizer(tok, PASSAGES, reserved=protocol_texts(), max_document_share=0.7, seed=0)
+    names, numbers = renamer.size
+    assert names >= 5 and numbers == 5
+    ids = tok(PASSAGES[2])["input_ids"]
+    seen = {tuple(renamer(ids)) for _ in range(20)}
+    assert len(seen) > 10
+
+
+def test_copy_pretraining_trains_and_reports(word_model):
+    model, tok = word_model
+    model = type(model)(model.config)
+    model.load_state_dict(word_model[0].state_dict())
+    model.get_input_embeddings().weight.requires_grad_(False)
+    words = [i for i, w in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))) if re.fullmatch(r"\w+", w)]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    metrics = copy_pretrain(model, words, steps=3, batch_size=4, length=8, learning_rate=1e-3, seed=0)
+    assert set(metrics) == {
+        "copy_pretrain/loss_first", "copy_pretrain/loss_last10", "copy_pretrain/accuracy_last10",
+        "copy_pretrain/seconds",
+    }
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert changed and "model.embed_tokens.weight" not in changed  # frozen embeddings stay frozen
+
+
+def test_copy_pretraining_needs_words(word_model):
+    with pytest.raises(ValueError, match="at least 2 words"):
+        copy_pretrain(word_model[0], [5], steps=1, batch_size=1, length=4, learning_rate=1e-3, seed=0)
