@@ -159,6 +159,17 @@ class GRPOConfig:
         "max_completion_length (TRL's field: every completion token of an episode, the tools' included).",
     )
 
+    # ---------------------------------------------------------------- copy pre-training (before the warm-start)
+    copy_pretrain_steps: int = _f(
+        0,
+        "Steps of copy pre-training before the warm-start (0: none): random words, then the same words again, "
+        "the loss on the repeat (agents/grpo/copy_pretrain.py), so a model from scratch can copy before it "
+        "imitates.",
+    )
+    copy_pretrain_length: int = _f(32, "Random words per copy pre-training sequence (each is then repeated).")
+    copy_pretrain_batch_size: int = _f(32, "Sequences per copy pre-training step.")
+    copy_pretrain_learning_rate: float = _f(3e-3, "Learning rate of the copy pre-training.")
+
     # ---------------------------------------------------------------- supervised warm-start
     warmstart_steps: int = _f(0, "Supervised steps on scripted-agent episodes before RL (0: none).")
     warmstart_episodes: int = _f(256, "Scripted episodes played to collect the warm-start demonstrations.")
@@ -170,6 +181,13 @@ class GRPOConfig:
         "Weight of the environment's tokens (tool responses) in the warm-start cross-entropy, against 1 for "
         "the policy's: modelling the env's text (which repeats the query, titles and names) is where a small "
         "model from scratch learns to copy. 0: the policy's tokens only. RL never trains on env tokens.",
+    )
+    warmstart_rename_entities: bool = _f(
+        False,
+        "Redraw the names and numbers of each demonstration at random every time it is drawn, the same "
+        "replacement wherever a word occurs (agents/grpo/renaming.py): memorising the training answers then "
+        "lowers the loss no more, only copying does. Needs the tiny model's word tokenizer and the synthetic "
+        "task.",
     )
     warmstart_agent: str = _f("scripted", "Agent (drgym.agent name) that plays the demonstrations.")
     warmstart_agent_kwargs: dict[str, Any] = field(
@@ -323,8 +341,21 @@ class GRPOConfig:
         _choice("reward_mode", self.reward_mode, REWARD_MODES)
         for name in ("max_turns", "results_per_query", "warmstart_batch_size", "warmstart_episodes"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("num_eval_questions", "eval_steps", "warmstart_steps"):
+        for name in ("num_eval_questions", "eval_steps", "warmstart_steps", "copy_pretrain_steps"):
             _at_least(name, getattr(self, name), 0)
+        for name in ("copy_pretrain_batch_size", "copy_pretrain_length"):
+            _at_least(name, getattr(self, name), 1 if name.endswith("size") else 2)
+        if not self.copy_pretrain_learning_rate > 0:
+            raise ConfigError(
+                f"`copy_pretrain_learning_rate` must be > 0, got {self.copy_pretrain_learning_rate!r}"
+            )
+        if self.warmstart_rename_entities and not (
+            self.model_name_or_path == "tiny" and self.tiny_vocab == "word" and self.dataset == "synthetic"
+        ):
+            raise ConfigError(
+                "`warmstart_rename_entities` renames word ids: it needs model_name_or_path tiny, tiny_vocab word "
+                f"and dataset synthetic (got {self.model_name_or_path!r}, {self.tiny_vocab!r}, {self.dataset!r})"
+            )
         for name in ("num_train_questions", "max_turn_tokens"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)

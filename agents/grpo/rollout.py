@@ -49,6 +49,8 @@ class Task:
     env_kwargs: dict[str, Any]
     texts: list[str] = field(default_factory=list)
     """The task's text (questions, answers, synthetic corpus passages): what a word tokenizer is trained on."""
+    train_passages: list[str] = field(default_factory=list)
+    """The synthetic corpus's passages about training entities only (none about a held-out question's)."""
 
 
 def build_task(cfg: GRPOConfig) -> Task:
@@ -80,11 +82,13 @@ def build_task(cfg: GRPOConfig) -> Task:
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
         texts = [t for p in passages for t in (p.title, p.text)]
+        passage_texts = [(p.title, p.text) for p in passages]
     else:
         from drgym.data import load_dataset
 
         records = load_dataset(cfg.dataset, data_source=cfg.data_source)
         texts = []
+        passage_texts = []
         n_train = min(cfg.num_train_questions or len(records) - n_eval, len(records) - n_eval)
         env_kwargs.update(search=cfg.search, corpus=cfg.corpus)
         if n_train < 1:
@@ -97,7 +101,23 @@ def build_task(cfg: GRPOConfig) -> Task:
         held = set(range(len(records) - n_eval, len(records)))
         order = sorted(held) + [i for i in order if i not in held]
     texts += [t for r in records for t in (r.question, *r.answers)]
-    return Task(list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs, texts)
+    train_passages = _training_passages(passage_texts, [records[i].question for i in order[:n_eval]])
+    return Task(
+        list(records), order[n_eval : n_eval + n_train], order[:n_eval], env_kwargs, texts, train_passages
+    )
+
+
+def _training_passages(passages: Sequence[tuple[str, str]], held_questions: Sequence[str]) -> list[str]:
+    """Passages (``(title, text)``) with nothing to do with a held-out question: not about its entity, nor
+    about one linked to it through the passages' mentions (the whole held-out ring)."""
+    held = {title for title, _ in passages if any(title in q for q in held_questions)}
+    grown = True
+    while grown:
+        linked = {title for title, text in passages if title not in held and any(h in text for h in held)}
+        linked |= {h2 for title, text in passages if title in held for h2, _ in passages if h2 in text}
+        grown = bool(linked - held)
+        held |= linked
+    return [text for title, text in passages if title not in held]
 
 
 def make_envs(

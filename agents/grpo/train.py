@@ -90,8 +90,11 @@ def build_policy(cfg: GRPOConfig, task: Task, *, resuming: bool) -> tuple[Any, A
     if not resuming and state.is_main_process:
         model, tokenizer = build_model(cfg, task.texts)
         _give_template(tokenizer, cfg)
+        if cfg.copy_pretrain_steps > 0:
+            warm |= copy_stage(cfg, model, tokenizer)
         if cfg.warmstart_steps > 0:
-            warm = warm_start(cfg, model, tokenizer, task)
+            warm |= warm_start(cfg, model, tokenizer, task)
+        if cfg.copy_pretrain_steps > 0 or cfg.warmstart_steps > 0:
             save_model(model, tokenizer, out / "warmstart")
         elif cfg.model_name_or_path == "tiny":
             save_model(model, tokenizer, out / "initial")  # a random init has no name TRL could reload it by
@@ -128,6 +131,36 @@ def _give_template(tokenizer: Any, cfg: GRPOConfig) -> None:
 def _context_limit(cfg: GRPOConfig, model: Any) -> int:
     """Tokens of a whole episode at most (prompt and completion): the model's context."""
     return int(model.config.max_position_embeddings)
+
+
+def copy_stage(cfg: GRPOConfig, model: Any, tokenizer: Any) -> dict[str, float]:
+    """Copy pre-training (``copy_pretrain_*`` settings) on random whole words of the tokenizer's vocabulary;
+    ``copy_pretrain/…`` metrics."""
+    import re
+
+    from accelerate import PartialState
+
+    from .copy_pretrain import copy_pretrain
+
+    special = set(tokenizer.all_special_ids)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    words = [i for i, w in enumerate(vocab) if w and i not in special and re.fullmatch(r"\w+", w)]
+    model.to(PartialState().device)
+    try:
+        return copy_pretrain(
+            model,
+            words,
+            steps=cfg.copy_pretrain_steps,
+            batch_size=cfg.copy_pretrain_batch_size,
+            length=cfg.copy_pretrain_length,
+            learning_rate=cfg.copy_pretrain_learning_rate,
+            seed=cfg.seed,
+            max_grad_norm=float(cfg.max_grad_norm),
+        )
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+    finally:
+        model.to("cpu")
 
 
 def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[str, float]:
@@ -169,9 +202,19 @@ def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[
         bar.set_postfix(loss=f"{loss:.3f}")
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    transform = None
+    if cfg.warmstart_rename_entities:
+        from drgym.llm.tiny_tokenizer import protocol_texts
+
+        from .renaming import EntityRenamer
+
+        transform = EntityRenamer.from_tokenizer(
+            tokenizer, task.train_passages, reserved=[*protocol_texts(), cfg.system_prompt or ""], seed=cfg.seed
+        )
     try:
         metrics |= supervised_warmstart(
-            model, demos, cfg, pad_token_id=pad, autocast=contextlib.nullcontext, progress=progress
+            model, demos, cfg, pad_token_id=pad, autocast=contextlib.nullcontext, progress=progress,
+            transform=transform,
         )
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc

@@ -78,3 +78,42 @@ def test_copy_pretraining_trains_and_reports(word_model):
 def test_copy_pretraining_needs_words(word_model):
     with pytest.raises(ValueError, match="at least 2 words"):
         copy_pretrain(word_model[0], [5], steps=1, batch_size=1, length=4, learning_rate=1e-3, seed=0)
+
+
+def test_the_trainer_runs_copy_pretraining_then_a_renamed_warm_start(tmp_path):
+    from drgym.agents.grpo.train import make_trainer
+    from tests.grpo.conftest import tiny_config
+
+    cfg = tiny_config(
+        tmp_path, tiny_vocab="word", freeze_embeddings=True, tiny_config={"embedding_std": 1.0},
+        synthetic_kinds=["population"], synthetic_neighbours=True, num_train_questions=8, num_eval_questions=4,
+        copy_pretrain_steps=2, copy_pretrain_length=8, copy_pretrain_batch_size=4,
+        warmstart_steps=2, warmstart_episodes=4, warmstart_min_reward=0.0, warmstart_rename_entities=True,
+        warmstart_agent_kwargs={"pages_to_read": 0, "named_result_only": True, "quote_evidence": True},
+    )
+    _, callback = make_trainer(cfg)
+    assert callback.warm["copy_pretrain/loss_last10"] > 0 and callback.warm["warmstart/demonstrations"] > 0
+    assert (tmp_path / "run" / "warmstart" / "model").is_dir()  # RL and its reference start from both stages
+
+
+def test_training_passages_leave_out_the_held_out_questions_passages():
+    from drgym.agents.grpo.config import GRPOConfig
+    from drgym.agents.grpo.rollout import build_task
+
+    cfg = GRPOConfig.from_dict({
+        "dataset": "synthetic", "synthetic_kinds": ["population"], "synthetic_neighbours": True,
+        "num_train_questions": 20, "num_eval_questions": 6, "output_dir": "unused",
+    })
+    task = build_task(cfg)
+    held = [task.records[i].question.removeprefix("What is the population of ").removesuffix("?")
+            for i in task.eval_indices]
+    assert task.train_passages and not any(name in p for p in task.train_passages for name in held)
+    assert len(task.train_passages) >= 20  # the training rings
+
+
+def test_renaming_needs_the_word_tokenizer():
+    from drgym.agents.grpo.config import GRPOConfig
+    from drgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`warmstart_rename_entities` renames word ids"):
+        GRPOConfig.from_dict({"warmstart_rename_entities": True, "tiny_vocab": "byt5", "output_dir": "x"})
