@@ -8,8 +8,8 @@ plateau), and on a small task it never leaves it: memorising the training answer
 
 This stage gives the skill a dense signal it cannot get by memorising: sequences of random words, then the
 same words again, with the loss on the repeat (every repeated token is a copy target, and no word sequence
-ever comes back). Measured in agents/grpo/README.md: a few hundred steps of this, then the warm-start, and
-the model copies values it has never seen.
+ever comes back). The tiny model learns it in a few hundred steps; that the skill then carries over into
+the research episodes is not shown (agents/grpo/README.md, "Tried next": on the tiny model it did not).
 """
 
 from __future__ import annotations

@@ -60,8 +60,7 @@ class ScriptedAgent(BaseAgent):
             0 (default): never.
         quote_evidence: Think by quoting the sentence the answer is read from (``<think>The population of X
             is 5.</think><answer>5</answer>``) instead of a fixed phrase: the answer is then a copy of a copy,
-            and a model imitating the agent learns to copy a sentence out of a result, the skill the answer
-            needs.
+            and a model imitating the agent is shown the copy out of a result step by step.
         seed: Seed of that choice; the choice is a pure function of ``(seed, question)``.
     """
 
