@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from drgym._loop import SyncRunner
@@ -97,34 +97,28 @@ class ToolServices:
         from drgym.search.registry import make_backend
 
         key = (name, repr(sorted(kwargs.items())))
-        with self._lock:
-            self._check_open()
-            backend = self._backends.get(key)
-            if backend is None:
-                backend = self._backends[key] = make_backend(name, **kwargs)
-            return backend
+        return self._made_once(self._backends, key, lambda: make_backend(name, **kwargs))
 
     def stack(self, config: SearchConfig) -> SearchBackend:
         """The search stack for ``config``, built once: envs with equal options share its budget and store."""
         key = config.key()
-        with self._lock:
-            self._check_open()
-            stack = self._stacks.get(key)
-            if stack is None:
-                stack = self._stacks[key] = new_stack(config, self)
-            return stack
+        return self._made_once(self._stacks, key, lambda: new_stack(config, self))
 
     def gateway(self, url: str, **options: Any) -> GatewayBackend:
         """The client of the ``drgym serve`` gateway at ``url`` with ``options`` (one HTTP session per loop)."""
         from drgym.gateway.client import GatewayBackend
 
         key = repr((url, sorted(options.items())))
+        return self._made_once(self._gateways, key, lambda: GatewayBackend(url, **options))
+
+    def _made_once(self, table: dict[Any, T], key: Any, make: Callable[[], T]) -> T:
+        """``table[key]``, made by ``make`` the first time (under the lock: concurrent callers get one)."""
         with self._lock:
             self._check_open()
-            client = self._gateways.get(key)
-            if client is None:
-                client = self._gateways[key] = GatewayBackend(url, **options)
-            return client
+            value = table.get(key)
+            if value is None:
+                value = table[key] = make()
+            return value
 
     def usage_summary(self) -> dict[str, Any]:
         """Calls, cache hits, failures and estimated spend per provider, of every stack of these services."""
