@@ -48,7 +48,7 @@ def test_renaming_is_consistent_within_a_sequence_and_keeps_template_words(word_
     assert renamer(ids) != out  # a fresh renaming every call
 
 
-def test_renamer_draws_from_the_vocabulary_not_from_the_sequence(word_model):
+def test_renamer_draws_fresh_replacements_from_the_training_entities(word_model):
     _, tok = word_model
     renamer = EntityRenamer.from_tokenizer(tok, PASSAGES, reserved=protocol_texts(), max_document_share=0.7, seed=0)
     names, numbers = renamer.size
