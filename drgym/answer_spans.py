@@ -62,7 +62,7 @@ def wanted_kind(question: str) -> str:
         return "role"
     if re.search(r"\b(?:when|what year|which year|what date|born on)\b", q):
         return "date"
-    if re.search(r"\bhow (?:many|much|old|long|tall|far)\b", q):
+    if re.search(r"\bhow (?:many|much|old|long|tall|far)\b|\b(?:population|number of)\b", q):
         return "number"
     return "name"
 

@@ -147,6 +147,16 @@ class GRPOConfig:
         "asked town's passage and its neighbours', each with a value of the asked kind (one right, the others "
         "candidates to tell apart); a new town per question.",
     )
+    synthetic_name_pool: int | None = _f(
+        None,
+        "Synthetic ring task: town names are two words, each from a pool of this many, every pair used once, so "
+        "every word recurs and a held-out town is a new pair of seen words (null: one invented word per town).",
+    )
+    synthetic_value_pool: int | None = _f(
+        None,
+        "Synthetic ring task: populations drawn from this many distinct values, each recurring across towns "
+        "(null: any value in 200-99,999).",
+    )
     search: str = _f("local", "Search backend name (the synthetic task always uses its own local corpus).")
     corpus: str | None = _f(None, "Corpus of the local search backend (default: the dataset's).")
     max_turns: int = _f(10, "Policy turns per episode (paper: 10, so at most 9 tool calls and an answer).")
@@ -372,10 +382,12 @@ class GRPOConfig:
             or self.synthetic_kinds is not None
             or self.synthetic_entities is not None
             or self.synthetic_neighbours
+            or self.synthetic_name_pool is not None
+            or self.synthetic_value_pool is not None
         ):
             raise ConfigError(
-                "`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities` and `synthetic_neighbours` only "
-                "apply to dataset: synthetic; remove them"
+                "`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities`, `synthetic_neighbours`, "
+                "`synthetic_name_pool` and `synthetic_value_pool` only apply to dataset: synthetic; remove them"
             )
 
 

@@ -79,6 +79,8 @@ def build_task(cfg: GRPOConfig) -> Task:
             entities=cfg.synthetic_entities,
             neighbours=cfg.synthetic_neighbours,
             held_out=n_eval if cfg.synthetic_neighbours else 0,
+            name_pool=cfg.synthetic_name_pool,
+            value_pool=cfg.synthetic_value_pool,
         )
         env_kwargs["search"] = BM25Backend(passages, corpus="synthetic", cache=False)
         texts = [t for p in passages for t in (p.title, p.text)]

@@ -15,9 +15,10 @@ Example::
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
 from drgym.data.records import Passage, QARecord
@@ -147,6 +148,8 @@ def make_synthetic_task(
     entities: int | None = None,
     neighbours: bool = False,
     held_out: int = 0,
+    name_pool: int | None = None,
+    value_pool: int | None = None,
 ) -> SyntheticTask:
     """Generate ``num_questions`` questions and a corpus of passages holding their answers.
 
@@ -174,7 +177,16 @@ def make_synthetic_task(
             that copies a value from the wrong result scores 0 (see ``ScriptedAgent(wrong_result_rate=...)``).
         held_out: Neighbours only: the last ``held_out`` questions ask about towns of a ring of their own, so no
             search for a question before them returns a passage about them (nothing of a held-out answer is
-            ever shown while training, not even in a tool response).
+            ever shown while training, not even in a tool response). With ``name_pool`` the rings share
+            words, so a training search can still return a held-out town's passage as a partial match.
+        name_pool: Neighbours only: each town's name is two words, the first from a pool of ``name_pool``
+            words and the second from another pool of as many, every pair used once (``name_pool ** 2`` must
+            cover the towns). Every word then recurs across towns, and a held-out town is a new pair of words
+            seen in training: what a tiny model trained from scratch can copy (it does not learn, in minutes
+            on a CPU, to copy a word it has seen once). Partial matches (a town sharing one word) become
+            distractors in the search results. ``None`` (default): one invented word per town.
+        value_pool: Neighbours only: populations are drawn from this many distinct values (each recurring
+            across towns, so no answer is a word seen once); ``None`` (default): any value in 200-99,999.
 
     Returns:
         ``SyntheticTask(records, passages)``. Each record's metadata holds ``hops``, ``kind``,
@@ -192,9 +204,13 @@ def make_synthetic_task(
     person_kinds = [q for q in _PERSON_QUESTIONS if wanted is None or q[0] in wanted]
     if neighbours:
         _check_neighbours(two_hop_fraction, entities, kinds, held_out, num_questions)
-        return _ring_task(rng, names, seed, num_questions, town_kinds, extra_towns, held_out)
+        towns = sum(max(3, a + e) for a, e in _ring_sizes(num_questions, extra_towns, held_out))
+        pools = _WordPools.build(rng, names, name_pool, value_pool, towns)
+        return _ring_task(rng, names, seed, num_questions, town_kinds, extra_towns, held_out, pools)
     if held_out:
         raise ConfigError("held_out (a ring of its own) applies to neighbours only; set neighbours=True or 0")
+    if name_pool is not None or value_pool is not None:
+        raise ConfigError("name_pool and value_pool apply to neighbours only; set neighbours=True or leave them None")
     if entities is not None:
         _check_pool(num_questions, two_hop_fraction, entities, len(town_kinds), len(person_kinds))
         return _pooled_task(rng, names, seed, num_questions, entities, town_kinds, person_kinds, extra_towns)
@@ -302,17 +318,16 @@ def _ring_task(
     town_kinds: list[tuple[str, str, Callable[[_Town], str]]],
     extra_towns: int,
     held_out: int,
+    pools: _WordPools,
 ) -> SyntheticTask:
     """One question per town, towns on rings (the held-out questions' towns on their own), each passage naming
     its two neighbours before its facts."""
-    sizes = [num_questions - held_out] + ([held_out] if held_out else [])
-    extras = [extra_towns - extra_towns // 2, extra_towns // 2] if held_out else [extra_towns]
     stated = [kind for kind in _TOWN_SENTENCES if kind in {q[0] for q in town_kinds}]
     passages: list[Passage] = []
     records: list[QARecord] = []
     count = 0
-    for asked, extra in zip(sizes, extras):
-        towns = [_make_town(rng, names, count + i) for i in range(max(3, asked + extra))]
+    for asked, extra in _ring_sizes(num_questions, extra_towns, held_out):
+        towns = [pools.apply(rng, _make_town(rng, names, count + i)) for i in range(max(3, asked + extra))]
         count += len(towns)
         ring = rng.sample(towns, len(towns))
         for i, town in enumerate(ring):
@@ -327,6 +342,49 @@ def _ring_task(
     passages.sort(key=lambda p: p.id)
     records = [_renumber(r, seed, i) for i, r in enumerate(records)]
     return SyntheticTask(records, passages)
+
+
+def _ring_sizes(num_questions: int, extra_towns: int, held_out: int) -> list[tuple[int, int]]:
+    """``(questions, extra towns)`` of each ring: the training ring, then the held-out one (if any)."""
+    sizes = [num_questions - held_out] + ([held_out] if held_out else [])
+    extras = [extra_towns - extra_towns // 2, extra_towns // 2] if held_out else [extra_towns]
+    return list(zip(sizes, extras))
+
+
+@dataclass(frozen=True)
+class _WordPools:
+    """Town names as pairs of recurring words, and populations from a fixed set (``name_pool``/``value_pool``)."""
+
+    names: tuple[str, ...] = ()
+    values: tuple[int, ...] = ()
+
+    @classmethod
+    def build(
+        cls, rng: random.Random, names: _Names, name_pool: Any, value_pool: Any, towns: int
+    ) -> _WordPools:
+        for label, value in (("name_pool", name_pool), ("value_pool", value_pool)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+                raise ConfigError(f"{label} must be an integer >= 2 or None, got {value!r}")
+        pairs: list[str] = []
+        if name_pool is not None:
+            if name_pool**2 < towns:
+                raise ConfigError(
+                    f"name_pool={name_pool} gives {name_pool ** 2} two-word names, fewer than the {towns} towns "
+                    f"of the rings; raise it to at least {math.isqrt(towns - 1) + 1}"
+                )
+            firsts = [names.word((2, 2)) for _ in range(name_pool)]
+            seconds = [names.word((2, 2)) for _ in range(name_pool)]
+            pairs = [f"{a} {b}" for a in firsts for b in seconds]
+            rng.shuffle(pairs)
+        values = sorted(rng.sample(range(200, 100_000), value_pool)) if value_pool is not None else []
+        return cls(tuple(pairs), tuple(values))
+
+    def apply(self, rng: random.Random, town: _Town) -> _Town:
+        """``town`` with its name the next unused pair and its population drawn from the pool (when set)."""
+        index = int(town.id.rsplit("-", 1)[1])
+        name = self.names[index] if self.names else town.name
+        population = rng.choice(self.values) if self.values else town.population
+        return replace(town, name=name, population=population)
 
 
 def _pool_persons(entities: int, n_town: int, n_person: int) -> int:

@@ -107,6 +107,28 @@ def test_held_out_towns_lie_on_a_ring_of_their_own():
             q.metadata["support"][0] for q in records}}
 
 
+def test_name_and_value_pools_make_every_word_recur():
+    kw = {"kinds": ("population",), "neighbours": True, "held_out": 8, "name_pool": 8, "value_pool": 10}
+    records, passages = make_synthetic_task(40, seed=2, **kw)
+    assert make_synthetic_task(40, seed=2, **kw) == (records, passages)
+    names = [p.title for p in passages]
+    assert len(set(names)) == len(names) and all(len(n.split()) == 2 for n in names)  # every pair used once
+    firsts, seconds = {n.split()[0] for n in names}, {n.split()[1] for n in names}
+    assert len(firsts) <= 8 and len(seconds) <= 8 and not firsts & seconds
+    held = {p.title for p in passages if p.id in {r.metadata["support"][0] for r in records[-8:]}}
+    trained = set(names) - held
+    for town in held:  # a held-out town is a new pair of words that training towns use
+        first, second = town.split()
+        assert any(t.startswith(first + " ") for t in trained) and any(t.endswith(" " + second) for t in trained)
+    values = {r.answers[0] for r in records}
+    assert len(values) <= 10 and len(values) < len(records)  # values recur across towns
+    for r in records:  # still answerable: the asked town's passage comes first
+        results = asyncio.run(BM25Backend(passages, corpus="synthetic", cache=False).search(r.question, 3))
+        assert results[0].url.endswith("/" + r.metadata["support"][0]) and r.answers[0] in results[0].snippet
+    default = make_synthetic_task(40, seed=2, kinds=("population",), neighbours=True, held_out=8)
+    assert all(len(p.title.split()) == 1 for p in default[1])  # off by default, and the default is unchanged
+
+
 def test_neighbours_state_only_the_asked_kinds():
     records, passages = make_synthetic_task(12, seed=0, kinds=("founding_year", "river"), neighbours=True)
     assert {r.metadata["kind"] for r in records} <= {"founding_year", "river"}
@@ -128,6 +150,9 @@ def test_neighbours_state_only_the_asked_kinds():
         ({"num_questions": 5, "entities": 4, "two_hop_fraction": 0.5}, "supports one-hop questions only"),
         ({"num_questions": 20, "entities": 2}, "2 entities give 7 distinct questions"),
         ({"num_questions": 5, "neighbours": True, "two_hop_fraction": 0.5}, "set two_hop_fraction 0"),
+        ({"num_questions": 40, "neighbours": True, "name_pool": 4}, "raise it to at least 7"),
+        ({"num_questions": 5, "neighbours": True, "value_pool": 1}, "value_pool must be an integer >= 2"),
+        ({"num_questions": 5, "name_pool": 8}, "apply to neighbours only"),
         ({"num_questions": 5, "neighbours": True, "entities": 4}, "and entities None"),
         ({"num_questions": 5, "neighbours": True, "held_out": 5}, "held_out must be an integer in [0, "),
         ({"num_questions": 5, "held_out": 2}, "held_out (a ring of its own) applies to neighbours only"),

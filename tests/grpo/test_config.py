@@ -92,8 +92,10 @@ def test_yaml_values_are_checked_and_coerced(tmp_path):
         ("- a\n- b\n", "must hold a mapping of settings, got list"),
         ("a: [\n", "is not readable YAML"),
         ("dataset: demo\ntwo_hop_fraction: 0.5\n",
-         "`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities` and `synthetic_neighbours` only apply"),
+         ("`two_hop_fraction`, `synthetic_kinds`, `synthetic_entities`, `synthetic_neighbours`, "
+          "`synthetic_name_pool` and `synthetic_value_pool` only apply")),
         ("dataset: demo\nsynthetic_neighbours: true\n", "only apply to dataset: synthetic"),
+        ("dataset: demo\nsynthetic_name_pool: 24\n", "only apply to dataset: synthetic"),
     ],
 )
 def test_config_errors_name_the_setting(tmp_path, text, message):

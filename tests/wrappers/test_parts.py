@@ -79,6 +79,8 @@ def test_span_table_ranks_supported_spans_of_the_wanted_kind():
 def test_question_kinds():
     assert is_yes_no("Was Ilse Varrow born before 1800?") and not is_yes_no("Who was Ilse Varrow?")
     assert wanted_kind("How many years pass?") == "number"
+    assert wanted_kind("What is the population of Gafa Stuzaind?") == "number"
+    assert wanted_kind("What is the number of bridges in Ghent?") == "number"
     assert wanted_kind("When did it open?") == "date"
     assert wanted_kind("Who painted it?") == "name"
 
