@@ -65,6 +65,19 @@ def test_ring_task_holds_out_the_towns_of_its_own_ring():
     assert sorted(task.train_indices) == list(range(40))
 
 
+def test_ring_task_takes_the_name_and_value_pools():
+    from drgym.agents.grpo.rollout import build_task
+
+    cfg = GRPOConfig.from_dict({
+        "dataset": "synthetic", "num_train_questions": 40, "num_eval_questions": 8, "synthetic_kinds": ["population"],
+        "synthetic_neighbours": True, "synthetic_name_pool": 8, "synthetic_value_pool": 6, "results_per_query": 3,
+    })
+    task = build_task(cfg)
+    names = [r.question.removeprefix("What is the population of ").removesuffix("?") for r in task.records]
+    assert all(len(n.split()) == 2 for n in names) and len({n.split()[0] for n in names}) <= 8
+    assert len({r.answers[0] for r in task.records}) <= 6
+
+
 def test_yaml_values_are_checked_and_coerced(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: 1e-5\nbeta: 0\nnum_generations: 4\nwarmstart_learning_rate: 1e-3\n")
