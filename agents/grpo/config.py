@@ -25,10 +25,11 @@ from typing import Any
 
 from drgym.errors import ConfigError
 
-__all__ = ["RETIRED", "TRL_DEFAULTS", "GRPOConfig", "trl_field_names"]
+__all__ = ["RETIRED", "ROLLOUT_PATHS", "TRL_DEFAULTS", "GRPOConfig", "trl_field_names"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _TINY_VOCABS = ("byt5", "word")
+ROLLOUT_PATHS = ("rollout_func", "environment_factory")
 
 TRL_DEFAULTS: dict[str, Any] = {
     "output_dir": "runs/grpo",
@@ -157,6 +158,15 @@ class GRPOConfig:
         None,
         "New tokens one policy turn may sample at most (paper: 2000); null: what is left of the episode's "
         "max_completion_length (TRL's field: every completion token of an episode, the tools' included).",
+    )
+
+    rollout_path: str = _f(
+        "rollout_func",
+        'How TRL plays the episodes: "rollout_func" (drgym plays whole episodes token-in/token-out with its '
+        "own protocol and stop tags, all episodes of a batch at once; drgym.integrations.trl.make_rollout_func) "
+        'or "environment_factory" (TRL\'s own tool loop renders the turns with the chat template, parses the '
+        "tool calls and calls WebResearchToolEnv's tools one sample after another; a turn ends at EOS or "
+        "max_turn_tokens). The warm-start and the held-out evaluation are the same on both.",
     )
 
     # ---------------------------------------------------------------- copy pre-training (before the warm-start)
@@ -336,6 +346,7 @@ class GRPOConfig:
     def _check_values(self) -> None:
         _choice("model_dtype", self.model_dtype, _DTYPES)
         _choice("tiny_vocab", self.tiny_vocab, _TINY_VOCABS)
+        _choice("rollout_path", self.rollout_path, ROLLOUT_PATHS)
         from drgym.reward import REWARD_MODES
 
         _choice("reward_mode", self.reward_mode, REWARD_MODES)

@@ -1,0 +1,158 @@
+"""The ``environment_factory`` path of the bundled trainer (``rollout_path: environment_factory``).
+
+TRL's own tool loop plays the episodes: it renders the prompt with the tokenizer's chat template (the tool
+schemas go into the system turn), samples each turn until EOS (or ``max_turn_tokens``, passed as
+``generation_kwargs.max_new_tokens``), parses the tool calls with its response template, and awaits each
+sample's tools one sample after another on :class:`drgym.integrations.trl.WebResearchToolEnv` envs that share
+one :class:`drgym.ToolServices`. ``finish_episodes`` hands each env the policy's last turn and TRL adds the
+env's ``get_reward`` as the reward. :class:`ToolEnvRollout` reads the step's episodes back from
+``trainer.environments`` in the shape :class:`agents.grpo.train.DrgymCallback` logs for the rollout_func path.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from drgym.errors import ConfigError
+
+if TYPE_CHECKING:
+    from drgym.integrations._trl_rollout import EpisodeTokens
+
+    from .config import GRPOConfig
+    from .rollout import Task
+
+__all__ = ["ToolEnvRollout", "env_system_prompt", "episode_rows", "tool_chat_template", "tool_env_trl_args"]
+
+
+def tool_chat_template(tokenizer: Any, cfg: GRPOConfig) -> str:
+    """The chat template TRL's tool loop renders and parses with.
+
+    TRL parses tool calls only for chat templates it knows (``trl.chat_template_utils.add_response_schema``).
+    The tiny model's tokenizer carries drgym's ChatML (:data:`drgym.llm.CHATML_TEMPLATE`); Qwen2.5's own template
+    renders every message of a drgym episode to the same ids (tests/grpo/test_env_path.py checks it on a
+    warm-start demonstration), so it replaces it and the warm-start's layout is kept. Any other template (a
+    pretrained model's, or ``chat_template``) is kept as it is.
+    """
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    from drgym.llm.local import CHATML_TEMPLATE
+
+    current = getattr(tokenizer, "chat_template", None)
+    if cfg.chat_template is None and current in (None, CHATML_TEMPLATE):
+        return qwen2_5_chat_template
+    return current
+
+
+def env_system_prompt(cfg: GRPOConfig, task: Task) -> str:
+    """The system prompt the env's episodes open with (the run's, else the env's own): TRL's prompt has to
+    carry it, since TRL renders the prompt itself."""
+    if cfg.system_prompt is not None:
+        return cfg.system_prompt
+    from .rollout import make_envs
+
+    (env,) = make_envs(task, 1)
+    try:
+        return env.reset(options={"index": task.train_indices[0]})[1]["system_prompt"]
+    finally:
+        env.close()
+
+
+def tool_env_trl_args(cfg: GRPOConfig) -> Any:
+    """``cfg.trl_args()`` with what TRL's tool loop needs from drgym's settings: at most ``max_turns - 1`` tool
+    rounds (the env's last turn must answer), and ``max_turn_tokens`` new tokens per turn."""
+    overrides: dict[str, Any] = {}
+    if cfg.trl.get("max_tool_calling_iterations") is None:
+        overrides["max_tool_calling_iterations"] = max(0, cfg.max_turns - 1)
+    if cfg.max_turn_tokens is not None:
+        kwargs = dict(cfg.trl.get("generation_kwargs") or {})
+        kwargs.setdefault("max_new_tokens", cfg.max_turn_tokens)
+        overrides["generation_kwargs"] = kwargs
+    return cfg.trl_args(**overrides)
+
+
+class ToolEnvRollout:
+    """The envs of the environment_factory path and what :class:`DrgymCallback` reads of them.
+
+    ``factory`` is the ``environment_factory`` (every env over the task's records, sharing ``services``).
+    After each step, :meth:`refresh` reads the trainer's ``environments``; ``episodes`` is a new list when
+    they played a new generation batch (the callback logs a batch once), else the same list.
+
+    Attributes:
+        episodes: The last batch's episodes as :class:`EpisodeTokens` (no token ids: TRL keeps those; its
+            ``completions/mean_length`` says how long they were).
+        times: ``env_s`` is the search backends' seconds of the last batches (TRL runs the tools one sample
+            after another, so it adds up); ``generate_s`` is not measured on this path (0).
+    """
+
+    def __init__(self, task: Task) -> None:
+        from drgym.integrations._trl_rollout import RolloutTimes
+        from drgym.integrations.trl import WebResearchToolEnv
+        from drgym.services import ToolServices
+
+        self.services = ToolServices()
+        self.factory = functools.partial(
+            WebResearchToolEnv, dataset=task.records, **task.env_kwargs, services=self.services
+        )
+        self.episodes: list[EpisodeTokens] = []
+        self.times = RolloutTimes()
+        self._marker: tuple[int, ...] = ()
+        self.trainer: Any = None
+
+    def refresh(self, trainer: Any) -> None:
+        """Read the episodes the trainer's envs played last (a no-op when they played no new batch)."""
+        self.trainer = trainer
+        envs = [e for e in (getattr(trainer, "environments", None) or []) if getattr(e, "env", None) is not None]
+        marker = tuple(id(e.env._episode) for e in envs)
+        if not envs or marker == self._marker:
+            return
+        self._marker = marker
+        self.episodes = [_episode_of(e) for e in envs]
+        self.times.env_s += sum(float(e.env._episode.backend_time_s) for e in envs)
+        self.times.calls += 1
+        self.times.episodes += len(envs)
+
+    def close(self) -> None:
+        """Close every env the trainer made from ``factory`` and the services they share."""
+        pools = getattr(self.trainer, "_environment_pool", None) or {}
+        for pool in pools.values():
+            for env in pool:
+                env.env.close()
+        self.services.close()
+
+
+def _episode_of(tool_env: Any) -> EpisodeTokens:
+    """One env's last episode in the rollout_func path's terms: the env's reward (what TRL trained on), and
+    F1 and the format verdict scored from the policy's turns as the env recorded them."""
+    from drgym.integrations._trl_rollout import EpisodeTokens
+    from drgym.reward import score_episode
+
+    ep = tool_env.env._episode
+    golds = list(tool_env._golds or ep.record.answers)
+    turns = [m["content"] for m in ep.messages if m["role"] == "assistant"]
+    score = score_episode(turns, golds, tool_env.env.reward_mode, max_chars=tool_env.env.max_action_chars)
+    try:
+        reward = float(tool_env.get_reward())
+    except ConfigError:  # never finished (no finish_episodes): the score of the turns it has
+        reward = float(score.reward)
+    return EpisodeTokens(
+        prompt_ids=[],
+        answers=golds,
+        turns=turns,
+        reward=reward,
+        f1=float(score.f1),
+        format_ok=bool(score.format_ok),
+        tool_calls=int(ep.tool_calls),
+        cut=not ep.done,
+    )
+
+
+def episode_rows(episodes: Sequence[EpisodeTokens]) -> dict[str, float]:
+    """:func:`agents.grpo.metrics.episode_metrics` without the token counts this path does not see."""
+    from .metrics import episode_metrics
+
+    out = episode_metrics(episodes)
+    for key in ("rollout/response_tokens", "rollout/sequence_tokens"):
+        out.pop(key, None)
+    return out
