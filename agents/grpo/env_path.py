@@ -156,3 +156,58 @@ def episode_rows(episodes: Sequence[EpisodeTokens]) -> dict[str, float]:
     for key in ("rollout/response_tokens", "rollout/sequence_tokens"):
         out.pop(key, None)
     return out
+
+
+# ------------------------------------------------------------------------------------------ token layouts
+
+
+def trl_episode_ids(trainer: Any, messages: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """Ids and loss mask of a recorded drgym episode (system, user, then assistant and tool turns) as TRL's
+    tool loop builds them: its prompt (with the tool schemas), each policy turn's ids and the EOS that ends it
+    (sampled: mask 1), and TRL's own tool-turn ids (``_get_tool_suffix_ids``: mask 0)."""
+    tokenizer = trainer.processing_class
+    prompt = trainer.processing_class.apply_chat_template(
+        conversation=[list(messages[:2])],
+        tools=trainer._env_tools[None] or None,
+        chat_template=trainer.chat_template,
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
+    )["input_ids"][0]
+    ids, mask = list(prompt), [0] * len(prompt)
+    for message in messages[2:]:
+        if message["role"] == "assistant":
+            piece = tokenizer(message["content"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            ids, mask = ids + piece, mask + [1] * len(piece)
+        else:
+            tool = {"role": "tool", "name": "web_search", "content": message["content"]}
+            piece = trainer._get_tool_suffix_ids([tool])
+            ids, mask = ids + piece, mask + [0] * len(piece)
+    return ids, mask
+
+
+def compare_layouts(warm: tuple[list[int], list[int]], trl: tuple[list[int], list[int]]) -> dict[str, Any]:
+    """Where the warm-start's ids of an episode and TRL's ids of the same episode differ.
+
+    ``prompt_extra`` is how many more prompt ids TRL's has (its tool schemas); ``same_after_prompt`` whether the
+    rest is the same ids once TRL's end-of-turn EOS tokens are set aside; ``eos_added`` the EOS ids TRL's has
+    and the warm-start's has not (the last turn's: the warm-start's ends at the closing tag);
+    ``policy_mask_differs`` how many ids are the policy's in one layout and not the other.
+    """
+    (w_ids, w_mask), (t_ids, t_mask) = warm, trl
+    w_prompt, t_prompt = w_mask.index(1), t_mask.index(1)
+    w_rest, t_rest = w_ids[w_prompt:], t_ids[t_prompt:]
+    return {
+        "warmstart_ids": len(w_ids),
+        "trl_ids": len(t_ids),
+        "warmstart_prompt_ids": w_prompt,
+        "trl_prompt_ids": t_prompt,
+        "prompt_extra": t_prompt - w_prompt,
+        "same_after_prompt": _strip_trailing(t_rest, w_rest),
+        "eos_added": len(t_rest) - len(w_rest),
+        "policy_mask_differs": sum(a != b for a, b in zip(w_mask[w_prompt:], t_mask[t_prompt:])),
+    }
+
+
+def _strip_trailing(longer: list[int], shorter: list[int]) -> bool:
+    return longer[: len(shorter)] == shorter and len(longer) - len(shorter) <= 1
