@@ -168,6 +168,13 @@ class GRPOConfig:
         "tool calls and calls WebResearchToolEnv's tools one sample after another; a turn ends at EOS or "
         "max_turn_tokens). The warm-start and the held-out evaluation are the same on both.",
     )
+    tool_schemas_in_prompt: bool = _f(
+        True,
+        "environment_factory only: let the chat template write the tools' JSON schemas into the system turn (TRL's "
+        "way, and Qwen2.5's template). false renders the prompt as the warm-start and the rollout_func path do "
+        "(the system prompt alone: Qwen2.5's template without its tool block, the same ids as drgym's ChatML), "
+        "TRL still parsing Qwen-style tool calls; it needs the tiny model's template (or Qwen2.5's).",
+    )
 
     # ---------------------------------------------------------------- copy pre-training (before the warm-start)
     copy_pretrain_steps: int = _f(

@@ -23,26 +23,61 @@ if TYPE_CHECKING:
     from .config import GRPOConfig
     from .rollout import Task
 
-__all__ = ["ToolEnvRollout", "env_system_prompt", "episode_rows", "tool_chat_template", "tool_env_trl_args"]
+__all__ = [
+    "ToolEnvRollout",
+    "compare_layouts",
+    "env_system_prompt",
+    "episode_rows",
+    "prepare_tokenizer",
+    "qwen2_5_without_schemas",
+    "tool_env_trl_args",
+    "trl_episode_ids",
+]
 
 
-def tool_chat_template(tokenizer: Any, cfg: GRPOConfig) -> str:
-    """The chat template TRL's tool loop renders and parses with.
+def prepare_tokenizer(tokenizer: Any, cfg: GRPOConfig) -> None:
+    """Give the tokenizer the chat template TRL's tool loop renders with, and a tool-call parser.
 
     TRL parses tool calls only for chat templates it knows (``trl.chat_template_utils.add_response_schema``).
     The tiny model's tokenizer carries drgym's ChatML (:data:`drgym.llm.CHATML_TEMPLATE`); Qwen2.5's own template
     renders every message of a drgym episode to the same ids (tests/grpo/test_env_path.py checks it on a
-    warm-start demonstration), so it replaces it and the warm-start's layout is kept. Any other template (a
-    pretrained model's, or ``chat_template``) is kept as it is.
+    warm-start demonstration) and writes the tool schemas into the system turn, so it replaces it. With
+    ``tool_schemas_in_prompt: false`` the tokenizer keeps Qwen2.5's parser but renders with
+    :func:`qwen2_5_without_schemas` (no schemas: the warm-start's prompt). Any other template (a pretrained model's, or ``chat_template``) is kept.
+
+    Raises:
+        ConfigError: ``tool_schemas_in_prompt: false`` with a template other than the two above.
     """
-    from trl.chat_template_utils import qwen2_5_chat_template
+    from trl.chat_template_utils import add_response_schema, qwen2_5_chat_template
 
     from drgym.llm.local import CHATML_TEMPLATE
 
     current = getattr(tokenizer, "chat_template", None)
-    if cfg.chat_template is None and current in (None, CHATML_TEMPLATE):
-        return qwen2_5_chat_template
-    return current
+    known = (None, CHATML_TEMPLATE, qwen2_5_chat_template, qwen2_5_without_schemas())
+    ours = cfg.chat_template is None and current in known
+    if ours:
+        tokenizer.chat_template = qwen2_5_chat_template
+    if cfg.tool_schemas_in_prompt:
+        return
+    if not ours:
+        raise ConfigError(
+            "`tool_schemas_in_prompt: false` renders with drgym's ChatML and parses Qwen2.5's tool calls: it needs "
+            "the tiny model's chat template or Qwen2.5's, not this tokenizer's (or chat_template's); remove the "
+            "setting"
+        )
+    add_response_schema(tokenizer)  # Qwen's tool-call parser, chosen while the template is Qwen's
+    tokenizer.chat_template = qwen2_5_without_schemas()
+
+
+def qwen2_5_without_schemas() -> str:
+    """Qwen2.5's chat template with its tool-schema block cut out: it renders tool calls and tool turns (TRL
+    checks that a template can), and a system turn that is the system prompt alone, whatever ``tools`` holds."""
+    from trl.chat_template_utils import qwen2_5_chat_template
+
+    head = "{%- if tools %}"
+    if qwen2_5_chat_template.count(head) != 1 or not qwen2_5_chat_template.startswith(head):
+        raise ConfigError("trl's Qwen2.5 chat template changed: tool_schemas_in_prompt false cannot cut its tool block")
+    return "{%- if false %}" + qwen2_5_chat_template[len(head) :]
 
 
 def env_system_prompt(cfg: GRPOConfig, task: Task) -> str:

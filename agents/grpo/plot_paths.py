@@ -3,7 +3,7 @@
     python -m agents.grpo.plot_paths RUN_DIR... --out paths.png
 
 Each run directory holds the ``metrics.jsonl`` and ``config.yaml`` a training run writes; runs are grouped by
-their config's ``rollout_path`` (the label) and each group is drawn as its mean over seeds, with the min-max
+their config's ``rollout_path`` (and ``tool_schemas_in_prompt``: the label) and each group is drawn as its mean over seeds, with the min-max
 band across seeds. Panels: training reward, training F1, training format-error rate (per step) and held-out F1
 (at the evaluation steps).
 """
@@ -33,7 +33,8 @@ PANELS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: its label (``rollout_path``), seed and metric rows."""
+    """One training run: its label (``rollout_path``, and "(no tool schemas)" for an environment_factory run
+    with ``tool_schemas_in_prompt: false``), seed and metric rows."""
 
     directory: Path
     path: str
@@ -69,11 +70,14 @@ def load_run(directory: str | Path) -> Run:
     rows = read_metrics(metrics)
     if not rows:
         raise DataError(f"run {directory}: metrics.jsonl holds no metrics")
-    return Run(directory, str(settings.get("rollout_path", "rollout_func")), int(settings.get("seed", 0)), rows)
+    label = str(settings.get("rollout_path", "rollout_func"))
+    if label == "environment_factory" and settings.get("tool_schemas_in_prompt") is False:
+        label += " (no tool schemas)"
+    return Run(directory, label, int(settings.get("seed", 0)), rows)
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    """Runs by ``rollout_path``, in first-seen order, each group sorted by seed."""
+    """Runs by label, in first-seen order, each group sorted by seed."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.path, []).append(run)

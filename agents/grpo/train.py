@@ -509,9 +509,9 @@ def _tool_loop_trainer(
 
     from drgym.integrations.trl import finish_episodes
 
-    from .env_path import ToolEnvRollout, env_system_prompt, tool_chat_template, tool_env_trl_args
+    from .env_path import ToolEnvRollout, env_system_prompt, prepare_tokenizer, tool_env_trl_args
 
-    tokenizer.chat_template = tool_chat_template(tokenizer, cfg)  # saved with every checkpoint
+    prepare_tokenizer(tokenizer, cfg)  # the template is saved with every checkpoint
     rollout = ToolEnvRollout(task)
     callback = DrgymCallback(cfg, task, rollout, warm)
     try:

@@ -57,10 +57,11 @@ def _replay(env_kwargs, record, actions):
     return None
 
 
-def test_environment_factory_path_trains_on_the_envs_rewards(tmp_path):
+@pytest.mark.parametrize("schemas", [True, False])
+def test_environment_factory_path_trains_on_the_envs_rewards(tmp_path, schemas):
     from drgym.agents.grpo.rollout import build_task
 
-    cfg = env_config(tmp_path)
+    cfg = env_config(tmp_path, tool_schemas_in_prompt=schemas)
     trainer, callback = make_trainer(cfg)
     _script(trainer)
     assert trainer.args.max_tool_calling_iterations == cfg.max_turns - 1
@@ -96,33 +97,47 @@ def test_a_bad_rollout_path_is_named_with_the_valid_values(tmp_path):
         tiny_config(tmp_path, rollout_path="environment")
 
 
-def test_the_warm_start_layout_against_trls(tmp_path):
+def test_no_tool_schemas_needs_a_template_it_can_render_without_them(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from drgym.agents.grpo.env_path import prepare_tokenizer
+    from drgym.llm.tiny import tiny_causal_lm
+
+    _, tokenizer = tiny_causal_lm("word", seed=0, texts=["a b"])
+    assert isinstance(tokenizer, PreTrainedTokenizerFast)
+    cfg = env_config(tmp_path, tool_schemas_in_prompt=False, chat_template="{{ messages[0]['content'] }}")
+    with pytest.raises(ConfigError, match="`tool_schemas_in_prompt: false` .* needs the tiny model's chat template"):
+        prepare_tokenizer(tokenizer, cfg)
+
+
+@pytest.mark.parametrize("schemas", [True, False])
+def test_the_warm_start_layout_against_trls(tmp_path, schemas):
     """The warm-start's ids of a scripted episode, under drgym's ChatML and Qwen2.5's template (which the path
     switches to), and TRL's ids of the same episode: the same after the prompt, but for TRL's EOS at the end
-    of the last turn; TRL's prompt carries the tool schemas on top."""
+    of the last turn; TRL's prompt carries the tool schemas on top (unless tool_schemas_in_prompt is false)."""
     from trl.chat_template_utils import qwen2_5_chat_template
 
     from drgym.agent import make_agent
-    from drgym.agents.grpo.env_path import compare_layouts, trl_episode_ids
+    from drgym.agents.grpo.env_path import compare_layouts, qwen2_5_without_schemas, trl_episode_ids
     from drgym.agents.grpo.rollout import ChatFormat, build_task, make_envs
     from drgym.agents.grpo.warmstart import _play
     from drgym.llm.local import CHATML_TEMPLATE
 
-    cfg = env_config(tmp_path, warmstart_steps=0)
+    cfg = env_config(tmp_path, warmstart_steps=0, tool_schemas_in_prompt=schemas)
     task = build_task(cfg)
     trainer, callback = make_trainer(cfg)
     callback.rollout.close()
     (env,) = make_envs(task, 1)
     messages, _ = asyncio.run(_play(env, make_agent("scripted", pages_to_read=0), task.train_indices[0]))
     tok = trainer.processing_class
-    assert tok.chat_template == qwen2_5_chat_template
+    assert tok.chat_template == (qwen2_5_chat_template if schemas else qwen2_5_without_schemas())
     warm = ChatFormat(tok, chat_template=CHATML_TEMPLATE, system_prompt=cfg.system_prompt)
     demo = warm.episode_ids(warm.messages(messages))
     qwen = ChatFormat(tok, system_prompt=cfg.system_prompt)
     assert qwen.episode_ids(qwen.messages(messages)) == demo
     layout = compare_layouts(demo, trl_episode_ids(trainer, qwen.messages(messages)))
     assert layout["same_after_prompt"] and layout["eos_added"] == 1
-    assert layout["prompt_extra"] > 100  # the tool schemas
+    assert layout["prompt_extra"] > 100 if schemas else layout["prompt_extra"] == 0  # the tool schemas
     assert layout["policy_mask_differs"] == 1  # the EOS after the tool call: the env's in one, sampled in TRL's
 
 
