@@ -2,6 +2,8 @@
 
     python -m agents.grpo.plot_paths RUN_DIR... --out paths.png
 
+It also prints one line of figures per run (:func:`summarize`) and the mean and min-max per label.
+
 Each run directory holds the ``metrics.jsonl`` and ``config.yaml`` a training run writes; runs are grouped by
 their config's ``rollout_path`` (and ``tool_schemas_in_prompt``: the label) and each group is drawn as its mean over seeds, with the min-max
 band across seeds. Panels: training reward, training F1, training format-error rate (per step) and held-out F1
@@ -20,7 +22,7 @@ from typing import Any
 
 from drgym.errors import DataError, DependencyNotInstalled, DrgymError
 
-__all__ = ["PANELS", "Run", "group_runs", "load_run", "main", "plot_paths"]
+__all__ = ["PANELS", "Run", "group_runs", "load_run", "main", "plot_paths", "summarize"]
 
 PANELS: tuple[tuple[str, str], ...] = (
     ("rollout/reward_mean", "training reward"),
@@ -140,6 +142,56 @@ def plot_paths(runs: Sequence[Run], out: str | Path) -> Path:
     return out
 
 
+_LAST = 5
+"""Training figures are averaged over a run's last this many steps (one step's 8 questions are noisy)."""
+
+
+def summarize(run: Run) -> dict[str, float]:
+    """A run's figures: seconds per step (all of it, the rollout, the rest: the update), training reward,
+    F1, format-error rate and tool calls over its last steps, and held-out F1 and format errors first and last."""
+
+    def last(key: str) -> float:
+        values = list(run.series(key).values())[-_LAST:]
+        return statistics.fmean(values) if values else float("nan")
+
+    def mean(key: str) -> float:
+        values = list(run.series(key).values())
+        return statistics.fmean(values) if values else float("nan")
+
+    evals = run.series("eval/f1")
+    eval_errors = run.series("eval/format_error_rate")
+    out = {
+        "steps": float(max(run.series("rollout/reward_mean"), default=0)),
+        "step_s": mean("charts/step_seconds"),
+        "rollout_s": mean("charts/rollout_seconds"),
+        "train_reward_last": last("rollout/reward_mean"),
+        "train_f1_last": last("rollout/f1"),
+        "train_format_errors_last": last("rollout/format_error_rate"),
+        "train_tool_calls_last": last("rollout/tool_calls"),
+        "eval_f1_first": evals[min(evals)] if evals else float("nan"),
+        "eval_f1_last": evals[max(evals)] if evals else float("nan"),
+        "eval_format_errors_last": eval_errors[max(eval_errors)] if eval_errors else float("nan"),
+    }
+    out["update_s"] = out["step_s"] - out["rollout_s"]
+    return out
+
+
+def _table(runs: Sequence[Run]) -> str:
+    """Each run's :func:`summarize` line, then each label's mean and [min, max] over its seeds."""
+    keys = list(summarize(runs[0]))
+    lines = ["label seed " + " ".join(keys)]
+    for label, members in group_runs(runs).items():
+        rows = [summarize(r) for r in members]
+        for run, row in zip(members, rows):
+            lines.append(f"{label} {run.seed} " + " ".join(f"{row[k]:.3f}" for k in keys))
+        cells = []
+        for k in keys:
+            values = [row[k] for row in rows]
+            cells.append(f"{statistics.fmean(values):.3f}[{min(values):.3f},{max(values):.3f}]")
+        lines.append(f"{label} mean[min,max] " + " ".join(cells))
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``RUN_DIR... --out F.png``."""
     parser = argparse.ArgumentParser(prog="python -m agents.grpo.plot_paths", description=__doc__.split("\n\n")[0])
@@ -147,10 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
     try:
-        path = plot_paths([load_run(d) for d in args.runs], args.out)
+        runs = [load_run(d) for d in args.runs]
+        path = plot_paths(runs, args.out)
     except DrgymError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(_table(runs))
     print(path)
     return 0
 

@@ -142,7 +142,7 @@ def test_the_warm_start_layout_against_trls(tmp_path, schemas):
 
 
 def test_the_plot_compares_two_paths_and_names_a_missing_file(tmp_path, capsys):
-    from drgym.agents.grpo.plot_paths import group_runs, load_run, main
+    from drgym.agents.grpo.plot_paths import group_runs, load_run, main, summarize
 
     dirs = []
     for path, seed, offset in (("rollout_func", 0, 0.0), ("rollout_func", 1, 0.2), ("environment_factory", 0, -0.5)):
@@ -160,6 +160,11 @@ def test_the_plot_compares_two_paths_and_names_a_missing_file(tmp_path, capsys):
     out = tmp_path / "fig" / "paths.png"
     assert main([*map(str, dirs), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    table = capsys.readouterr().out
+    assert "rollout_func 1 " in table and "environment_factory mean[min,max] " in table
+    first = summarize(groups["rollout_func"][0])
+    assert first["train_reward_last"] == pytest.approx(0.2) and first["eval_f1_first"] == pytest.approx(0.1)
+    assert first["eval_f1_last"] == pytest.approx(0.3) and first["train_format_errors_last"] == 0.5
     (dirs[1] / "metrics.jsonl").unlink()
     assert main([*map(str, dirs), "--out", str(out)]) == 2
     assert f"run {dirs[1]}: metrics.jsonl is missing" in capsys.readouterr().err
