@@ -246,3 +246,66 @@ def compare_layouts(warm: tuple[list[int], list[int]], trl: tuple[list[int], lis
 
 def _strip_trailing(longer: list[int], shorter: list[int]) -> bool:
     return longer[: len(shorter)] == shorter and len(longer) - len(shorter) <= 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m agents.grpo.env_path --config F.yaml``: one scripted warm-start episode of the config's task,
+    as the warm-start tokenises it and as TRL's tool loop would (:func:`compare_layouts`, then both decoded)."""
+    import argparse
+    import asyncio
+    import json
+    import tempfile
+
+    from drgym.agent import make_agent
+
+    from .checkpoint import build_model
+    from .config import GRPOConfig
+    from .rollout import ChatFormat, build_task, make_envs
+    from .train import make_trainer
+    from .warmstart import _play
+
+    parser = argparse.ArgumentParser(prog="python -m agents.grpo.env_path", description=main.__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--tool_schemas_in_prompt", default="true", choices=("true", "false"))
+    parser.add_argument("--checkpoint", default=None,
+                        help="a run's saved policy (e.g. its warmstart/): also show its greedy first turn after each prompt")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = GRPOConfig.from_yaml(
+            args.config, rollout_path="environment_factory", warmstart_steps=0, copy_pretrain_steps=0,
+            output_dir=tmp, tool_schemas_in_prompt=args.tool_schemas_in_prompt == "true",
+        )
+        task = build_task(cfg)
+        _, warm_tokenizer = build_model(cfg, task.texts)
+        (env,) = make_envs(task, 1)
+        agent = make_agent(cfg.warmstart_agent, **cfg.warmstart_agent_kwargs)
+        messages, _ = asyncio.run(_play(env, agent, task.train_indices[0]))
+        env.close()
+        warm_fmt = ChatFormat(warm_tokenizer, chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
+        messages = warm_fmt.messages(messages)
+        warm = warm_fmt.episode_ids(messages)
+        trainer, callback = make_trainer(cfg)
+        trl = trl_episode_ids(trainer, messages)
+        callback.rollout.close()
+    print(json.dumps(compare_layouts(warm, trl), indent=1))
+    decode = trainer.processing_class.decode
+    print("--- warm-start\n" + decode(warm[0]) + "\n--- TRL's tool loop\n" + decode(trl[0]))
+    if args.checkpoint:
+        import torch
+
+        from .checkpoint import load_model
+
+        model, tokenizer = load_model(args.checkpoint)
+        for name, (ids, mask) in (("warm-start", warm), ("TRL's tool loop", trl)):
+            prompt = torch.tensor([ids[: mask.index(1)]])
+            out = model.generate(prompt, max_new_tokens=cfg.max_turn_tokens or 64, do_sample=False,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            print(f"--- {args.checkpoint}, greedy first turn after the {name} prompt ({prompt.shape[1]} ids)")
+            print(tokenizer.decode(out[0, prompt.shape[1] :].tolist()))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
