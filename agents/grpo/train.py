@@ -458,6 +458,11 @@ def make_trainer(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None
             f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or choose another "
             "output_dir"
         )
+    if generator is not None and cfg.rollout_path == "environment_factory":
+        raise ConfigError(
+            "a generator samples the rollout_func path's turns; with rollout_path environment_factory TRL "
+            "generates with the trainer's model (or vLLM)"
+        )
     # 1. task, tokenizer, model; 2. the warm-start (inside, on the main process)
     task = build_task(cfg)
     if ckpt is not None:  # the settings must describe the model the checkpoint holds

@@ -97,6 +97,12 @@ def test_a_bad_rollout_path_is_named_with_the_valid_values(tmp_path):
         tiny_config(tmp_path, rollout_path="environment")
 
 
+def test_a_generator_is_refused_on_the_environment_factory_path(tmp_path):
+    with pytest.raises(ConfigError, match="a generator samples the rollout_func path's turns"):
+        make_trainer(env_config(tmp_path), generator=object())
+    assert not (tmp_path / "run").exists()  # refused before any warm-start
+
+
 def test_no_tool_schemas_needs_a_template_it_can_render_without_them(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
