@@ -206,6 +206,13 @@ class GRPOConfig:
         "lowers the loss no more, only copying does. Needs the tiny model's word tokenizer and the synthetic "
         "task.",
     )
+    warmstart_eos_after_answer: bool = _f(
+        False,
+        "End each demonstration's last policy turn (its answer) with the tokenizer's EOS, in the loss. TRL's tool "
+        "loop (rollout_path environment_factory) ends a turn at EOS only; without it, a warm-started policy "
+        "writes on past </answer> and breaks the format. The rollout_func path stops a turn at </answer> and "
+        "never samples it.",
+    )
     warmstart_agent: str = _f("scripted", "Agent (drgym.agent name) that plays the demonstrations.")
     warmstart_agent_kwargs: dict[str, Any] = field(
         default_factory=dict, metadata={"help": "Arguments of the warm-start agent."}

@@ -5,7 +5,7 @@
 It also prints one line of figures per run (:func:`summarize`) and the mean and min-max per label.
 
 Each run directory holds the ``metrics.jsonl`` and ``config.yaml`` a training run writes; runs are grouped by
-their config's ``rollout_path`` (and ``tool_schemas_in_prompt``: the label) and each group is drawn as its mean over seeds, with the min-max
+their config's ``rollout_path`` (and ``tool_schemas_in_prompt``, ``warmstart_eos_after_answer``: the label) and each group is drawn as its mean over seeds, with the min-max
 band across seeds. Panels: training reward, training F1, training format-error rate (per step) and held-out F1
 (at the evaluation steps).
 """
@@ -35,8 +35,9 @@ PANELS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: its label (``rollout_path``, and "(no tool schemas)" for an environment_factory run
-    with ``tool_schemas_in_prompt: false``), seed and metric rows."""
+    """One training run: its label (``rollout_path``, then ``/no-schemas`` for an environment_factory run with
+    ``tool_schemas_in_prompt: false`` and ``/eos-warmstart`` with ``warmstart_eos_after_answer``), seed and
+    metric rows."""
 
     directory: Path
     path: str
@@ -74,7 +75,9 @@ def load_run(directory: str | Path) -> Run:
         raise DataError(f"run {directory}: metrics.jsonl holds no metrics")
     label = str(settings.get("rollout_path", "rollout_func"))
     if label == "environment_factory" and settings.get("tool_schemas_in_prompt") is False:
-        label += " (no tool schemas)"
+        label += "/no-schemas"
+    if settings.get("warmstart_eos_after_answer"):
+        label += "/eos-warmstart"
     return Run(directory, label, int(settings.get("seed", 0)), rows)
 
 

@@ -193,6 +193,7 @@ def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[
                     fmt,
                     min_reward=cfg.warmstart_min_reward,
                     max_seq_length=_context_limit(cfg, model),
+                    end_with_eos=cfg.warmstart_eos_after_answer,
                 )
             )
         finally:

@@ -194,3 +194,25 @@ def test_environment_factory_run_resumes_and_its_checkpoint_plays_an_episode(tmp
                        "--index", "0", "--compact"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["agent"] == "grpo" and out["turns"]
+
+
+def test_warmstart_eos_after_answer_ends_the_last_policy_turn_with_eos(tmp_path):
+    from drgym.agent import make_agent
+    from drgym.agents.grpo.checkpoint import build_model
+    from drgym.agents.grpo.rollout import ChatFormat, build_task, make_envs
+    from drgym.agents.grpo.warmstart import collect_demonstrations
+
+    cfg = env_config(tmp_path)
+    task = build_task(cfg)
+    _, tokenizer = build_model(cfg, task.texts)
+    fmt = ChatFormat(tokenizer, system_prompt=cfg.system_prompt)
+    envs = make_envs(task, 2)
+    demos = {}
+    for eos in (False, True):
+        demos[eos], _ = asyncio.run(collect_demonstrations(
+            envs, lambda: make_agent("scripted", pages_to_read=0), task.train_indices[:2], fmt,
+            min_reward=-1.0, max_seq_length=4096, end_with_eos=eos,
+        ))
+    for plain, ended in zip(demos[False], demos[True]):
+        assert plain.ids[-1] != tokenizer.eos_token_id
+        assert ended.ids == plain.ids + [tokenizer.eos_token_id] and ended.mask == plain.mask + [1]
