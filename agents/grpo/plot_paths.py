@@ -135,9 +135,13 @@ def plot_paths(runs: Sequence[Run], out: str | Path) -> Path:
     if not drawn:
         plt.close(fig)
         raise DataError("none of the runs logged " + ", ".join(k for k, _ in PANELS))
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:  # no training rows: the held-out panel has the labels
+        handles, labels = axes[-1].get_legend_handles_labels()
+    rows = -(-len(handles) // 3)
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(handles)), fontsize=8)
     fig.suptitle("mean over seeds, band: min-max across seeds", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 * rows, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
