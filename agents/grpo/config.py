@@ -25,10 +25,11 @@ from typing import Any
 
 from drgym.errors import ConfigError
 
-__all__ = ["RETIRED", "TRL_DEFAULTS", "GRPOConfig", "trl_field_names"]
+__all__ = ["RETIRED", "ROLLOUT_PATHS", "TRL_DEFAULTS", "GRPOConfig", "trl_field_names"]
 
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
 _TINY_VOCABS = ("byt5", "word")
+ROLLOUT_PATHS = ("rollout_func", "environment_factory")
 
 TRL_DEFAULTS: dict[str, Any] = {
     "output_dir": "runs/grpo",
@@ -169,6 +170,22 @@ class GRPOConfig:
         "max_completion_length (TRL's field: every completion token of an episode, the tools' included).",
     )
 
+    rollout_path: str = _f(
+        "rollout_func",
+        'How TRL plays the episodes: "rollout_func" (drgym plays whole episodes token-in/token-out with its '
+        "own protocol and stop tags, all episodes of a batch at once; drgym.integrations.trl.make_rollout_func) "
+        'or "environment_factory" (TRL\'s own tool loop renders the turns with the chat template, parses the '
+        "tool calls and calls WebResearchToolEnv's tools one sample after another; a turn ends at EOS or "
+        "max_turn_tokens). The warm-start and the held-out evaluation are the same on both.",
+    )
+    tool_schemas_in_prompt: bool = _f(
+        True,
+        "environment_factory only: let the chat template write the tools' JSON schemas into the system turn (TRL's "
+        "way, and Qwen2.5's template). false renders the prompt as the warm-start and the rollout_func path do "
+        "(the system prompt alone: Qwen2.5's template without its tool block, the same ids as drgym's ChatML), "
+        "TRL still parsing Qwen-style tool calls; it needs the tiny model's template (or Qwen2.5's).",
+    )
+
     # ---------------------------------------------------------------- copy pre-training (before the warm-start)
     copy_pretrain_steps: int = _f(
         0,
@@ -198,6 +215,13 @@ class GRPOConfig:
         "replacement wherever a word occurs (agents/grpo/renaming.py): memorising the training answers then "
         "lowers the loss no more, only copying does. Needs the tiny model's word tokenizer and the synthetic "
         "task.",
+    )
+    warmstart_eos_after_answer: bool = _f(
+        False,
+        "End each demonstration's last policy turn (its answer) with the tokenizer's EOS, in the loss. TRL's tool "
+        "loop (rollout_path environment_factory) ends a turn at EOS only; without it, a warm-started policy "
+        "writes on past </answer> and breaks the format. The rollout_func path stops a turn at </answer> and "
+        "never samples it.",
     )
     warmstart_agent: str = _f("scripted", "Agent (drgym.agent name) that plays the demonstrations.")
     warmstart_agent_kwargs: dict[str, Any] = field(
@@ -346,6 +370,7 @@ class GRPOConfig:
     def _check_values(self) -> None:
         _choice("model_dtype", self.model_dtype, _DTYPES)
         _choice("tiny_vocab", self.tiny_vocab, _TINY_VOCABS)
+        _choice("rollout_path", self.rollout_path, ROLLOUT_PATHS)
         from drgym.reward import REWARD_MODES
 
         _choice("reward_mode", self.reward_mode, REWARD_MODES)

@@ -136,17 +136,20 @@ def make_envs(
     return [make(dataset=task.records, **task.env_kwargs, **shared) for _ in range(n)]
 
 
-def train_dataset(task: Task, indices: Sequence[int] | None = None) -> Any:
+def train_dataset(task: Task, indices: Sequence[int] | None = None, *, system_prompt: str | None = None) -> Any:
     """The task's training questions as TRL rows (``prompt``, ``question``, ``answers``, ``id``).
 
-    The rollout poses each row's question in the env, with the env's (or the run's) system prompt, and reads
-    the gold answers from the env's own record: the prompt here only names the question.
+    The rollout_func path poses each row's question in the env, with the env's (or the run's) system prompt, and
+    reads the gold answers from the env's own record: the prompt there only names the question. TRL's
+    environment_factory path renders the prompt itself: pass ``system_prompt`` to open each prompt with it, as
+    the env's first two messages are (system prompt, then the question).
     """
     from datasets import Dataset
 
+    system = [{"role": "system", "content": system_prompt}] if system_prompt is not None else []
     rows = [
         {
-            "prompt": [{"role": "user", "content": task.records[i].question}],
+            "prompt": [*system, {"role": "user", "content": task.records[i].question}],
             "question": task.records[i].question,
             "answers": list(task.records[i].answers),
             "id": str(task.records[i].id),

@@ -9,7 +9,9 @@ Top to bottom:
 1. **task, tokenizer, model**: the questions (training and held-out) and the policy to start from.
 2. **warm-start**: supervised steps on a scripted agent's episodes (:func:`warm_start`), saved as
    ``<output_dir>/warmstart``: the policy RL starts from and TRL's reference model.
-3. **trl.GRPOTrainer** with ``rollout_func=make_rollout_func(...)``: each generation batch plays whole drgym
+3. **trl.GRPOTrainer** with ``rollout_func=make_rollout_func(...)`` (``rollout_path: rollout_func``, the
+   default; ``environment_factory`` lets TRL's own tool loop drive ``WebResearchToolEnv`` instead:
+   agents/grpo/env_path.py): each generation batch plays whole drgym
    episodes, token-in/token-out (the ids trained on are the ids sampled; ``env_mask`` keeps every tool and
    template token out of the loss; ``logprobs`` are the sampler's), scored by the env (``rollout_reward``).
    TRL does the rest: group advantages, the clipped surrogate, KL, entropy, accumulation, the optimizer,
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -190,6 +193,7 @@ def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[
                     fmt,
                     min_reward=cfg.warmstart_min_reward,
                     max_seq_length=_context_limit(cfg, model),
+                    end_with_eos=cfg.warmstart_eos_after_answer,
                 )
             )
         finally:
@@ -296,6 +300,10 @@ class DrgymCallback(_trainer_callback_base()):
         self._pending: dict[str, Any] = {}
         self._pending_step: int | None = None
         self._seen: Any = None
+        self._step_started = 0.0
+        self.rollout_seconds = 0.0
+        """Seconds in TRL's ``_generate_and_score_completions`` since the last logged batch (see
+        :func:`_time_rollouts`)."""
 
     # ------------------------------------------------------------------ hooks
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -318,12 +326,19 @@ class DrgymCallback(_trainer_callback_base()):
             if self.main and first:
                 self.metrics.log(0, first)
 
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._step_started = time.perf_counter()
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        step_seconds = time.perf_counter() - self._step_started
         self._flush()
         row: dict[str, Any] = {}
+        if hasattr(self.rollout, "refresh"):  # environment_factory: the episodes are the trainer's envs'
+            self.rollout.refresh(self.trainer)
         if self.rollout.episodes is not self._seen:  # a new generation batch was played for this step
             self._seen = self.rollout.episodes
             row |= self._rollout_metrics()
+        row["charts/step_seconds"] = step_seconds
         step = state.global_step
         every = self.cfg.eval_steps
         if step >= state.max_steps or (every and step % every == 0):
@@ -358,17 +373,23 @@ class DrgymCallback(_trainer_callback_base()):
     def _rollout_metrics(self) -> dict[str, Any]:
         from accelerate.utils import gather_object
 
+        from .env_path import ToolEnvRollout, episode_rows
+
         episodes = gather_object(list(self.rollout.episodes))
         per_process = gather_object([len(self.rollout.episodes)])
         times = self.rollout.times
-        out = episode_metrics(episodes)
+        tool_loop = isinstance(self.rollout, ToolEnvRollout)
+        out = episode_rows(episodes) if tool_loop else episode_metrics(episodes)
         out |= {
             "charts/processes_with_episodes": float(sum(1 for n in per_process if n)),
-            "charts/generate_seconds": times.generate_s,
             "charts/env_seconds": times.env_s,
+            "charts/rollout_seconds": self.rollout_seconds,
             "charts/zero_std_groups": _zero_std_fraction([e.reward for e in episodes], int(self.cfg.num_generations)),
         }
+        if not tool_loop:  # TRL's tool loop samples inside its own generate: not timed apart from the tools
+            out["charts/generate_seconds"] = times.generate_s
         times.reset()
+        self.rollout_seconds = 0.0
         return out
 
     def _evaluate(self, step: int) -> dict[str, float]:
@@ -393,6 +414,21 @@ class DrgymCallback(_trainer_callback_base()):
         return out
 
 
+def _time_rollouts(trainer: Any, callback: DrgymCallback) -> None:
+    """Add the wall time of each generation batch (TRL's ``_generate_and_score_completions``: sampling, the
+    tools, the rewards) to ``callback.rollout_seconds``, on both paths alike; the rest of a step is the update."""
+    inner = trainer._generate_and_score_completions
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            callback.rollout_seconds += time.perf_counter() - started
+
+    trainer._generate_and_score_completions = timed
+
+
 def _zero_std_fraction(rewards: Sequence[float], group: int) -> float:
     """Fraction of groups whose rewards are all equal (they carry no learning signal).
 
@@ -413,9 +449,6 @@ def make_trainer(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None
     policy in tests).
     """
     from transformers.trainer_callback import PrinterCallback
-    from trl import GRPOTrainer
-
-    from drgym.integrations.trl import make_rollout_func, rollout_reward
 
     out = Path(cfg.output_dir)
     ckpt = latest_checkpoint(out)
@@ -426,12 +459,33 @@ def make_trainer(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None
             f"output_dir {out} already holds checkpoints; pass --resume to continue that run, or choose another "
             "output_dir"
         )
+    if generator is not None and cfg.rollout_path == "environment_factory":
+        raise ConfigError(
+            "a generator samples the rollout_func path's turns; with rollout_path environment_factory TRL "
+            "generates with the trainer's model (or vLLM)"
+        )
     # 1. task, tokenizer, model; 2. the warm-start (inside, on the main process)
     task = build_task(cfg)
     if ckpt is not None:  # the settings must describe the model the checkpoint holds
         check_architecture(ckpt, _described_model(cfg, task))
     model, tokenizer, warm = build_policy(cfg, task, resuming=ckpt is not None)
-    # 3. TRL's trainer, its rollouts whole drgym episodes
+    if cfg.rollout_path == "environment_factory":
+        trainer, callback = _tool_loop_trainer(cfg, task, model, tokenizer, warm)
+    else:  # 3. TRL's trainer, its rollouts whole drgym episodes
+        trainer, callback = _rollout_func_trainer(cfg, task, model, tokenizer, warm, generator)
+    trainer.remove_callback(PrinterCallback)  # stdout carries the summary; every log is in metrics.jsonl
+    callback.trainer = trainer
+    _time_rollouts(trainer, callback)
+    return trainer, callback
+
+
+def _rollout_func_trainer(
+    cfg: GRPOConfig, task: Task, model: Any, tokenizer: Any, warm: dict[str, float], generator: Any
+) -> tuple[Any, DrgymCallback]:
+    from trl import GRPOTrainer
+
+    from drgym.integrations.trl import make_rollout_func, rollout_reward
+
     rollout = make_rollout_func(
         dataset=task.records,
         system_prompt=cfg.system_prompt,
@@ -449,8 +503,43 @@ def make_trainer(cfg: GRPOConfig, *, resume: bool = False, generator: Any = None
         rollout_func=rollout,
         callbacks=[callback],
     )
-    trainer.remove_callback(PrinterCallback)  # stdout carries the summary; every log is in metrics.jsonl
-    callback.trainer = trainer
+    return trainer, callback
+
+
+def _tool_loop_trainer(
+    cfg: GRPOConfig, task: Task, model: Any, tokenizer: Any, warm: dict[str, float]
+) -> tuple[Any, DrgymCallback]:
+    """``GRPOTrainer(environment_factory=WebResearchToolEnv...)``: TRL's tool loop plays the episodes
+    (agents/grpo/env_path.py)."""
+    from trl import GRPOTrainer
+
+    from drgym.integrations.trl import finish_episodes
+
+    from .env_path import ToolEnvRollout, env_system_prompt, prepare_tokenizer, tool_env_trl_args
+
+    prepare_tokenizer(tokenizer, cfg)  # the template is saved with every checkpoint
+    rollout = ToolEnvRollout(task)
+    callback = DrgymCallback(cfg, task, rollout, warm)
+    try:
+        trainer = GRPOTrainer(
+            model=model,
+            processing_class=tokenizer,
+            reward_funcs=[finish_episodes],  # hands each env the last turn; TRL adds the env's get_reward
+            args=tool_env_trl_args(cfg),
+            train_dataset=train_dataset(task, system_prompt=env_system_prompt(cfg, task)),
+            environment_factory=rollout.factory,
+            callbacks=[callback],
+        )
+        rollout.trainer = trainer
+    except ValueError as exc:
+        rollout.close()
+        if "chat template" in str(exc).lower() or "response" in str(exc).lower():
+            raise ConfigError(
+                f"rollout_path environment_factory: TRL cannot parse tool calls with this tokenizer's chat "
+                f"template ({exc}); set chat_template to one TRL knows (e.g. Qwen2.5's), or use rollout_path "
+                "rollout_func"
+            ) from exc
+        raise
     return trainer, callback
 
 

@@ -60,11 +60,13 @@ async def collect_demonstrations(
     *,
     min_reward: float,
     max_seq_length: int,
+    end_with_eos: bool = False,
 ) -> tuple[list[Demonstration], dict[str, float]]:
     """Play one episode per record with fresh agents (``len(envs)`` at a time) and keep the good ones.
 
     An episode is kept when its reward is at least ``min_reward`` and it fits ``max_seq_length`` tokens; an
-    episode that raises is logged and dropped.
+    episode that raises is logged and dropped. ``end_with_eos`` adds the tokenizer's EOS after the last policy
+    turn, as a policy token (``warmstart_eos_after_answer``).
 
     Returns:
         The demonstrations and ``warmstart/…`` metrics (episodes played, kept, their mean reward).
@@ -96,6 +98,8 @@ async def collect_demonstrations(
         if reward < min_reward:
             continue
         ids, mask = fmt.episode_ids(fmt.messages(messages))
+        if end_with_eos and messages[-1]["role"] == "assistant" and isinstance(fmt.tokenizer.eos_token_id, int):
+            ids, mask = ids + [fmt.tokenizer.eos_token_id], mask + [1]
         if len(ids) <= max_seq_length and any(mask):
             demos.append(Demonstration(ids, mask, reward, index))
     rewards = [r for _, _, r in played]
