@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                 "warmstart_episodes": 8,
                 "max_turn_tokens": 16,
                 "warmstart_min_reward": 0.0,
+                "copy_pretrain_steps": 2,
             }
             demo = GRPOConfig.from_yaml(
                 CONFIG,

@@ -1,7 +1,7 @@
 """GRPO step time: the bundled agent against TRL's ``GRPOTrainer`` with its own generation, and what TRL's tool
 loop costs in waiting.
 
-Part 1, one run, the same tiny model (``tiny-cpu.yaml``'s word-level Qwen2, frozen embeddings, the same initial
+Part 1, one run, the same tiny model (``tiny-cpu.yaml``'s word-level Qwen2, the same initial
 weights in every row) and batch shape (``--prompts`` questions x ``--generations`` episodes, at most
 ``--tokens`` new tokens per turn, ``beta`` 0), both on ``trl.GRPOTrainer``:
 
