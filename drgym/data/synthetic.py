@@ -327,7 +327,7 @@ def _ring_task(
     records: list[QARecord] = []
     count = 0
     for asked, extra in _ring_sizes(num_questions, extra_towns, held_out):
-        towns = [pools.apply(rng, _make_town(rng, names, count + i)) for i in range(max(3, asked + extra))]
+        towns = [pools.apply(rng, _make_town(rng, names, count + i), count + i) for i in range(max(3, asked + extra))]
         count += len(towns)
         ring = rng.sample(towns, len(towns))
         for i, town in enumerate(ring):
@@ -379,9 +379,9 @@ class _WordPools:
         values = sorted(rng.sample(range(200, 100_000), value_pool)) if value_pool is not None else []
         return cls(tuple(pairs), tuple(values))
 
-    def apply(self, rng: random.Random, town: _Town) -> _Town:
-        """``town`` with its name the next unused pair and its population drawn from the pool (when set)."""
-        index = int(town.id.rsplit("-", 1)[1])
+    def apply(self, rng: random.Random, town: _Town, index: int) -> _Town:
+        """``town`` (the ``index``-th of the task) with pair ``index`` as its name and its population drawn from
+        the pool (each when set)."""
         name = self.names[index] if self.names else town.name
         population = rng.choice(self.values) if self.values else town.population
         return replace(town, name=name, population=population)
