@@ -194,6 +194,13 @@ class GRPOConfig:
         "imitates.",
     )
     copy_pretrain_length: int = _f(32, "Random words per copy pre-training sequence (each is then repeated).")
+    copy_pretrain_min_length: int | None = _f(
+        None,
+        "Draw each copy pre-training step's length in [copy_pretrain_min_length, copy_pretrain_length], after a "
+        "random lead-in, so the repeat stands at no fixed offset and only an induction head (content matching) "
+        "predicts it: the copy a search result's value needs. None: every sequence is copy_pretrain_length "
+        "words (a positional copy).",
+    )
     copy_pretrain_batch_size: int = _f(32, "Sequences per copy pre-training step.")
     copy_pretrain_learning_rate: float = _f(3e-3, "Learning rate of the copy pre-training.")
 
@@ -380,6 +387,13 @@ class GRPOConfig:
             _at_least(name, getattr(self, name), 0)
         for name in ("copy_pretrain_batch_size", "copy_pretrain_length"):
             _at_least(name, getattr(self, name), 1 if name.endswith("size") else 2)
+        if self.copy_pretrain_min_length is not None and not (
+            2 <= self.copy_pretrain_min_length <= self.copy_pretrain_length
+        ):
+            raise ConfigError(
+                f"`copy_pretrain_min_length` must be in [2, copy_pretrain_length={self.copy_pretrain_length}], "
+                f"got {self.copy_pretrain_min_length!r}"
+            )
         if not self.copy_pretrain_learning_rate > 0:
             raise ConfigError(
                 f"`copy_pretrain_learning_rate` must be > 0, got {self.copy_pretrain_learning_rate!r}"

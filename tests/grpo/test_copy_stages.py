@@ -80,6 +80,42 @@ def test_copy_pretraining_needs_words(word_model):
         copy_pretrain(word_model[0], [5], steps=1, batch_size=1, length=4, learning_rate=1e-3, seed=0)
 
 
+def test_variable_copy_batches_put_the_repeat_at_no_fixed_offset():
+    from drgym.agents.grpo.copy_pretrain import _copy_batch
+
+    pool, gen = torch.arange(100, 200), torch.Generator().manual_seed(0)
+    fixed, start = _copy_batch(pool, gen, 4, 8, None)
+    assert start == 8 and torch.equal(fixed[:, :8], fixed[:, 8:])
+    starts, lengths = set(), set()
+    for _ in range(50):
+        ids, start = _copy_batch(pool, gen, 4, 8, 3)
+        n = ids.shape[1] - start  # the repeat's length
+        assert 3 <= n <= 8 and 0 <= start - n <= 4  # a lead-in of at most length // 2 ids
+        assert torch.equal(ids[:, start - n : start], ids[:, start:])
+        starts.add(start)
+        lengths.add(n)
+    assert len(starts) > 4 and len(lengths) > 3  # the offset changes from step to step
+
+
+def test_variable_copy_pretraining_trains_and_checks_its_range(word_model):
+    model, tok = word_model
+    model = type(model)(model.config)
+    words = [i for i, w in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))) if re.fullmatch(r"\w+", w)]
+    metrics = copy_pretrain(model, words, steps=3, batch_size=4, length=8, learning_rate=1e-3, seed=0, min_length=4)
+    assert torch.isfinite(torch.tensor(metrics["copy_pretrain/loss_last10"]))
+    for bad in (1, 9):
+        with pytest.raises(ValueError, match="min_length must be in"):
+            copy_pretrain(model, words, steps=1, batch_size=1, length=8, learning_rate=1e-3, seed=0, min_length=bad)
+
+
+def test_the_copy_pretraining_length_range_is_checked_by_the_config(tmp_path):
+    from drgym.errors import ConfigError
+    from tests.grpo.conftest import tiny_config
+
+    with pytest.raises(ConfigError, match="copy_pretrain_min_length"):
+        tiny_config(tmp_path, copy_pretrain_length=8, copy_pretrain_min_length=12)
+
+
 def test_the_trainer_runs_copy_pretraining_then_a_renamed_warm_start(tmp_path):
     from drgym.agents.grpo.train import make_trainer
     from tests.grpo.conftest import tiny_config
@@ -87,7 +123,7 @@ def test_the_trainer_runs_copy_pretraining_then_a_renamed_warm_start(tmp_path):
     cfg = tiny_config(
         tmp_path, tiny_vocab="word", freeze_embeddings=True, tiny_config={"embedding_std": 1.0},
         synthetic_kinds=["population"], synthetic_neighbours=True, num_train_questions=8, num_eval_questions=4,
-        copy_pretrain_steps=2, copy_pretrain_length=8, copy_pretrain_batch_size=4,
+        copy_pretrain_steps=2, copy_pretrain_length=8, copy_pretrain_min_length=4, copy_pretrain_batch_size=4,
         warmstart_steps=2, warmstart_episodes=4, warmstart_min_reward=0.0, warmstart_rename_entities=True,
         warmstart_agent_kwargs={"pages_to_read": 0, "named_result_only": True, "quote_evidence": True},
     )
