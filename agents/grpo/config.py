@@ -206,7 +206,12 @@ class GRPOConfig:
 
     # ---------------------------------------------------------------- supervised warm-start
     warmstart_steps: int = _f(0, "Supervised steps on scripted-agent episodes before RL (0: none).")
-    warmstart_episodes: int = _f(256, "Scripted episodes played to collect the warm-start demonstrations.")
+    warmstart_episodes: int = _f(
+        256,
+        "Scripted episodes played to collect the warm-start demonstrations. More than the training questions: "
+        "the questions are played again, each pass with the agent's seed moved on, so a noisy teacher's "
+        "spread of answers to one question is what is imitated (agents/grpo/warmstart.py, teacher_passes).",
+    )
     warmstart_min_reward: float = _f(1.0, "Keep only demonstrations whose reward is at least this.")
     warmstart_learning_rate: float = _f(1e-3, "Learning rate of the warm-start.")
     warmstart_batch_size: int = _f(8, "Demonstrations per warm-start step.")

@@ -12,6 +12,7 @@ loss is the cross-entropy on the policy's turns only (mask 1), never on the tool
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from .config import GRPOConfig
     from .rollout import ChatFormat
 
-__all__ = ["Demonstration", "collect_demonstrations", "supervised_warmstart"]
+__all__ = ["Demonstration", "collect_demonstrations", "pass_agent_kwargs", "supervised_warmstart", "teacher_passes"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,34 @@ async def collect_demonstrations(
         "warmstart/demonstrations": float(len(demos)),
     }
     return demos, metrics
+
+
+def teacher_passes(order: Sequence[int], episodes: int) -> list[list[int]]:
+    """The record indices each teacher pass plays: ``episodes`` in all, taken from ``order`` again and again.
+
+    With more episodes than questions every question is played several times, one pass per repeat; each pass
+    gets its own agent seed (:func:`pass_agent_kwargs`), so a stochastic teacher's mistakes differ between
+    the repeats and the warm-start learns the teacher's spread of answers to a question, not one arbitrary
+    draw of it (a policy that imitates one draw per question is confident where the teacher was not, and
+    GRPO then samples one answer per question and gets equal rewards in its group).
+    """
+    if not order or episodes < 1:
+        return []
+    full, rest = divmod(episodes, len(order))
+    return [list(order) for _ in range(full)] + ([list(order[:rest])] if rest else [])
+
+
+def pass_agent_kwargs(agent_cls: type, kwargs: dict[str, Any], index: int) -> dict[str, Any]:
+    """The warm-start agent's arguments for teacher pass ``index``: the first pass's are ``kwargs`` as given,
+    a later pass's ``seed`` is moved on by ``index`` (when the agent takes a ``seed``; else the same)."""
+    if index == 0:
+        return dict(kwargs)
+    parameters = inspect.signature(agent_cls).parameters
+    if "seed" not in parameters:
+        logger.warning("%s takes no seed: its repeated warm-start passes replay the same choices", agent_cls.__name__)
+        return dict(kwargs)
+    base = kwargs.get("seed", parameters["seed"].default)
+    return {**kwargs, "seed": (base if isinstance(base, int) else 0) + index}
 
 
 def _token_weights(policy_mask: Any, attention_mask: Any, env_weight: float) -> Any:

@@ -124,11 +124,12 @@ def test_the_trainer_runs_copy_pretraining_then_a_renamed_warm_start(tmp_path):
         tmp_path, tiny_vocab="word", freeze_embeddings=True, tiny_config={"embedding_std": 1.0},
         synthetic_kinds=["population"], synthetic_neighbours=True, num_train_questions=8, num_eval_questions=4,
         copy_pretrain_steps=2, copy_pretrain_length=8, copy_pretrain_min_length=4, copy_pretrain_batch_size=4,
-        warmstart_steps=2, warmstart_episodes=4, warmstart_min_reward=0.0, warmstart_rename_entities=True,
+        warmstart_steps=2, warmstart_episodes=12, warmstart_min_reward=0.0, warmstart_rename_entities=True,
         warmstart_agent_kwargs={"pages_to_read": 0, "named_result_only": True, "quote_evidence": True},
     )
     _, callback = make_trainer(cfg)
     assert callback.warm["copy_pretrain/loss_last10"] > 0 and callback.warm["warmstart/demonstrations"] > 0
+    assert callback.warm["warmstart/episodes"] == 12  # 8 questions: one pass, then 4 of them again
     assert (tmp_path / "run" / "warmstart" / "model").is_dir()  # RL and its reference start from both stages
 
 

@@ -42,3 +42,56 @@ def test_env_loss_weight_trains_the_model_on_the_env_text(tiny, tmp_path):
         supervised_warmstart(model, [demo], cfg, pad_token_id=0, autocast=contextlib.nullcontext)
         gains[weight] = _env_logprob(model, demo) - before
     assert gains[1.0] > gains[0.0] + 5.0  # only the weighted run learns to predict the env's tokens
+
+
+def test_teacher_passes_repeat_the_questions_when_there_are_more_episodes():
+    from drgym.agents.grpo.warmstart import teacher_passes
+
+    assert teacher_passes([3, 1, 2], 2) == [[3, 1]]
+    assert teacher_passes([3, 1, 2], 7) == [[3, 1, 2], [3, 1, 2], [3]]
+    assert teacher_passes([], 4) == []
+
+
+def test_each_teacher_pass_moves_the_agent_seed_on(caplog):
+    from drgym.agents.grpo.warmstart import pass_agent_kwargs
+    from drgym.agents.scripted import ScriptedAgent
+
+    kwargs = {"wrong_result_rate": 0.7}
+    assert pass_agent_kwargs(ScriptedAgent, kwargs, 0) == kwargs  # the first pass: exactly as configured
+    assert pass_agent_kwargs(ScriptedAgent, kwargs, 2) == {"wrong_result_rate": 0.7, "seed": 2}
+    assert pass_agent_kwargs(ScriptedAgent, {"seed": 5}, 3) == {"seed": 8}
+
+    class Seedless:
+        def __init__(self, depth: int = 1) -> None: ...
+
+    assert pass_agent_kwargs(Seedless, {"depth": 2}, 1) == {"depth": 2}
+    assert "takes no seed" in caplog.text
+
+
+def test_repeated_passes_show_the_noisy_teachers_spread_on_one_question(tmp_path):
+    import asyncio
+
+    from drgym.agents.grpo.checkpoint import build_model
+    from drgym.agents.grpo.rollout import build_task, make_envs
+    from drgym.agents.grpo.warmstart import collect_demonstrations, pass_agent_kwargs
+    from drgym.agents.scripted import ScriptedAgent
+    from drgym.llm.token_turns import ChatFormat
+
+    cfg = tiny_config(tmp_path, tiny_vocab="word", synthetic_kinds=["population"], synthetic_neighbours=True,
+                      num_train_questions=8, num_eval_questions=4)
+    task = build_task(cfg)
+    _, tok = build_model(cfg, task.texts)
+    fmt = ChatFormat(tok, system_prompt=cfg.system_prompt)
+    envs = make_envs(task, 4)
+    teacher = {"pages_to_read": 0, "named_result_only": True, "wrong_result_rate": 0.5}
+    answers: dict[int, set[str]] = {}
+    for index in range(4):
+        kwargs = pass_agent_kwargs(ScriptedAgent, teacher, index)
+        demos, _ = asyncio.run(collect_demonstrations(
+            envs, lambda kwargs=kwargs: ScriptedAgent(**kwargs), task.train_indices, fmt, min_reward=-1.0,
+            max_seq_length=4096,
+        ))
+        for demo in demos:
+            answers.setdefault(demo.record_index, set()).add(tok.decode(demo.ids).rsplit("<answer>", 1)[-1])
+    assert len(answers) == 8
+    assert sum(len(a) > 1 for a in answers.values()) >= 4  # most questions get more than one answer
