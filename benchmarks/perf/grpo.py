@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             max_steps=args.repeats + 1,
             save_strategy="no",
             warmstart_steps=0,
+            copy_pretrain_steps=0,  # speed only: the model's weights do not matter here
             num_eval_questions=0,
             disable_tqdm=True,
             plot=False,

@@ -55,7 +55,7 @@ def _bundled(args: argparse.Namespace, tmp: str) -> tuple[dict[str, float], Any,
         CONFIG, output_dir=f"{tmp}/bundled", num_generations=args.generations,
         per_device_train_batch_size=args.prompts * args.generations, gradient_accumulation_steps=1,
         max_turn_tokens=args.tokens, max_steps=args.repeats + 1, save_strategy="no", warmstart_steps=0,
-        num_eval_questions=0, disable_tqdm=True, plot=False, beta=0.0,
+        copy_pretrain_steps=0, num_eval_questions=0, disable_tqdm=True, plot=False, beta=0.0,
     )
     trainer, callback = make_trainer(cfg)
     initial = copy.deepcopy(trainer.model)  # the TRL row starts from the same weights
