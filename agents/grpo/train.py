@@ -176,41 +176,30 @@ def warm_start(cfg: GRPOConfig, model: Any, tokenizer: Any, task: Task) -> dict[
     from drgym.agent import agent_class
     from drgym.services import ToolServices
 
-    from .warmstart import collect_demonstrations, pass_agent_kwargs, supervised_warmstart, teacher_passes
+    from .warmstart import collect_teacher_passes, supervised_warmstart, teacher_passes
 
     model.to(PartialState().device)
     fmt = ChatFormat(tokenizer, chat_template=cfg.chat_template, system_prompt=cfg.system_prompt)
     pool = task.train_indices
     passes = teacher_passes([pool[i] for i in _permutation(len(pool), cfg.seed + 1)], cfg.warmstart_episodes)
-    agent_cls = agent_class(cfg.warmstart_agent)
-    demos: list[Any] = []
-    played = {"warmstart/episodes": 0.0, "warmstart/failed_episodes": 0.0, "warmstart/demonstrations": 0.0}
-    reward_sum = 0.0
     with ToolServices() as services:
-        envs = make_envs(task, min(64, max(len(p) for p in passes)), services=services)
+        envs = make_envs(task, min(64, len(passes[0])), services=services)
         try:
-            for index, indices in enumerate(passes):
-                kwargs = pass_agent_kwargs(agent_cls, cfg.warmstart_agent_kwargs, index)
-                got, counts = services.run(
-                    collect_demonstrations(
-                        envs,
-                        lambda kwargs=kwargs: agent_cls(**kwargs),
-                        indices,
-                        fmt,
-                        min_reward=cfg.warmstart_min_reward,
-                        max_seq_length=_context_limit(cfg, model),
-                        end_with_eos=cfg.warmstart_eos_after_answer,
-                    )
+            demos, metrics = services.run(
+                collect_teacher_passes(
+                    envs,
+                    agent_class(cfg.warmstart_agent),
+                    cfg.warmstart_agent_kwargs,
+                    passes,
+                    fmt,
+                    min_reward=cfg.warmstart_min_reward,
+                    max_seq_length=_context_limit(cfg, model),
+                    end_with_eos=cfg.warmstart_eos_after_answer,
                 )
-                demos += got
-                for key in played:
-                    played[key] += counts[key]
-                reward_sum += counts["warmstart/agent_reward_mean"] * counts["warmstart/episodes"]
+            )
         finally:
             for env in envs:
                 env.close()
-    metrics = dict(played)
-    metrics["warmstart/agent_reward_mean"] = reward_sum / max(1.0, played["warmstart/episodes"])
     bar = tqdm(total=cfg.warmstart_steps, desc="warm-start", disable=bool(cfg.disable_tqdm), leave=False)
 
     def progress(_: int, loss: float) -> None:

@@ -28,7 +28,14 @@ if TYPE_CHECKING:
     from .config import GRPOConfig
     from .rollout import ChatFormat
 
-__all__ = ["Demonstration", "collect_demonstrations", "pass_agent_kwargs", "supervised_warmstart", "teacher_passes"]
+__all__ = [
+    "Demonstration",
+    "collect_demonstrations",
+    "collect_teacher_passes",
+    "pass_agent_kwargs",
+    "supervised_warmstart",
+    "teacher_passes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +146,35 @@ def pass_agent_kwargs(agent_cls: type, kwargs: dict[str, Any], index: int) -> di
         return dict(kwargs)
     base = kwargs.get("seed", parameters["seed"].default)
     return {**kwargs, "seed": (base if isinstance(base, int) else 0) + index}
+
+
+async def collect_teacher_passes(
+    envs: Sequence[WebResearchEnv],
+    agent_cls: type,
+    agent_kwargs: dict[str, Any],
+    passes: Sequence[Sequence[int]],
+    fmt: ChatFormat,
+    **collect: Any,
+) -> tuple[list[Demonstration], dict[str, float]]:
+    """:func:`collect_demonstrations` once per teacher pass (:func:`teacher_passes`), each with its own agent
+    arguments (:func:`pass_agent_kwargs`); ``collect`` are its keyword arguments. The metrics are over all
+    passes: episodes, failures and demonstrations summed, the agent's reward averaged over every episode."""
+    demos: list[Demonstration] = []
+    episodes = failed = kept = reward_sum = 0.0
+    for index, indices in enumerate(passes):
+        kwargs = pass_agent_kwargs(agent_cls, agent_kwargs, index)
+        got, metrics = await collect_demonstrations(envs, lambda kwargs=kwargs: agent_cls(**kwargs), indices, fmt, **collect)
+        demos += got
+        episodes += metrics["warmstart/episodes"]
+        failed += metrics["warmstart/failed_episodes"]
+        kept += metrics["warmstart/demonstrations"]
+        reward_sum += metrics["warmstart/agent_reward_mean"] * metrics["warmstart/episodes"]
+    return demos, {
+        "warmstart/episodes": episodes,
+        "warmstart/failed_episodes": failed,
+        "warmstart/agent_reward_mean": reward_sum / episodes if episodes else 0.0,
+        "warmstart/demonstrations": kept,
+    }
 
 
 def _token_weights(policy_mask: Any, attention_mask: Any, env_weight: float) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from drgym.agents.grpo.losses import forward_logprobs, pad_batch
@@ -73,7 +74,7 @@ def test_repeated_passes_show_the_noisy_teachers_spread_on_one_question(tmp_path
 
     from drgym.agents.grpo.checkpoint import build_model
     from drgym.agents.grpo.rollout import build_task, make_envs
-    from drgym.agents.grpo.warmstart import collect_demonstrations, pass_agent_kwargs
+    from drgym.agents.grpo.warmstart import collect_teacher_passes, teacher_passes
     from drgym.agents.scripted import ScriptedAgent
     from drgym.llm.token_turns import ChatFormat
 
@@ -84,14 +85,14 @@ def test_repeated_passes_show_the_noisy_teachers_spread_on_one_question(tmp_path
     fmt = ChatFormat(tok, system_prompt=cfg.system_prompt)
     envs = make_envs(task, 4)
     teacher = {"pages_to_read": 0, "named_result_only": True, "wrong_result_rate": 0.5}
+    demos, metrics = asyncio.run(collect_teacher_passes(
+        envs, ScriptedAgent, teacher, teacher_passes(task.train_indices, 32), fmt, min_reward=-1.0,
+        max_seq_length=4096,
+    ))
+    assert metrics["warmstart/episodes"] == 32 == metrics["warmstart/demonstrations"] == len(demos)
+    assert metrics["warmstart/agent_reward_mean"] == pytest.approx(sum(d.reward for d in demos) / 32)
     answers: dict[int, set[str]] = {}
-    for index in range(4):
-        kwargs = pass_agent_kwargs(ScriptedAgent, teacher, index)
-        demos, _ = asyncio.run(collect_demonstrations(
-            envs, lambda kwargs=kwargs: ScriptedAgent(**kwargs), task.train_indices, fmt, min_reward=-1.0,
-            max_seq_length=4096,
-        ))
-        for demo in demos:
-            answers.setdefault(demo.record_index, set()).add(tok.decode(demo.ids).rsplit("<answer>", 1)[-1])
+    for demo in demos:
+        answers.setdefault(demo.record_index, set()).add(tok.decode(demo.ids).rsplit("<answer>", 1)[-1])
     assert len(answers) == 8
     assert sum(len(a) > 1 for a in answers.values()) >= 4  # most questions get more than one answer
