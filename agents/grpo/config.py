@@ -201,6 +201,12 @@ class GRPOConfig:
         "predicts it: the copy a search result's value needs. None: every sequence is copy_pretrain_length "
         "words (a positional copy).",
     )
+    copy_pretrain_stop_accuracy: float | None = _f(
+        None,
+        "End the copy pre-training once its greedy copy accuracy (mean of the last 10 steps) reaches this, so "
+        "copy_pretrain_steps is a ceiling: how long a tiny model sits on the induction plateau depends on the "
+        "seed. None: always run copy_pretrain_steps.",
+    )
     copy_pretrain_batch_size: int = _f(32, "Sequences per copy pre-training step.")
     copy_pretrain_learning_rate: float = _f(3e-3, "Learning rate of the copy pre-training.")
 
@@ -398,6 +404,10 @@ class GRPOConfig:
             raise ConfigError(
                 f"`copy_pretrain_min_length` must be in [2, copy_pretrain_length={self.copy_pretrain_length}], "
                 f"got {self.copy_pretrain_min_length!r}"
+            )
+        if self.copy_pretrain_stop_accuracy is not None and not 0 < self.copy_pretrain_stop_accuracy <= 1:
+            raise ConfigError(
+                f"`copy_pretrain_stop_accuracy` must be in (0, 1], got {self.copy_pretrain_stop_accuracy!r}"
             )
         if not self.copy_pretrain_learning_rate > 0:
             raise ConfigError(

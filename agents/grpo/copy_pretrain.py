@@ -18,6 +18,10 @@ ever comes back). Two shapes:
   previous-token head, then a head attending to the token after the earlier occurrence of the current one).
   The tiny model sits at chance for 1,000–2,000 steps, depending on the seed (on some, longer than 2,500),
   then learns it within ~200 (agents/grpo/README.md, "Learning on a CPU").
+
+Because that plateau's length is a matter of the seed, ``stop_accuracy`` ends the stage once the skill is
+there (the mean greedy copy accuracy of the last 10 steps reaches it), so ``steps`` is a ceiling: a seed that
+leaves the plateau early does not pay for the slowest one's steps.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def copy_pretrain(
     seed: int,
     max_grad_norm: float = 1.0,
     min_length: int | None = None,
+    stop_accuracy: float | None = None,
     progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` for ``steps`` AdamW steps on ``w1 … wn w1 … wn`` (ids drawn uniformly from ``words``),
@@ -47,7 +52,8 @@ def copy_pretrain(
     ``[min_length, length]`` each step, after a lead-in of ``0 … length // 2`` random ids (see the module).
 
     Returns ``copy_pretrain/…`` metrics: first and last losses, the copy accuracy (greedy next id on the
-    repeat) of the last 10 steps, and the time taken.
+    repeat) of the last 10 steps, the steps run and the time taken. With ``stop_accuracy``, the stage ends
+    once that accuracy reaches it (after at least 10 steps).
     """
     import torch
 
@@ -55,6 +61,8 @@ def copy_pretrain(
         raise ValueError(f"copy pre-training needs at least 2 words and length >= 2, got {len(words)}, {length}")
     if min_length is not None and not 2 <= min_length <= length:
         raise ValueError(f"copy pre-training's min_length must be in [2, length={length}], got {min_length}")
+    if stop_accuracy is not None and not 0.0 < stop_accuracy <= 1.0:
+        raise ValueError(f"copy pre-training's stop_accuracy must be in (0, 1], got {stop_accuracy}")
     device = next(model.parameters()).device
     pool = torch.as_tensor(list(words), dtype=torch.long)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -79,6 +87,8 @@ def copy_pretrain(
         accuracies.append(float((logits.argmax(-1) == labels).float().mean()))
         if progress is not None:
             progress(step, losses[-1])
+        if stop_accuracy is not None and len(accuracies) >= 10 and sum(accuracies[-10:]) / 10 >= stop_accuracy:
+            break
     optimizer.zero_grad(set_to_none=True)
     tail = losses[-10:] or [0.0]
     acc = accuracies[-10:] or [0.0]
@@ -86,6 +96,7 @@ def copy_pretrain(
         "copy_pretrain/loss_first": losses[0] if losses else 0.0,
         "copy_pretrain/loss_last10": sum(tail) / len(tail),
         "copy_pretrain/accuracy_last10": sum(acc) / len(acc),
+        "copy_pretrain/steps": float(len(losses)),
         "copy_pretrain/seconds": time.perf_counter() - started,
     }
 

@@ -157,6 +157,7 @@ def copy_stage(cfg: GRPOConfig, model: Any, tokenizer: Any) -> dict[str, float]:
             batch_size=cfg.copy_pretrain_batch_size,
             length=cfg.copy_pretrain_length,
             min_length=cfg.copy_pretrain_min_length,
+            stop_accuracy=cfg.copy_pretrain_stop_accuracy,
             learning_rate=cfg.copy_pretrain_learning_rate,
             seed=cfg.seed,
             max_grad_norm=float(cfg.max_grad_norm),

@@ -23,6 +23,7 @@ __all__ = ["ScriptedAgent", "evidence_sentence", "search_results"]
 
 _URL = re.compile(r"https?://[^\s<>\"')\]]+")
 _RESULT = re.compile(r"^(\d+)\. (.+)$", re.MULTILINE)
+_WRONG_RESULT_CHOICES = ("random", "last")
 
 
 def evidence_sentence(answer: str, texts: list[str]) -> str | None:
@@ -58,6 +59,10 @@ class ScriptedAgent(BaseAgent):
             whose title the question names, then reads another result instead, as if it were about the asked
             entity (the question with that result's title in place of the asked name), and copies its value.
             0 (default): never.
+        wrong_result: Which other result the agent reads when it is wrong: ``"random"`` (default, any of
+            them alike) or ``"last"`` (the lowest-ranked one, the last it read: a reader with a recency bias).
+            With ``"last"`` and a rate above 0.5 the teacher's most frequent answer is wrong, so a policy that
+            imitates it faithfully answers wrong when greedy, and only learning from the reward fixes that.
         quote_evidence: Think by quoting the sentence the answer is read from (``<think>The population of X
             is 5.</think><answer>5</answer>``) instead of a fixed phrase: the answer is then a copy of a copy,
             and a model imitating the agent is shown the copy out of a result step by step.
@@ -73,6 +78,7 @@ class ScriptedAgent(BaseAgent):
         *,
         named_result_only: bool = False,
         wrong_result_rate: float = 0.0,
+        wrong_result: str = "random",
         quote_evidence: bool = False,
         seed: int = 0,
     ) -> None:
@@ -81,9 +87,12 @@ class ScriptedAgent(BaseAgent):
             0.0 <= wrong_result_rate <= 1.0
         ):
             raise ConfigError(f"`wrong_result_rate` must be a number in [0, 1], got {wrong_result_rate!r}")
+        if wrong_result not in _WRONG_RESULT_CHOICES:
+            raise ConfigError(f"`wrong_result` must be one of {list(_WRONG_RESULT_CHOICES)}, got {wrong_result!r}")
         self.pages_to_read = pages_to_read
         self.named_result_only = named_result_only
         self.wrong_result_rate = float(wrong_result_rate)
+        self.wrong_result = wrong_result
         self.quote_evidence = quote_evidence
         self.seed = seed
         self._question = ""
@@ -139,7 +148,8 @@ class ScriptedAgent(BaseAgent):
         others = [(title, text) for title, text in results if asked is not None and title != asked]
         if not others:
             return None
-        title, text = others[rng.randrange(len(others))]
+        pick = rng.randrange(len(others))  # drawn either way: the same draws decide right or wrong per seed
+        title, text = others[-1] if self.wrong_result == "last" else others[pick]
         answer = best_span(self._question.replace(asked, title), [text])
         return (answer, [text]) if answer is not None else None
 

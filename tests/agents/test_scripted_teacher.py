@@ -64,6 +64,28 @@ def test_wrong_result_rate_copies_a_neighbours_value(ring_env):
     assert other != half
 
 
+def test_wrong_result_last_copies_the_lowest_ranked_other_result(ring_env):
+    env, records, _ = ring_env
+    agent = ScriptedAgent(pages_to_read=0, named_result_only=True, wrong_result_rate=1.0, wrong_result="last")
+    for i, r in enumerate(records):
+        traj = run_episode(env, agent, options={"index": i})
+        results = search_results(traj.turns[0].observation)
+        asked = r.question.removeprefix("What is the population of ").removesuffix("?")
+        last_other = [text for title, text in results if title != asked][-1]
+        assert re.search(rf"is {traj.answer}\.", last_other) and traj.reward == 0.0
+    # at the same rate and seed, "last" is wrong on exactly the questions "random" is wrong on
+    kwargs = {"pages_to_read": 0, "named_result_only": True, "wrong_result_rate": 0.6}
+    rand = _answers(env, ScriptedAgent(**kwargs))
+    last = _answers(env, ScriptedAgent(**kwargs, wrong_result="last"))
+    assert [rw for _, rw in rand] == [rw for _, rw in last]
+    assert [a for a, _ in rand] != [a for a, _ in last]
+
+
+def test_bad_wrong_result_choice():
+    with pytest.raises(ConfigError, match=re.escape("`wrong_result` must be one of ['random', 'last'], got 'first'")):
+        ScriptedAgent(wrong_result="first")
+
+
 def test_search_results_split_a_rendered_observation():
     text = (
         'Results for query "q":\n1. Alpha\n   URL: https://x/a\n   A text.\n'

@@ -68,8 +68,9 @@ def test_copy_pretraining_trains_and_reports(word_model):
     metrics = copy_pretrain(model, words, steps=3, batch_size=4, length=8, learning_rate=1e-3, seed=0)
     assert set(metrics) == {
         "copy_pretrain/loss_first", "copy_pretrain/loss_last10", "copy_pretrain/accuracy_last10",
-        "copy_pretrain/seconds",
+        "copy_pretrain/steps", "copy_pretrain/seconds",
     }
+    assert metrics["copy_pretrain/steps"] == 3
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
     assert changed and "model.embed_tokens.weight" not in changed  # frozen embeddings stay frozen
@@ -106,6 +107,35 @@ def test_variable_copy_pretraining_trains_and_checks_its_range(word_model):
     for bad in (1, 9):
         with pytest.raises(ValueError, match="min_length must be in"):
             copy_pretrain(model, words, steps=1, batch_size=1, length=8, learning_rate=1e-3, seed=0, min_length=bad)
+
+
+def test_copy_pretraining_stops_once_it_copies(word_model):
+    model, tok = word_model
+    words = [i for i, w in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))) if re.fullmatch(r"\w+", w)]
+    kwargs = {"steps": 600, "batch_size": 16, "length": 8, "learning_rate": 3e-3, "seed": 0}
+    fresh = type(model)(model.config)
+    fresh.load_state_dict(model.state_dict())
+    stopped = copy_pretrain(fresh, words, stop_accuracy=0.6, **kwargs)
+    # the fixed shape is learnt fast: the stage ends at the first 10 steps averaging 0.6, well before 600
+    assert 10 <= stopped["copy_pretrain/steps"] < 600
+    assert stopped["copy_pretrain/accuracy_last10"] >= 0.6
+    fresh.load_state_dict(model.state_dict())
+    unreachable = copy_pretrain(fresh, words, stop_accuracy=1.0, **{**kwargs, "steps": 30})
+    assert unreachable["copy_pretrain/steps"] == 30  # a ceiling, not a target: the steps run out first
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="stop_accuracy must be in"):
+            copy_pretrain(fresh, words, stop_accuracy=bad, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"), [(0, "must be in (0, 1], got 0"), (2.0, "must be in (0, 1], got 2.0"), (True, "must be float")]
+)
+def test_the_copy_stop_accuracy_is_checked_by_the_config(tmp_path, bad, why):
+    from drgym.errors import ConfigError
+    from tests.grpo.conftest import tiny_config
+
+    with pytest.raises(ConfigError, match=re.escape(f"`copy_pretrain_stop_accuracy` {why}")):
+        tiny_config(tmp_path, copy_pretrain_stop_accuracy=bad)
 
 
 def test_the_copy_pretraining_length_range_is_checked_by_the_config(tmp_path):
