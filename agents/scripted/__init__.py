@@ -63,6 +63,11 @@ class ScriptedAgent(BaseAgent):
             them alike) or ``"last"`` (the lowest-ranked one, the last it read: a reader with a recency bias).
             With ``"last"`` and a rate above 0.5 the teacher's most frequent answer is wrong, so a policy that
             imitates it faithfully answers wrong when greedy, and only learning from the reward fixes that.
+        vague_query_rate: Probability of searching with a vaguer query: the question with the word before its
+            last one left out ("What is the population of Stizain?" for "... of Reithand Stizain?"), which
+            finds another entity as often as the asked one; the agent then answers from what it found. 0
+            (default): always the question itself. Above 0.5 the teacher's usual query is the vague one, so a
+            policy that imitates it faithfully searches vaguely when greedy: the query is RL's to fix.
         quote_evidence: Think by quoting the sentence the answer is read from (``<think>The population of X
             is 5.</think><answer>5</answer>``) instead of a fixed phrase: the answer is then a copy of a copy,
             and a model imitating the agent is shown the copy out of a result step by step.
@@ -79,20 +84,21 @@ class ScriptedAgent(BaseAgent):
         named_result_only: bool = False,
         wrong_result_rate: float = 0.0,
         wrong_result: str = "random",
+        vague_query_rate: float = 0.0,
         quote_evidence: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if isinstance(wrong_result_rate, bool) or not isinstance(wrong_result_rate, (int, float)) or not (
-            0.0 <= wrong_result_rate <= 1.0
-        ):
-            raise ConfigError(f"`wrong_result_rate` must be a number in [0, 1], got {wrong_result_rate!r}")
+        for name, rate in (("wrong_result_rate", wrong_result_rate), ("vague_query_rate", vague_query_rate)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+                raise ConfigError(f"`{name}` must be a number in [0, 1], got {rate!r}")
         if wrong_result not in _WRONG_RESULT_CHOICES:
             raise ConfigError(f"`wrong_result` must be one of {list(_WRONG_RESULT_CHOICES)}, got {wrong_result!r}")
         self.pages_to_read = pages_to_read
         self.named_result_only = named_result_only
         self.wrong_result_rate = float(wrong_result_rate)
         self.wrong_result = wrong_result
+        self.vague_query_rate = float(vague_query_rate)
         self.quote_evidence = quote_evidence
         self.seed = seed
         self._question = ""
@@ -110,14 +116,14 @@ class ScriptedAgent(BaseAgent):
         if self._step > 1:
             self._texts.append(observation)
         if self._step == 1:
-            call = {"name": "web_search", "arguments": {"query": [self._question]}}
+            call = {"name": "web_search", "arguments": {"query": [self._query()]}}
             return f"<think>I will search for the question.</think><tool_call>{json.dumps(call)}</tool_call>"
         if self._step == 2:
             urls = list(dict.fromkeys(_URL.findall(observation)))[: self.pages_to_read]
             if urls:
                 call = {"name": "browse_webpage", "arguments": {"url_list": urls}}
                 return f"<think>I will read the top results.</think><tool_call>{json.dumps(call)}</tool_call>"
-        wrong = self._wrong_answer()
+        wrong = self._wrong_answer() or self._vague_answer()
         if wrong is not None:
             answer, texts = wrong
         else:
@@ -126,6 +132,26 @@ class ScriptedAgent(BaseAgent):
         quote = evidence_sentence(answer, texts) if self.quote_evidence else None
         thought = quote or f"The best-supported span is {answer}."
         return f"<think>{thought}</think><answer>{answer}</answer>"
+
+    def _query(self) -> str:
+        """The question, or at ``vague_query_rate`` the question without the word before its last one."""
+        words = self._question.split(" ")
+        rng = random.Random(f"scripted-query-{self.seed}-{self._question}")
+        if len(words) < 3 or rng.random() >= self.vague_query_rate:
+            return self._question
+        return " ".join(words[:-2] + words[-1:])
+
+    def _vague_answer(self) -> tuple[str, list[str]] | None:
+        """After a vague query that missed the asked entity: the top result read as if it were about it (the
+        vague query's last word widened to that result's title), its value and its text (or ``None``)."""
+        query = self._query()
+        results = search_results(self._texts[0]) if self._texts else []
+        if query == self._question or not results or any(title in self._question for title, _ in results):
+            return None
+        title, text = results[0]
+        kept = query.split(" ")[-1].rstrip("?.!")
+        answer = best_span(query.replace(kept, title) if kept and kept in title else query, [text])
+        return (answer, [text]) if answer is not None else None
 
     def _evidence(self) -> list[str]:
         """What the answer is read from: everything, or the result the question names (if asked and found)."""

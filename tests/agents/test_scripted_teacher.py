@@ -81,6 +81,37 @@ def test_wrong_result_last_copies_the_lowest_ranked_other_result(ring_env):
     assert [a for a, _ in rand] != [a for a, _ in last]
 
 
+def test_vague_query_rate_leaves_a_word_out_and_answers_from_what_it_found():
+    records, passages = make_synthetic_task(N, seed=5, kinds=("population",), neighbours=True, name_pool=12, value_pool=48)
+    backend = BM25Backend(passages, corpus="synthetic", cache=False)
+    env = gym.make("drgym/WebResearch-v0", dataset=records, search=backend, max_turns=3, results_per_query=1)
+    try:
+        exact = _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True))
+        assert all(reward == 1.0 for _, reward in exact)  # the question itself finds the asked town first
+        vague = ScriptedAgent(pages_to_read=0, named_result_only=True, vague_query_rate=1.0)
+        rewards = []
+        for i, r in enumerate(records):
+            traj = run_episode(env, vague, options={"index": i})
+            query = traj.turns[0].arguments["query"][0]
+            _, last = r.question.removeprefix("What is the population of ").removesuffix("?").split(" ")
+            assert query == f"What is the population of {last}?"  # the word before the last one is left out
+            ((_, text),) = search_results(traj.turns[0].observation)
+            assert re.search(rf"is {traj.answer}\.", text)  # it answers from the one result it found
+            rewards.append(traj.reward)
+        assert sum(rewards) <= N // 3  # another town sharing the word, most of the time
+        half = [rw for _, rw in _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True,
+                                                            vague_query_rate=0.5))]
+        assert N // 4 <= sum(half) <= 3 * N // 4
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, True])
+def test_bad_vague_query_rate(rate):
+    with pytest.raises(ConfigError, match=re.escape(f"`vague_query_rate` must be a number in [0, 1], got {rate!r}")):
+        ScriptedAgent(vague_query_rate=rate)
+
+
 def test_bad_wrong_result_choice():
     with pytest.raises(ConfigError, match=re.escape("`wrong_result` must be one of ['random', 'last'], got 'first'")):
         ScriptedAgent(wrong_result="first")
