@@ -63,9 +63,9 @@ class ScriptedAgent(BaseAgent):
             them alike) or ``"last"`` (the lowest-ranked one, the last it read: a reader with a recency bias).
             With ``"last"`` and a rate above 0.5 the teacher's most frequent answer is wrong, so a policy that
             imitates it faithfully answers wrong when greedy, and only learning from the reward fixes that.
-        vague_query_rate: Probability of searching with a vaguer query: the question with the word before its
-            last one left out ("What is the population of Stizain?" for "... of Reithand Stizain?"), which
-            finds another entity as often as the asked one; the agent then answers from what it found. 0
+        vague_query_rate: Probability of searching with a vaguer query: the question without its last word
+            ("What is the population of Reithand?" for "... of Reithand Stizain?"), which finds another entity
+            more often than the asked one; the agent then answers from what it found. 0
             (default): always the question itself. Above 0.5 the teacher's usual query is the vague one, so a
             policy that imitates it faithfully searches vaguely when greedy: the query is RL's to fix.
         quote_evidence: Think by quoting the sentence the answer is read from (``<think>The population of X
@@ -134,12 +134,14 @@ class ScriptedAgent(BaseAgent):
         return f"<think>{thought}</think><answer>{answer}</answer>"
 
     def _query(self) -> str:
-        """The question, or at ``vague_query_rate`` the question without the word before its last one."""
+        """The question, or at ``vague_query_rate`` the question without its last word."""
         words = self._question.split(" ")
         rng = random.Random(f"scripted-query-{self.seed}-{self._question}")
         if len(words) < 3 or rng.random() >= self.vague_query_rate:
             return self._question
-        return " ".join(words[:-2] + words[-1:])
+        last = words[-1]
+        end = last[len(last.rstrip("?.!")) :]  # the question mark stays
+        return " ".join(words[:-1]) + end
 
     def _vague_answer(self) -> tuple[str, list[str]] | None:
         """After a vague query that missed the asked entity: the top result read as if it were about it (the

@@ -93,15 +93,15 @@ def test_vague_query_rate_leaves_a_word_out_and_answers_from_what_it_found():
         for i, r in enumerate(records):
             traj = run_episode(env, vague, options={"index": i})
             query = traj.turns[0].arguments["query"][0]
-            _, last = r.question.removeprefix("What is the population of ").removesuffix("?").split(" ")
-            assert query == f"What is the population of {last}?"  # the word before the last one is left out
+            first, _ = r.question.removeprefix("What is the population of ").removesuffix("?").split(" ")
+            assert query == f"What is the population of {first}?"  # the last word is left out
             ((_, text),) = search_results(traj.turns[0].observation)
             assert re.search(rf"is {traj.answer}\.", text)  # it answers from the one result it found
             rewards.append(traj.reward)
         assert sum(rewards) <= N // 3  # another town sharing the word, most of the time
         half = [rw for _, rw in _answers(env, ScriptedAgent(pages_to_read=0, named_result_only=True,
                                                             vague_query_rate=0.5))]
-        assert N // 4 <= sum(half) <= 3 * N // 4
+        assert sum(rewards) < sum(half) < N  # vague on some questions, not on all
     finally:
         env.close()
 
