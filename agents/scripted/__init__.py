@@ -1,9 +1,9 @@
 """The scripted (non-LLM) agent: search the question, browse the top results, answer with the best span.
 
 It needs no model, plays the env's protocol exactly, and sets the floor every learning agent must beat. With
-``wrong_result_rate`` it is also the noisy teacher of the GRPO warm-start: it shows the mechanics (search, copy
-a value from a result into the answer) but often copies the value of the wrong result, so that imitation alone
-does not learn which result to trust and RL has something left to learn.
+``vague_query_rate`` or ``wrong_result_rate`` it is also the noisy teacher of the GRPO warm-start: it shows the
+mechanics (search, copy a value from a result into the answer) but often searches vaguely or reads the wrong
+result, so that imitation alone does not give the right answer and RL has something left to learn.
 """
 
 from __future__ import annotations
