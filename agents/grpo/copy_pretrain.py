@@ -16,8 +16,8 @@ ever comes back). Two shapes:
 - variable (``min_length`` set): each step draws the length in ``[min_length, length]`` and a lead-in of up
   to ``length // 2`` random words, so only matching content predicts the repeat: an induction head (a
   previous-token head, then a head attending to the token after the earlier occurrence of the current one).
-  The tiny model sits at chance for 1,000–2,000 steps, depending on the seed (on some, longer than 2,500),
-  then learns it within ~200 (agents/grpo/README.md, "Learning on a CPU").
+  The tiny model sits at chance for 900–2,900 steps, depending on the seed, then learns it within ~200
+  (agents/grpo/README.md, "Learning on a CPU").
 
 Because that plateau's length is a matter of the seed, ``stop_accuracy`` ends the stage once the skill is
 there (the mean greedy copy accuracy of the last 10 steps reaches it), so ``steps`` is a ceiling: a seed that
