@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from drgym.agent import BaseAgent
 from drgym.answer_spans import SENTENCE
@@ -83,7 +83,7 @@ class ScriptedAgent(BaseAgent):
         *,
         named_result_only: bool = False,
         wrong_result_rate: float = 0.0,
-        wrong_result: str = "random",
+        wrong_result: Literal["random", "last"] = "random",
         vague_query_rate: float = 0.0,
         quote_evidence: bool = False,
         seed: int = 0,
